@@ -1,0 +1,3 @@
+"""The version of asyncbulk."""
+
+__version__ = "0.1.0"
