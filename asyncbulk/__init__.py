@@ -1,0 +1,44 @@
+"""asyncbulk: push changes through vendors' asynchronous bulk APIs and follow every job.
+
+The clients (`ChakraClient`, `ZefortClient`) submit bulk changes, stream background-job entries
+and track jobs and tasks; `asyncbulk.testing` simulates both vendors for tests.
+"""
+
+from asyncbulk._exceptions import (
+    APIError,
+    AsyncBulkError,
+    AuthenticationError,
+    ClientClosedError,
+    JobTimeoutError,
+    NotFoundError,
+    OutcomeUnknownError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    SubmissionError,
+    TransportError,
+    ValidationError,
+)
+from asyncbulk._retry import RetryPolicy
+from asyncbulk._session import RequestStats, Timeouts
+from asyncbulk._version import __version__
+
+__all__ = [
+    "APIError",
+    "AsyncBulkError",
+    "AuthenticationError",
+    "ClientClosedError",
+    "JobTimeoutError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "ProtocolError",
+    "RateLimitedError",
+    "RequestStats",
+    "RetryPolicy",
+    "ServerError",
+    "SubmissionError",
+    "Timeouts",
+    "TransportError",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,236 @@
+"""Every error asyncbulk raises, in one tree.
+
+```
+AsyncBulkError
+├── ValidationError          (also ValueError) bad input from the caller, raised before any request
+├── ClientClosedError        (also RuntimeError) a client used after aclose()
+├── APIError                 the server answered with an error status
+│   ├── AuthenticationError  401, 403
+│   ├── NotFoundError        404
+│   ├── RateLimitedError     429, with retry_after
+│   └── ServerError          5xx
+├── TransportError           the request did not get an answer: connection failure, timeout
+├── ProtocolError            an answer that is not what the API promises
+├── OutcomeUnknownError      a non-idempotent request may or may not have been carried out
+├── SubmissionError          a bulk submission was accepted only in part
+└── JobTimeoutError          (also TimeoutError) a deadline passed with jobs still unfinished
+```
+
+aiohttp's own exceptions never reach the caller: the session layer maps them to
+`TransportError` in one place. No message or repr here ever holds a credential: URLs carry none
+(credentials travel in headers), and request bodies are never quoted in messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "APIError",
+    "AsyncBulkError",
+    "AuthenticationError",
+    "ClientClosedError",
+    "JobTimeoutError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "ProtocolError",
+    "RateLimitedError",
+    "ServerError",
+    "SubmissionError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class AsyncBulkError(Exception):
+    """The root of every error asyncbulk raises."""
+
+
+class ValidationError(AsyncBulkError, ValueError):
+    """The caller's input is wrong; nothing was sent.
+
+    Attributes:
+        field: the name of the offending field, with its position where there is one
+            (``updates[3].status``, ``line 12``).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        """Name the field and say what is wrong with it."""
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def at(self, prefix: str) -> ValidationError:
+        """Return the same error with its field placed under ``prefix`` (``updates[3]``)."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        error = ValidationError(field, self.reason)
+        error.__cause__ = self.__cause__
+        return error
+
+
+class ClientClosedError(AsyncBulkError, RuntimeError):
+    """A client was used after `aclose()` or after its ``async with`` block ended."""
+
+
+class APIError(AsyncBulkError):
+    """The server answered with an error status.
+
+    Attributes:
+        status: the HTTP status code.
+        method: the request's method.
+        url: the request's URL (credentials travel in headers, never in it).
+        messages: the vendor's error messages, as it sent them.
+        body: the start of the response body, for diagnosis.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        method: str,
+        url: str,
+        messages: Sequence[str] = (),
+        body: str = "",
+    ) -> None:
+        """Describe the failed request and what the server said."""
+        self.status = status
+        self.method = method
+        self.url = url
+        self.messages = tuple(messages)
+        self.body = body
+        detail = "; ".join(self.messages)
+        super().__init__(
+            f"{method} {url} -> {status}" + (f": {detail}" if detail else ""),
+        )
+
+
+class AuthenticationError(APIError):
+    """The credentials were refused (401) or lack the right (403)."""
+
+
+class NotFoundError(APIError):
+    """The resource does not exist (404)."""
+
+
+class RateLimitedError(APIError):
+    """The server asked us to slow down (429) and retries did not outlast it.
+
+    Attributes:
+        retry_after: seconds the server asked us to wait, when it said.
+    """
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        """Describe the refused request and the wait the server asked for."""
+        super().__init__(**kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """The server failed (5xx)."""
+
+
+class TransportError(AsyncBulkError):
+    """The request got no answer: the connection failed, dropped or timed out.
+
+    Attributes:
+        method: the request's method.
+        url: the request's URL.
+        sent: False when the request certainly never reached the server (the connection was
+            refused or never established); True when it may have been received and acted on.
+    """
+
+    def __init__(self, message: str, *, method: str, url: str, sent: bool) -> None:
+        """Describe the request that got no answer."""
+        super().__init__(f"{method} {url}: {message}")
+        self.method = method
+        self.url = url
+        self.sent = sent
+
+
+class ProtocolError(AsyncBulkError):
+    """The server's answer is not what the API promises.
+
+    Not JSON, a required field missing or of the wrong type, a link to another host.
+
+    Attributes:
+        method: the request's method, when known.
+        url: the request's URL, when known.
+        status: the response's status, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Say what was wrong with the answer and which request it answered."""
+        where = f"{method} {url}" if method and url else (url or "")
+        super().__init__(f"{where}: {message}" if where else message)
+        self.method = method
+        self.url = url
+        self.status = status
+
+
+class OutcomeUnknownError(AsyncBulkError):
+    """A request that is not safe to repeat failed in a way that hides whether it took effect.
+
+    asyncbulk does not send it again by itself. The caller decides, with the request in hand.
+
+    Attributes:
+        method: the request's method.
+        url: the request's URL.
+        body: the JSON body that was sent.
+    """
+
+    def __init__(self, message: str, *, method: str, url: str, body: Any) -> None:
+        """Describe the request whose outcome is unknown."""
+        super().__init__(f"{method} {url}: outcome unknown: {message}")
+        self.method = method
+        self.url = url
+        self.body = body
+
+
+class SubmissionError(AsyncBulkError):
+    """A bulk submission was accepted only in part.
+
+    Attributes:
+        submission: the record of what was accepted (its jobs, and the input positions each
+            carries); nothing accepted is lost track of.
+        errors: the errors met, each naming the input positions it concerns.
+    """
+
+    def __init__(self, message: str, *, submission: Any, errors: Sequence[BaseException]) -> None:
+        """Keep the partial submission and the errors met."""
+        super().__init__(message)
+        self.submission = submission
+        self.errors = tuple(errors)
+
+
+class JobTimeoutError(AsyncBulkError, TimeoutError):
+    """A deadline passed before every job finished.
+
+    Attributes:
+        unfinished: the ids of the jobs still unfinished at the deadline.
+        finished: the jobs (as returned by the client) that finished before it, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unfinished: Sequence[str],
+        finished: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Name the jobs that did not finish in time."""
+        ids = tuple(unfinished)
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")  # noqa: PLR2004
+        super().__init__(f"{message} (unfinished: {shown})" if ids else message)
+        self.unfinished = ids
+        self.finished = dict(finished or {})

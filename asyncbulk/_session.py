@@ -1,0 +1,691 @@
+"""The one way in for the network: every request of every vendor client goes through `Session`.
+
+The session owns the aiohttp client session, authenticates, limits requests in flight, retries
+by the `RetryPolicy`, shares a pause among all requests when the host answers 429, decodes the
+vendor's envelope, and maps aiohttp's exceptions to asyncbulk's own. No other module imports
+aiohttp for client work.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+import attrs
+from yarl import URL
+
+from asyncbulk._exceptions import (
+    APIError,
+    AsyncBulkError,
+    AuthenticationError,
+    ClientClosedError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
+from asyncbulk._version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = [
+    "BasicAuth",
+    "BearerAuth",
+    "ChakraEnvelope",
+    "ClientBase",
+    "PlainEnvelope",
+    "RequestStats",
+    "Response",
+    "Session",
+    "Timeouts",
+]
+
+logger: Final = logging.getLogger("asyncbulk")
+
+USER_AGENT: Final = f"asyncbulk/{__version__}"
+_NO_BODY: Final = object()
+_BODY_EXCERPT: Final = 500
+
+
+def _check_timeout(name: str) -> Callable[[object, object, float | None], None]:
+    def check(_instance: object, _attribute: object, value: float | None) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValidationError(name, f"must be a number of seconds > 0, not {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """How long one try of a request may take, in seconds.
+
+    Args:
+        connect: to get a connection (from the pool or a new one).
+        total: for the whole try, connection, request and response body included.
+        read: the longest pause while reading the answer; None for no limit but `total`.
+    """
+
+    connect: float = attrs.field(default=10.0, validator=_check_timeout("timeouts.connect"))
+    total: float = attrs.field(default=60.0, validator=_check_timeout("timeouts.total"))
+    read: float | None = attrs.field(default=None, validator=_check_timeout("timeouts.read"))
+
+
+@attrs.define
+class RequestStats:
+    """Counts of what a client has sent and met, for progress displays and tests.
+
+    Attributes:
+        requests: tries sent (each retry counts).
+        retries: tries that were retries.
+        rate_limited: 429 answers met.
+        errors: requests that ended in an error after their last try.
+        by_status: answers per HTTP status.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    by_status: dict[int, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Response:
+    """A decoded answer.
+
+    Attributes:
+        status: the HTTP status.
+        data: the payload: Chakra's ``_data``, or Zefort's whole body.
+        meta: Chakra's ``_meta`` (empty for Zefort).
+        messages: error messages the vendor sent alongside a successful answer.
+        url: the URL that was requested.
+    """
+
+    status: int
+    data: Any
+    meta: Mapping[str, Any]
+    messages: tuple[str, ...]
+    url: str
+
+
+class Auth(Protocol):
+    """An authentication strategy: the header it adds, and the secrets to keep out of text."""
+
+    def header(self) -> tuple[str, str]:
+        """The header name and value to send."""
+        ...
+
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never appear in a log line, repr or message."""
+        ...
+
+
+class BearerAuth:
+    """``Authorization: Bearer <token>`` (ChakraHQ)."""
+
+    __slots__ = ("_token",)
+
+    def __init__(self, token: str, *, field: str = "token") -> None:
+        """Keep the token; an empty one is a `ValidationError` naming ``field``."""
+        _check_credential(field, token)
+        self._token = token
+
+    def header(self) -> tuple[str, str]:
+        """The Authorization header."""
+        return "Authorization", f"Bearer {self._token}"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The token."""
+        return (self._token,)
+
+    def __repr__(self) -> str:
+        """Never shows the token."""
+        return "BearerAuth(token=<redacted>)"
+
+
+class BasicAuth:
+    """HTTP Basic with an API key as the user name and an empty password (Zefort)."""
+
+    __slots__ = ("_encoded", "_key")
+
+    def __init__(self, api_key: str, *, field: str = "api_key") -> None:
+        """Keep the key; an empty one is a `ValidationError` naming ``field``."""
+        _check_credential(field, api_key)
+        self._key = api_key
+        self._encoded = base64.b64encode(f"{api_key}:".encode()).decode("ascii")
+
+    def header(self) -> tuple[str, str]:
+        """The Authorization header."""
+        return "Authorization", f"Basic {self._encoded}"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The key and its encoded form."""
+        return (self._key, self._encoded)
+
+    def __repr__(self) -> str:
+        """Never shows the key."""
+        return "BasicAuth(api_key=<redacted>)"
+
+
+def _check_credential(field: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field, "must not be empty")
+    if any(ch in value for ch in "\r\n\x00"):
+        raise ValidationError(field, "must not contain line breaks or NUL")
+
+
+class Envelope(Protocol):
+    """How a vendor wraps its answers."""
+
+    def decode(self, body: Any) -> tuple[Any, Mapping[str, Any], tuple[str, ...]]:
+        """Split a decoded 2xx body into payload, metadata and error messages."""
+        ...
+
+    def messages(self, body: Any) -> tuple[str, ...]:
+        """The error messages in an error body, as the vendor wrote them."""
+        ...
+
+
+def _messages_from(value: Any) -> tuple[str, ...]:
+    """Error messages from whatever shape a vendor used: strings, objects, lists, mappings."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, list):
+        return tuple(m for item in value for m in _messages_from(item))
+    if isinstance(value, dict):
+        for key in ("message", "msg", "detail", "error", "errors"):
+            if key in value:
+                return _messages_from(value[key])
+        return tuple(f"{key}: {m}" for key, item in value.items() for m in _messages_from(item))
+    return (str(value),)
+
+
+class ChakraEnvelope:
+    """ChakraHQ's ``{"_data": ..., "_meta": {...}, "_errors": [...]}``."""
+
+    def decode(self, body: Any) -> tuple[Any, Mapping[str, Any], tuple[str, ...]]:
+        """Split the envelope; a body that is not an object is a `ProtocolError`."""
+        if not isinstance(body, dict):
+            raise ProtocolError(f"expected a JSON object envelope, got {type(body).__name__}")
+        meta = body.get("_meta")
+        return (
+            body.get("_data"),
+            meta if isinstance(meta, dict) else {},
+            _messages_from(body.get("_errors")),
+        )
+
+    def messages(self, body: Any) -> tuple[str, ...]:
+        """The ``_errors`` list, or whatever message the body holds."""
+        if isinstance(body, dict) and "_errors" in body:
+            return _messages_from(body["_errors"])
+        return _messages_from(body)
+
+
+class PlainEnvelope:
+    """Zefort's plain bodies: the payload is the body itself."""
+
+    def decode(self, body: Any) -> tuple[Any, Mapping[str, Any], tuple[str, ...]]:
+        """The body, no metadata, no messages."""
+        return body, {}, ()
+
+    def messages(self, body: Any) -> tuple[str, ...]:
+        """``detail``, or field errors as ``field: message``."""
+        return _messages_from(body)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: object, *, allow_insecure_http: bool) -> URL:
+    """Validate a base URL: https (or http to loopback, or by opt-in), with a host."""
+    if not isinstance(base_url, str | URL):
+        raise ValidationError("base_url", f"must be a string, not {type(base_url).__name__}")
+    text = str(base_url).strip()
+    if not text:
+        raise ValidationError("base_url", "must not be empty")
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        raise ValidationError("base_url", f"is not a URL: {exc}") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValidationError("base_url", f"must start with https:// and name a host, got {text!r}")
+    if url.user or url.password:
+        raise ValidationError("base_url", "must not carry credentials; pass them separately")
+    if url.query_string or url.fragment:
+        raise ValidationError("base_url", "must not carry a query or fragment")
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise ValidationError(
+            "base_url",
+            f"plain http:// to {url.host} would send credentials in clear; use https:// "
+            "or pass allow_insecure_http=True",
+        )
+    return url
+
+
+def _check_in_flight(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError("max_in_flight", f"must be an integer >= 1, not {value!r}")
+    return value
+
+
+def encode_segment(value: str) -> str:
+    """Percent-encode ``value`` so it stays one path segment, whatever characters it holds."""
+    encoded = quote(value, safe="")
+    if encoded in {".", ".."}:
+        return encoded.replace(".", "%2E")
+    return encoded
+
+
+class _Pause:
+    """A moment before which no request to the host starts: a 429 sets it for everyone."""
+
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def extend(self, seconds: float) -> None:
+        self.until = max(self.until, time.monotonic() + seconds)
+
+    async def wait(self) -> None:
+        # A loop, not an Event: another 429 may push the moment further while we sleep.
+        while (left := self.until - time.monotonic()) > 0:
+            await anyio.sleep(left)
+
+
+class Session:
+    """Requests to one vendor host: auth, limits, retries, the 429 pause, envelopes, errors.
+
+    Args:
+        base_url: the vendor's base URL.
+        auth: the authentication strategy.
+        envelope: how the vendor wraps its answers.
+        retry: the default retry policy.
+        timeouts: the time limits of one try.
+        max_in_flight: requests in flight at once; the connection pool matches it.
+        session: a caller's own aiohttp session, used as is and never closed by us.
+        allow_insecure_http: allow plain http:// to a host that is not loopback.
+        name: the client's name, for messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        auth: Auth,
+        envelope: Envelope,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        max_in_flight: int = 16,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        name: str = "client",
+    ) -> None:
+        """Check the settings; the aiohttp session itself opens on first use."""
+        self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ValidationError("retry", "must be a RetryPolicy")
+        if timeouts is not None and not isinstance(timeouts, Timeouts):
+            raise ValidationError("timeouts", "must be a Timeouts")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise ValidationError("session", "must be an aiohttp.ClientSession")
+        self.max_in_flight = _check_in_flight(max_in_flight)
+        self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self.stats = RequestStats()
+        self._auth = auth
+        self._envelope = envelope
+        self._name = name
+        self._prefix = self.base_url.raw_path.rstrip("/")
+        self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
+        header_name, header_value = auth.header()
+        self._headers = {
+            header_name: header_value,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        self._secrets = tuple(s for s in auth.secrets() if s)
+        self._client = session
+        self._owns_client = session is None
+        self._closed = False
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._pause = _Pause()
+
+    def __repr__(self) -> str:
+        """The base URL and the auth kind, never the credentials."""
+        return f"Session(base_url={str(self.base_url)!r}, auth={self._auth!r})"
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` has been called."""
+        return self._closed
+
+    def path(self, template: str, **segments: str) -> str:
+        """Fill a path template with ids, each percent-encoded as a single segment.
+
+        Raises:
+            ValidationError: an id is not a non-empty string (the error names it).
+        """
+        encoded = {}
+        for name, value in segments.items():
+            if not isinstance(value, str):
+                raise ValidationError(name, f"must be a string, not {type(value).__name__}")
+            if not value.strip():
+                raise ValidationError(name, "must not be empty")
+            encoded[name] = encode_segment(value)
+        return template.format_map(encoded)
+
+    def resolve_link(self, link: str) -> str:
+        """The path and query of a link from a response, if it points at our own base URL.
+
+        Raises:
+            ProtocolError: the link is not a string, or leads to another scheme, host or port.
+        """
+        if not isinstance(link, str) or not link:
+            raise ProtocolError(f"link is not a non-empty string: {link!r}")
+        try:
+            target = self.base_url.join(URL(link, encoded=True))
+        except ValueError as exc:
+            raise ProtocolError(f"link {link!r} is not a URL: {exc}") from None
+        if (target.scheme, target.host, target.port) != self._origin:
+            raise ProtocolError(f"refusing to follow a link to another origin: {link!r}")
+        path = target.raw_path
+        if not path.startswith(self._prefix):
+            raise ProtocolError(f"refusing to follow a link outside the base URL: {link!r}")
+        path = path[len(self._prefix) :]
+        return f"{path}?{target.raw_query_string}" if target.raw_query_string else path
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential replaced by ``<redacted>``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "<redacted>")
+        return text
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError(f"{self._name} is closed")
+        if self._client is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_in_flight, limit_per_host=self.max_in_flight
+            )
+            self._client = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=self.timeouts.total,
+                    connect=self.timeouts.connect,
+                    sock_read=self.timeouts.read,
+                ),
+                json_serialize=json.dumps,
+                raise_for_status=False,
+            )
+        return self._client
+
+    async def open(self) -> None:
+        """Open the aiohttp session now rather than on first use."""
+        self._open()
+
+    async def aclose(self) -> None:
+        """Close the aiohttp session, unless the caller passed it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            await client.close()
+
+    async def request(  # noqa: C901 -- the retry loop reads best whole, in one place
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Any = _NO_BODY,
+        idempotent: bool | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Response:
+        """Send a request, retrying by the policy, and decode its answer.
+
+        Args:
+            method: the HTTP method.
+            path: an encoded path from `path` or `resolve_link`, relative to the base URL.
+            params: query parameters.
+            json_body: the body, sent as JSON.
+            idempotent: whether the request may be repeated safely; by default GET, HEAD,
+                OPTIONS, PUT and DELETE are, POST and PATCH are not.
+            retry: a policy for this request instead of the session's.
+
+        Raises:
+            APIError: the server answered with an error status (after retries where allowed).
+            TransportError: no answer came (after retries where allowed).
+            ProtocolError: the answer was not JSON or not in the vendor's envelope.
+            ClientClosedError: the client was closed.
+        """
+        client = self._open()
+        policy = retry or self.retry
+        if idempotent is None:
+            idempotent = is_idempotent(method)
+        url = URL(f"{self.base_url.origin()}{self._prefix}{path}", encoded=True)
+        if params:
+            url = url.update_query(params)
+        url_text = str(url)
+        data = None if json_body is _NO_BODY else _encode_json(json_body)
+        headers = self._headers
+        if data is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_in_flight)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if policy.wait:
+                await self._pause.wait()
+            try:
+                async with self._limiter:
+                    raw = await self._try(client, method, url, url_text, data, headers)
+                    self._log(method, url, raw.status, attempt, started)
+            except TransportError as exc:
+                error: AsyncBulkError = exc
+                retriable = idempotent or not exc.sent
+            except ProtocolError as exc:
+                error, retriable = exc, idempotent
+            else:
+                if raw.status < 400:  # noqa: PLR2004
+                    return self.decode(method, raw)
+                error = self._status_error(method, url_text, raw)
+                retriable = policy.retries_status(raw.status, idempotent=idempotent)
+            retry_after = self._note_rate_limit(error, policy)
+            delay = policy.delay(attempt, retry_after)
+            out_of_time = time.monotonic() - started + delay > policy.budget
+            if not retriable or attempt >= policy.attempts or out_of_time:
+                self.stats.errors += 1
+                raise error
+            self.stats.retries += 1
+            logger.warning(
+                "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
+                self._name,
+                method,
+                url.raw_path,
+                delay,
+                attempt + 1,
+                policy.attempts,
+                self.redact(str(error)),
+            )
+            if policy.wait:
+                await anyio.sleep(delay)
+
+    def _note_rate_limit(self, error: AsyncBulkError, policy: RetryPolicy) -> float | None:
+        """Count a 429 and pause every request to the host for its Retry-After."""
+        if not isinstance(error, RateLimitedError):
+            return None
+        self.stats.rate_limited += 1
+        if policy.wait:
+            self._pause.extend(error.retry_after if error.retry_after is not None else 1.0)
+        return error.retry_after
+
+    async def _try(  # noqa: PLR0917 -- private, called from one place
+        self,
+        client: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        url_text: str,
+        data: bytes | None,
+        headers: Mapping[str, str],
+    ) -> _RawResponse:
+        self.stats.requests += 1
+        try:
+            async with client.request(method, url, data=data, headers=headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise TransportError(
+                f"could not connect: {self.redact(str(exc))}",
+                method=method,
+                url=url_text,
+                sent=False,
+            ) from None
+        except TimeoutError:
+            raise TransportError(
+                "timed out waiting for the answer", method=method, url=url_text, sent=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"connection failed: {type(exc).__name__}: {self.redact(str(exc))}",
+                method=method,
+                url=url_text,
+                sent=True,
+            ) from None
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        body: Any = None
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                if status < 400:  # noqa: PLR2004
+                    raise ProtocolError(
+                        f"answer is not JSON: {self._excerpt(raw)!r}",
+                        method=method,
+                        url=url_text,
+                        status=status,
+                    ) from None
+                body = raw.decode("utf-8", "replace")
+        return _RawResponse(status=status, body=body, retry_after=retry_after, url=url_text)
+
+    def decode(self, method: str, raw: _RawResponse) -> Response:
+        """Unwrap a successful answer's envelope."""
+        try:
+            data, meta, messages = self._envelope.decode(raw.body)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), method=method, url=raw.url, status=raw.status) from None
+        return Response(raw.status, data, meta, messages, raw.url)
+
+    def _status_error(self, method: str, url: str, raw: _RawResponse) -> APIError:
+        body = raw.body
+        messages = tuple(self.redact(m) for m in self._envelope.messages(body))
+        excerpt = self._excerpt(body if isinstance(body, str) else json.dumps(body))
+        kwargs: dict[str, Any] = {
+            "status": raw.status,
+            "method": method,
+            "url": url,
+            "messages": messages,
+            "body": excerpt,
+        }
+        status = raw.status
+        if status in {401, 403}:
+            return AuthenticationError(**kwargs)
+        if status == 404:  # noqa: PLR2004
+            return NotFoundError(**kwargs)
+        if status == 429:  # noqa: PLR2004
+            return RateLimitedError(retry_after=parse_retry_after(raw.retry_after), **kwargs)
+        if status >= 500:  # noqa: PLR2004
+            return ServerError(**kwargs)
+        return APIError(**kwargs)
+
+    def _excerpt(self, raw: bytes | str) -> str:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return self.redact(text[:_BODY_EXCERPT])
+
+    def _log(self, method: str, url: URL, status: int, attempt: int, started: float) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s %s -> %d (attempt %d, %.1f ms)",
+                self._name,
+                method,
+                url.raw_path_qs,
+                status,
+                attempt,
+                (time.monotonic() - started) * 1000,
+            )
+
+
+def _encode_json(body: Any) -> bytes:
+    try:
+        return json.dumps(body, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("body", f"is not JSON-serialisable: {exc}") from None
+
+
+class ClientBase:
+    """What every vendor client shares: its session's lifetime, stats and repr."""
+
+    _session: Session
+
+    async def __aenter__(self) -> Self:
+        """Open the client's session."""
+        await self._session.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the client."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's aiohttp session (not one the caller passed in); idempotent."""
+        await self._session.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client has been closed."""
+        return self._session.closed
+
+    @property
+    def stats(self) -> RequestStats:
+        """Requests sent, retries, 429s met and errors so far."""
+        return self._session.stats
+
+    def __repr__(self) -> str:
+        """The client's base URL; credentials are never shown."""
+        return f"{type(self).__name__}(base_url={str(self._session.base_url)!r})"
+
+
+@attrs.frozen
+class _RawResponse:
+    status: int
+    body: Any
+    retry_after: str | None
+    url: str
