@@ -312,7 +312,7 @@ class _Pause:
 
     async def wait(self) -> None:
         # A loop, not an Event: another 429 may push the moment further while we sleep.
-        while (left := self.until - time.monotonic()) > 0:
+        while (left := self.until - time.monotonic()) > 0:  # noqa: ASYNC110
             await anyio.sleep(left)
 
 
