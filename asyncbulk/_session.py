@@ -484,6 +484,7 @@ class Session:
             ProtocolError: the answer was not JSON or not in the vendor's envelope.
             ClientClosedError: the client was closed.
         """
+        data = None if json_body is _NO_BODY else _encode_json(json_body)
         client = self._open()
         policy = retry or self.retry
         if idempotent is None:
@@ -492,7 +493,6 @@ class Session:
         if params:
             url = url.update_query(params)
         url_text = str(url)
-        data = None if json_body is _NO_BODY else _encode_json(json_body)
         headers = self._headers
         if data is not None:
             headers = {**headers, "Content-Type": "application/json"}
