@@ -1,0 +1,173 @@
+"""HTTP plumbing shared by both simulated vendors: JSON bodies, records, fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ._records import RequestRecord, Vendor, wall_now
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aiohttp.typedefs import Handler, Middleware
+
+    from ._faults import Fault, FaultSet
+    from ._records import Records
+
+    ErrorResponder = Callable[[int, str], web.Response]
+
+_SLOW_BODY_PIECES = 10
+
+
+def dumps(value: Any) -> bytes:
+    """Encode a JSON body compactly."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(value: Any, *, status: int = 200) -> web.Response:
+    """Answer `value` as JSON."""
+    return web.Response(body=dumps(value), status=status, content_type="application/json")
+
+
+def route_template(request: web.Request) -> str | None:
+    """Return the template of the route that matched `request` ("/api/tasks/{id}/"), if any."""
+    resource = request.match_info.route.resource
+    return None if resource is None else resource.canonical
+
+
+def observe(
+    vendor: Vendor,
+    records: Records,
+    faults: FaultSet | None,
+    error: ErrorResponder,
+) -> Middleware:
+    """Make the outermost middleware of a vendor app: inject faults, then record the request.
+
+    Args:
+        vendor: Whose app this is.
+        records: Where to record each request.
+        faults: The fault rules, or None for none.
+        error: Makes an error answer in the vendor's format from a status and a message.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        at = wall_now()
+        route = route_template(request)
+        plan = None if faults is None else faults.plan(vendor, request.method, route)
+        fault = None if plan is None else plan.fault
+        status: int | None = None
+        try:
+            if plan is not None and plan.latency > 0:
+                await asyncio.sleep(plan.latency)
+            if fault is None:
+                response = await handler(request)
+                status = response.status
+            else:
+                assert faults is not None  # noqa: S101 - a plan with a fault comes from faults
+                response, status = await _inject(request, handler, fault, faults, error)
+        finally:
+            records.record_request(
+                RequestRecord(
+                    vendor=vendor,
+                    method=request.method,
+                    path=request.raw_path.partition("?")[0],
+                    query=tuple(request.query.items()),
+                    route=route,
+                    status=status,
+                    fault=None if plan is None or not plan.fired else plan.fired[-1],
+                    at=at,
+                )
+            )
+        return response
+
+    return middleware
+
+
+async def _inject(
+    request: web.Request,
+    handler: Handler,
+    fault: Fault,
+    faults: FaultSet,
+    error: ErrorResponder,
+) -> tuple[web.StreamResponse, int | None]:
+    if fault.kind == "status":
+        refusal = error(fault.answer_status, "simulated fault")
+        if fault.retry_after is not None:
+            seconds = fault.retry_after
+            refusal.headers["Retry-After"] = str(int(seconds) if seconds.is_integer() else seconds)
+        return refusal, refusal.status
+    if fault.kind == "drop_before":
+        _drop(request)
+        return web.Response(status=500), None
+    response = await handler(request)
+    if fault.kind == "drop_after":
+        _drop(request)
+        return response, None
+    body = response.body if isinstance(response, web.Response) else None
+    raw = body if isinstance(body, bytes) else b""
+    if fault.kind == "malformed":
+        # Half a JSON document, then text no parser accepts: a truncated or corrupted answer.
+        garbage = raw[: len(raw) // 2] + b"<!-- simulated malformed body"
+        return web.Response(body=garbage, status=200, content_type="application/json"), 200
+    return await _slow(request, response, raw, faults.seconds(fault, 1.0)), response.status
+
+
+def _drop(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+async def _slow(
+    request: web.Request, response: web.StreamResponse, body: bytes, seconds: float
+) -> web.StreamResponse:
+    slow = web.StreamResponse(status=response.status, headers=response.headers)
+    slow.content_length = len(body)
+    await slow.prepare(request)
+    step = max(1, -(-len(body) // _SLOW_BODY_PIECES))
+    try:
+        for start in range(0, len(body), step):
+            await slow.write(body[start : start + step])
+            await asyncio.sleep(seconds / _SLOW_BODY_PIECES)
+        await slow.write_eof()
+    except ConnectionError:
+        # The client gave up on the slow body; nothing is left to answer.
+        pass
+    return slow
+
+
+def error_middleware(error: ErrorResponder) -> Middleware:
+    """Make a middleware that turns aiohttp's HTTP exceptions into the vendor's error format."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # noqa: PLR2004 - redirects and successes pass through
+                raise
+            response = error(exc.status, exc.text or exc.reason)
+            for name in ("Allow", "WWW-Authenticate", "Retry-After"):
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
+            return response
+
+    return middleware
+
+
+async def read_json(request: web.Request) -> tuple[bytes, Any]:
+    """Read the request body and parse it as JSON.
+
+    Raises:
+        web.HTTPBadRequest: The body is not valid JSON (its text says why).
+    """
+    raw = await request.read()
+    try:
+        return raw, json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"JSON parse error - {exc}") from exc
