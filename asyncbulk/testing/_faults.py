@@ -93,7 +93,9 @@ class Fault:
     method: str | None = attrs.field(default=None, kw_only=True, converter=_upper)
     vendor: Literal["chakra", "zefort"] | None = attrs.field(default=None, kw_only=True)
     status: int | None = attrs.field(default=None, kw_only=True)
-    retry_after: float | None = attrs.field(default=None, kw_only=True)
+    retry_after: float | None = attrs.field(
+        default=None, kw_only=True, converter=attrs.converters.optional(float)
+    )
     delay: float | tuple[float, float] | None = attrs.field(
         default=None, kw_only=True, converter=_delay
     )

@@ -98,8 +98,7 @@ async def _inject(
     if fault.kind == "status":
         refusal = error(fault.answer_status, "simulated fault")
         if fault.retry_after is not None:
-            seconds = fault.retry_after
-            refusal.headers["Retry-After"] = str(int(seconds) if seconds.is_integer() else seconds)
+            refusal.headers["Retry-After"] = format(fault.retry_after, "g")
         return refusal, refusal.status
     if fault.kind == "drop_before":
         _drop(request)
