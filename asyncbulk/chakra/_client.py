@@ -1,0 +1,797 @@
+"""`ChakraClient`: bulk process updates and creates, background jobs, and their entries."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import weakref
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+
+import anyio
+import attrs
+
+from asyncbulk._exceptions import (
+    APIError,
+    AsyncBulkError,
+    ProtocolError,
+    RateLimitedError,
+    SubmissionError,
+    TransportError,
+    ValidationError,
+)
+from asyncbulk._pagination import OrderedPages, check_prefetch
+from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
+from asyncbulk.chakra._models import (
+    ENTRY_STATUSES,
+    BackgroundJob,
+    JobEntry,
+    ProcessCreate,
+    ProcessUpdate,
+    make_chakra_converter,
+    structure_entry,
+    structure_job,
+)
+from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Collection, Hashable
+
+    import aiohttp
+
+    from asyncbulk._retry import RetryPolicy
+    from asyncbulk._session import Response, Timeouts
+    from asyncbulk._tracker import TrackIterator
+
+__all__ = ["ChakraClient", "ChakraJobSource", "JobEntries", "JobEntryPages"]
+
+DEFAULT_BASE_URL: Final = "https://api.chakrahq.com"
+#: The entries API's largest page, and its default.
+MAX_PAGE_SIZE: Final = 100
+#: The largest batch the library will send in one request (the vendor documents no limit).
+MAX_BATCH_SIZE: Final = 10_000
+# Statuses that tell a bulk request was certainly not acted on, so sending it again cannot
+# start a second job: 429 (refused before any work) and 503 (the service was not there).
+_SAFE_TO_RESEND: Final = frozenset({429, 503})
+
+_JOB_PATH: Final = "/v1/ext/background-job/{job_id}"
+_ENTRIES_PATH: Final = "/v1/ext/background-job/{job_id}/entries"
+_UPDATE_PATH: Final = "/v1/ext/procedure/{procedure}/process"
+_CREATE_PATH: Final = "/v1/ext/procedure/{procedure}/process/bulk-create"
+
+T = TypeVar("T")
+
+
+def _check_int(field: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(field, f"must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+def _check_completion_status(value: object) -> str | None:
+    if value is not None and value not in ENTRY_STATUSES:
+        raise ValidationError(
+            "completion_status", f"must be one of {', '.join(ENTRY_STATUSES)}, not {value!r}"
+        )
+    return value
+
+
+def _total(meta: Mapping[str, Any], url: str) -> int | None:
+    total = meta.get("total")
+    if total is None:
+        return None
+    if isinstance(total, str) and total.isascii() and total.isdigit():
+        total = int(total)
+    if type(total) is not int or total < 0:
+        raise ProtocolError(f"_meta.total is not a count: {total!r}", method="GET", url=url)
+    return total
+
+
+class ChakraClient(ClientBase):
+    """An asyncio client for ChakraHQ's bulk process APIs and their background jobs.
+
+    Use it as an async context manager (or call `aclose`)::
+
+        async with ChakraClient(token) as chakra:
+            submission = await chakra.bulk_update_processes("tele_sales", updates)
+            await submission.wait(timeout=600)
+            summary = await submission.summary()
+
+    Args:
+        token: the access token shown in a Chakra API key's details.
+        base_url: the API's base URL.
+        retry: the retry policy for reads; bulk submissions use a stricter one derived from it
+            (see `bulk_update_processes`).
+        timeouts: the time limits of one try of a request.
+        max_in_flight: requests in flight at once, all methods together.
+        session: an aiohttp session of your own, used as is and never closed here.
+        allow_insecure_http: allow plain http:// to a host that is not loopback.
+        max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
+        poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
+
+    Raises:
+        ValidationError: a setting is wrong (an empty token, a bad URL, ...).
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        max_in_flight: int = 16,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        max_batches_in_flight: int = 4,
+        poll_interval: tuple[float, float] = (0.25, 5.0),
+    ) -> None:
+        """Check the settings; no connection is made before the first request."""
+        self._session = Session(
+            base_url=base_url,
+            auth=BearerAuth(token, field="token"),
+            envelope=ChakraEnvelope(),
+            retry=retry,
+            timeouts=timeouts,
+            max_in_flight=max_in_flight,
+            session=session,
+            allow_insecure_http=allow_insecure_http,
+            name="ChakraClient",
+        )
+        self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
+        if (
+            not isinstance(poll_interval, tuple)
+            or len(poll_interval) != 2  # noqa: PLR2004 -- a pair
+            or not all(isinstance(v, int | float) and v > 0 for v in poll_interval)
+            or poll_interval[0] > poll_interval[1]
+        ):
+            raise ValidationError("poll_interval", "must be a (first, largest) pair of seconds")
+        self._poll_interval = poll_interval
+        self._submit_retry = attrs.evolve(
+            self._session.retry,
+            retry_statuses=_SAFE_TO_RESEND,  # type: ignore[arg-type] # attrs' converter hides the type
+        )
+        self.converter = make_chakra_converter()
+        self._iterators: weakref.WeakSet[JobEntryPages] = weakref.WeakSet()
+        self.job_source = ChakraJobSource(self)
+
+    async def aclose(self) -> None:
+        """Stop every entries iterator still reading, then close the session; idempotent."""
+        for pages in list(self._iterators):
+            await pages.aclose()
+        await super().aclose()
+
+    # -- background jobs -----------------------------------------------------------------
+
+    async def get_background_job(self, job_id: str) -> BackgroundJob:
+        """Fetch one background job, with its entry counts per status.
+
+        Raises:
+            ValidationError: `job_id` is empty.
+            NotFoundError: there is no such job.
+            ProtocolError: the answer lacks the job's id or has a field of the wrong type.
+        """
+        response = await self._session.request("GET", self._session.path(_JOB_PATH, job_id=job_id))
+        return _job_from(response)
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name; a JobTimeoutError names the job
+    ) -> BackgroundJob:
+        """Poll a job until it finishes, and return it.
+
+        Finished means done, successfully or not: see `BackgroundJob.is_finished`.
+
+        Args:
+            job_id: the background job id.
+            timeout: seconds to wait at most; None waits as long as it takes.
+
+        Raises:
+            JobTimeoutError: the deadline passed first (``unfinished`` names the job).
+            ValidationError: `job_id` is empty.
+        """
+        from asyncbulk._tracker import wait_for  # noqa: PLC0415 -- shared module, loaded on use
+
+        self._session.path(_JOB_PATH, job_id=job_id)
+        return await wait_for(self.job_source, job_id, timeout=timeout, **self._tracker_options())
+
+    def track_jobs(
+        self, job_ids: Iterable[str], *, timeout: float | None = None
+    ) -> TrackIterator[BackgroundJob]:
+        """Follow many jobs and yield each once, as it finishes.
+
+        Use ``async for job in chakra.track_jobs(ids)``; ``async with`` around it stops the
+        polling at once when you leave early.
+
+        Args:
+            job_ids: the background job ids.
+            timeout: seconds for all of them at most; None waits as long as it takes.
+
+        Raises:
+            ValidationError: an id is empty (named with its position, ``job_ids[3]``).
+            JobTimeoutError: while iterating, the deadline passed with jobs unfinished.
+        """
+        from asyncbulk._tracker import track  # noqa: PLC0415 -- shared module, loaded on use
+
+        ids = list(job_ids) if not isinstance(job_ids, str) else [job_ids]
+        for index, job_id in enumerate(ids):
+            try:
+                self._session.path(_JOB_PATH, job_id=job_id)
+            except ValidationError as exc:
+                raise ValidationError(f"job_ids[{index}]", exc.reason) from None
+        return track(self.job_source, ids, timeout=timeout, **self._tracker_options())
+
+    def _tracker_options(self) -> dict[str, Any]:
+        first, largest = self._poll_interval
+        return {
+            "min_interval": first,
+            "max_interval": largest,
+            "max_in_flight": max(1, self._session.max_in_flight // 2),
+        }
+
+    # -- entries -------------------------------------------------------------------------
+
+    def iter_job_entries(
+        self,
+        job_id: str,
+        *,
+        completion_status: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        prefetch: int = 16,
+    ) -> JobEntries:
+        """Stream a job's entries, optionally of one completion status.
+
+        Reads the first page, then fetches the following pages concurrently (`prefetch` in
+        flight or waiting), and yields entries in listing order, so memory stays bounded by
+        about ``prefetch x page_size`` entries however large the job. ``skip`` is computed
+        here; the server's ``_meta.next`` is never followed. Each entry id is yielded at most
+        once (the ids seen are remembered, about 100 bytes each).
+
+        A consistent listing needs a finished job: while a job runs, its entries change status,
+        so a filtered listing shifts between pages and an entry may be missed (never repeated).
+
+        ``async for entry in chakra.iter_job_entries(job_id)``; breaking out stops the fetches
+        ahead (use ``async with`` around it to stop them at once whatever holds the iterator).
+
+        Args:
+            job_id: the background job id.
+            completion_status: INVALID, NOT_STARTED, IN_PROGRESS, SUCCESS, ERROR or CANCELLED.
+            page_size: entries per request, 1 to 100.
+            prefetch: pages fetched ahead, at least 1.
+
+        Raises:
+            ValidationError: before any request, for a bad argument.
+        """
+        return JobEntries(
+            self.iter_job_entry_pages(
+                job_id,
+                completion_status=completion_status,
+                page_size=page_size,
+                prefetch=prefetch,
+            )
+        )
+
+    def iter_job_entry_pages(
+        self,
+        job_id: str,
+        *,
+        completion_status: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        prefetch: int = 16,
+    ) -> JobEntryPages:
+        """Stream a job's entries page by page: each item is a list of `JobEntry`.
+
+        The same as `iter_job_entries` (see there), a page at a time; a page may hold fewer
+        entries than `page_size` when duplicates were dropped.
+
+        Raises:
+            ValidationError: before any request, for a bad argument.
+        """
+        path = self._session.path(_ENTRIES_PATH, job_id=job_id)
+        pages = JobEntryPages(
+            self._session,
+            path,
+            completion_status=_check_completion_status(completion_status),
+            page_size=_check_int("page_size", page_size, 1, MAX_PAGE_SIZE),
+            prefetch=check_prefetch(prefetch),
+        )
+        self._iterators.add(pages)
+        return pages
+
+    # -- bulk submissions ----------------------------------------------------------------
+
+    async def bulk_update_processes(
+        self,
+        procedure: str,
+        updates: Iterable[ProcessUpdate | Mapping[str, Any]]
+        | AsyncIterable[ProcessUpdate | Mapping[str, Any]],
+        *,
+        batch_size: int = 1000,
+        max_batches_in_flight: int | None = None,
+        on_batch: Callable[[BackgroundJob, range], object] | None = None,
+    ) -> BulkSubmission:
+        """Send process updates in batches; each accepted batch becomes one background job.
+
+        `updates` is read lazily, a batch at a time, so a generator of millions of lines holds
+        at most ``(batches in flight + 1) x batch_size`` items in memory. Items are
+        `ProcessUpdate`s or mappings in the wire form (see `ProcessUpdate.from_mapping`). Every
+        item of a batch is validated before the batch is sent, so invalid input in the first
+        batch sends nothing at all.
+
+        A bulk PATCH is not idempotent: sent twice, it starts two jobs. So a batch is sent again
+        only when the server certainly did not act on it (429, 503, a connection refused); any
+        other failure, or retries running out, makes that batch a `BatchError` naming its input
+        positions, and no further batch is started. Then, once the batches in flight settle:
+        if nothing was accepted, the batch's original error is raised; otherwise a
+        `SubmissionError` whose ``submission`` holds every accepted job and whose ``errors``
+        name the positions that were not sent.
+
+        Args:
+            procedure: the procedure id or short id.
+            updates: the updates, any iterable or async iterable.
+            batch_size: items per request, 1 to 10,000.
+            max_batches_in_flight: batches sent at once; the client's default when None.
+            on_batch: called with each accepted batch's job and input positions, as it comes.
+
+        Returns:
+            The submission: its jobs in input order and the positions each carries.
+
+        Raises:
+            ValidationError: a bad argument or item (``updates[17].status``) before anything
+                was accepted.
+            SubmissionError: part of the input was accepted and part was not.
+            APIError, TransportError, ProtocolError: nothing was accepted.
+        """
+        return await self._submit(
+            "update",
+            _UPDATE_PATH,
+            procedure,
+            updates,
+            batch_size=batch_size,
+            max_batches_in_flight=max_batches_in_flight,
+            on_batch=on_batch,
+        )
+
+    async def bulk_create_processes(
+        self,
+        procedure: str,
+        records: Iterable[ProcessCreate | Mapping[str, Any]]
+        | AsyncIterable[ProcessCreate | Mapping[str, Any]],
+        *,
+        batch_size: int = 1000,
+        max_batches_in_flight: int | None = None,
+        on_batch: Callable[[BackgroundJob, range], object] | None = None,
+    ) -> BulkSubmission:
+        """Create processes in batches (``POST .../process/bulk-create``, a bare JSON array).
+
+        Records are `ProcessCreate`s or mappings such as ``{"lead_id": "L1", "data": {...},
+        "state": ...}`` (see `ProcessCreate.from_mapping`). Batching, validation, retries and
+        failures work as in `bulk_update_processes`. The vendor marks this API "developing"
+        and documents no answer: an answer without a job id fails its batch with a
+        `ProtocolError` saying "no job id returned".
+
+        Raises:
+            ValidationError: a bad argument or record (``records[3].status``).
+            SubmissionError: part of the input was accepted and part was not.
+            APIError, TransportError, ProtocolError: nothing was accepted.
+        """
+        return await self._submit(
+            "create",
+            _CREATE_PATH,
+            procedure,
+            records,
+            batch_size=batch_size,
+            max_batches_in_flight=max_batches_in_flight,
+            on_batch=on_batch,
+        )
+
+    async def _submit(  # noqa: C901, PLR0915 -- the submission loop reads best in one place
+        self,
+        operation: Operation,
+        template: str,
+        procedure: str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        batch_size: int,
+        max_batches_in_flight: int | None,
+        on_batch: Callable[[BackgroundJob, range], object] | None,
+    ) -> BulkSubmission:
+        name = "updates" if operation == "update" else "records"
+        path = self._session.path(template, procedure=procedure)
+        size = _check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        in_flight = (
+            self._max_batches
+            if max_batches_in_flight is None
+            else _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
+        )
+        if not isinstance(items, Iterable | AsyncIterable) or isinstance(items, str | Mapping):
+            raise ValidationError(name, "must be an iterable or async iterable of items")
+        convert = _update_converter(name) if operation == "update" else _create_converter(name)
+        method = "PATCH" if operation == "update" else "POST"
+        accepted: dict[int, tuple[BackgroundJob, range]] = {}
+        errors: list[tuple[int, AsyncBulkError]] = []
+        slots = anyio.Semaphore(in_flight)
+        stopped = False
+        position = 0
+
+        async def send(index: int, batch: list[Any], positions: range) -> None:
+            nonlocal stopped
+            try:
+                wire = [item.to_wire() for item in batch]
+                body = {"processes": wire} if operation == "update" else wire
+                try:
+                    response = await self._session.request(
+                        method, path, json_body=body, idempotent=False, retry=self._submit_retry
+                    )
+                    job = _job_from(response, acknowledgement=True)
+                except (APIError, TransportError, ProtocolError) as exc:
+                    stopped = True
+                    errors.append(
+                        (
+                            positions.start,
+                            BatchError(
+                                positions=positions,
+                                error=exc,
+                                outcome_unknown=_outcome_unknown(exc),
+                                items=batch,
+                                name=name,
+                            ),
+                        )
+                    )
+                    return
+                accepted[index] = (job, positions)
+                if on_batch is not None:
+                    on_batch(job, positions)
+            finally:
+                slots.release()
+
+        try:
+            async with anyio.create_task_group() as group:
+                index = 0
+                async with contextlib.aclosing(_chunks(items, size)) as chunks:
+                    async for raw in chunks:
+                        await slots.acquire()
+                        if stopped:
+                            slots.release()
+                            break
+                        positions = range(position, position + len(raw))
+                        try:
+                            batch = [
+                                convert(item, at) for at, item in zip(positions, raw, strict=True)
+                            ]
+                        except ValidationError as exc:
+                            slots.release()
+                            stopped = True
+                            errors.append((position, exc))
+                            break
+                        del raw
+                        group.start_soon(send, index, batch, positions)
+                        index += 1
+                        position = positions.stop
+                        del batch
+        except BaseExceptionGroup as group_error:
+            # One failure inside the group (a caller's on_batch, a bug) is raised as itself.
+            if len(group_error.exceptions) == 1:
+                raise group_error.exceptions[0] from None
+            raise
+        order = sorted(accepted)
+        submission = BulkSubmission(
+            procedure=procedure,
+            operation=operation,
+            jobs=tuple(accepted[i][0] for i in order),
+            batches={accepted[i][0].id: accepted[i][1] for i in order},
+            failed_batches=tuple(
+                e for _, e in sorted(errors, key=lambda p: p[0]) if isinstance(e, BatchError)
+            ),
+            unsent_from=position if stopped else None,
+            client=self,
+        )
+        if not errors:
+            return submission
+        errors.sort(key=lambda pair: pair[0])
+        if not accepted:
+            first = errors[0][1]
+            raise first.error if isinstance(first, BatchError) else first
+        shown = "; ".join(str(e) for _, e in errors[:3])
+        raise SubmissionError(
+            f"{name} accepted only in part: {submission.count} items in {len(order)} jobs "
+            f"accepted, {len(errors)} failed ({shown})"
+            + (f"; {name}[{position}:] not sent" if stopped else ""),
+            submission=submission,
+            errors=[e for _, e in errors],
+        )
+
+
+def _outcome_unknown(error: AsyncBulkError) -> bool:
+    """Whether a failed bulk request may have been acted on by the server."""
+    if isinstance(error, TransportError):
+        return error.sent
+    if isinstance(error, RateLimitedError):
+        return False
+    if isinstance(error, APIError):
+        return error.status >= 500 and error.status not in _SAFE_TO_RESEND  # noqa: PLR2004
+    # A 2xx we could not read, or one without a job id: the server took the request.
+    return True
+
+
+def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate]:
+    def convert(item: Any, position: int) -> ProcessUpdate:
+        if type(item) is ProcessUpdate:
+            return item
+        if isinstance(item, Mapping):
+            try:
+                return ProcessUpdate.from_mapping(item)
+            except ValidationError as exc:
+                raise exc.at(f"{name}[{position}]") from None
+        if isinstance(item, ProcessUpdate):
+            return item
+        raise ValidationError(
+            f"{name}[{position}]",
+            f"must be a ProcessUpdate or a mapping, not {type(item).__name__}",
+        )
+
+    return convert
+
+
+def _create_converter(name: str) -> Callable[[Any, int], ProcessCreate]:
+    def convert(item: Any, position: int) -> ProcessCreate:
+        if isinstance(item, ProcessCreate):
+            return item
+        if isinstance(item, Mapping):
+            try:
+                return ProcessCreate.from_mapping(item)
+            except ValidationError as exc:
+                raise exc.at(f"{name}[{position}]") from None
+        raise ValidationError(
+            f"{name}[{position}]",
+            f"must be a ProcessCreate or a mapping, not {type(item).__name__}",
+        )
+
+    return convert
+
+
+async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGenerator[list[T]]:
+    """Lists of up to `size` items, read lazily from a sync or async iterable."""
+    # An async generator is safe here: it holds no task group or cancel scope across a yield.
+    if isinstance(items, AsyncIterable):
+        chunk: list[T] = []
+        async for item in items:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        return
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+        # A sync generator may read files for a while: let the batches in flight progress.
+        await anyio.lowlevel.checkpoint()
+
+
+def _job_from(response: Response, *, acknowledgement: bool = False) -> BackgroundJob:
+    data = response.data
+    if acknowledgement and not (isinstance(data, dict) and data.get("id")):
+        raise ProtocolError(
+            "no job id returned (_data.id missing from the acknowledgement)",
+            method="PATCH",
+            url=response.url,
+            status=response.status,
+        )
+    try:
+        return structure_job(data, response.meta)
+    except ProtocolError as exc:
+        raise ProtocolError(str(exc), url=response.url, status=response.status) from None
+
+
+# -- entries iterators ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Page:
+    entries: list[JobEntry]
+    size: int
+    total: int | None
+
+
+class JobEntryPages:
+    """An async iterator over a job's entries, a list per page, read ahead concurrently.
+
+    Made by `ChakraClient.iter_job_entry_pages`; see there. Use it in ``async for``, and
+    ``async with`` (or `aclose`) to stop the fetches ahead at once.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        path: str,
+        *,
+        completion_status: str | None,
+        page_size: int,
+        prefetch: int,
+    ) -> None:
+        """Set up the listing; nothing is fetched before the first ``__anext__``."""
+        self._session = session
+        self._path = path
+        self._params: dict[str, str | int] = {"limit": page_size}
+        if completion_status is not None:
+            self._params["completionStatus"] = completion_status
+        self._page_size = page_size
+        self._seen: set[str] = set()
+        self._pages: OrderedPages[_Page] = OrderedPages(
+            self._fetch,
+            count=self._count,
+            is_last=self._is_last,
+            prefetch=prefetch,
+        )
+        self._expected: int | None = None
+
+    def __repr__(self) -> str:
+        """The listing and how far it got."""
+        return f"<JobEntryPages {self._path} params={self._params} {self._pages!r}>"
+
+    async def _fetch(self, index: int) -> _Page:
+        params = {**self._params, "skip": index * self._page_size}
+        response = await self._session.request("GET", self._path, params=params)
+        data = response.data
+        if not isinstance(data, list):
+            raise ProtocolError(
+                f"_data is not a list of entries: {type(data).__name__}",
+                method="GET",
+                url=response.url,
+                status=response.status,
+            )
+        try:
+            entries = [structure_entry(raw) for raw in data]
+        except ProtocolError:
+            # Off the hot path: find the culprit again, to name its index.
+            for position, raw in enumerate(data):
+                try:
+                    structure_entry(raw, f"_data[{position}]")
+                except ProtocolError as exc:
+                    raise ProtocolError(str(exc), method="GET", url=response.url) from None
+            raise
+        return _Page(entries, len(data), _total(response.meta, response.url))
+
+    def _count(self, page: _Page) -> int | None:
+        if page.total is None:
+            return None
+        self._expected = max(1, math.ceil(page.total / self._page_size))
+        return self._expected
+
+    def _is_last(self, _index: int, page: _Page) -> bool:
+        return page.size < self._page_size
+
+    def __aiter__(self) -> Self:
+        """The iterator itself."""
+        return self
+
+    async def __aenter__(self) -> Self:
+        """Nothing to open: fetching starts on the first ``__anext__``."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop every fetch still running."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the fetches ahead and end the iteration; idempotent."""
+        await self._pages.aclose()
+
+    async def __anext__(self) -> list[JobEntry]:
+        """The next page's entries not yielded before.
+
+        Raises:
+            StopAsyncIteration: the listing has ended.
+            APIError, TransportError, ProtocolError: a page could not be read.
+        """
+        seen = self._seen
+        add = seen.add
+        while True:
+            page = await self._pages.__anext__()
+            # One pass: keep an entry only the first time its id shows up.
+            fresh = [e for e in page.entries if not (e.id in seen or add(e.id))]
+            if fresh:
+                return fresh
+            beyond = self._expected is None or self._pages.consumed > self._expected
+            if page.entries and beyond:
+                # Past the total, a full page of entries already seen means the server is
+                # repeating itself: stop rather than read forever.
+                await self._pages.aclose()
+                raise StopAsyncIteration
+
+
+class JobEntries:
+    """An async iterator over a job's entries, one `JobEntry` at a time.
+
+    Made by `ChakraClient.iter_job_entries`; see there.
+    """
+
+    def __init__(self, pages: JobEntryPages) -> None:
+        """Wrap a page iterator."""
+        self._pages = pages
+        self._page: list[JobEntry] = []
+        self._next = 0
+
+    def __repr__(self) -> str:
+        """The listing and how far it got."""
+        return f"<JobEntries {self._pages!r}>"
+
+    def __aiter__(self) -> Self:
+        """The iterator itself."""
+        return self
+
+    async def __aenter__(self) -> Self:
+        """Nothing to open: fetching starts on the first ``__anext__``."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop every fetch still running."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the fetches ahead and end the iteration; idempotent."""
+        self._page = []
+        await self._pages.aclose()
+
+    async def __anext__(self) -> JobEntry:
+        """The next entry.
+
+        Raises:
+            StopAsyncIteration: the listing has ended.
+            APIError, TransportError, ProtocolError: a page could not be read.
+        """
+        if self._next >= len(self._page):
+            self._page = await self._pages.__anext__()
+            self._next = 0
+        entry = self._page[self._next]
+        self._next += 1
+        return entry
+
+
+# -- the tracker's view of Chakra ----------------------------------------------------------------
+
+
+class ChakraJobSource:
+    """What the shared job tracker needs to follow Chakra background jobs.
+
+    Chakra has no listing of jobs, so every job is polled on its own (`sweep` is None).
+    """
+
+    kind = "Chakra background job"
+
+    def __init__(self, client: ChakraClient) -> None:
+        """Poll through `client`."""
+        self._client = client
+
+    async def fetch(self, job_id: str) -> BackgroundJob:
+        """One GET of one job."""
+        return await self._client.get_background_job(job_id)
+
+    def is_finished(self, job: BackgroundJob) -> bool:
+        """Done, success or failure (`BackgroundJob.is_finished`)."""
+        return job.is_finished
+
+    def is_failed(self, job: BackgroundJob) -> bool:
+        """Finished with a job-level status that is not a success."""
+        return job.is_failed
+
+    def progress(self, job: BackgroundJob) -> Hashable | None:
+        """The entry counts per status: they change as the job makes progress."""
+        return tuple(sorted(job.status_counts.items())) or None
+
+    def finished_at(self, job: BackgroundJob) -> float | None:
+        """When the server says the job completed, in epoch seconds."""
+        return None if job.completed_at is None else job.completed_at.timestamp()
+
+    async def sweep(self, job_ids: Collection[str]) -> Mapping[str, BackgroundJob] | None:  # noqa: ARG002 -- the protocol's signature
+        """None: Chakra offers no listing of background jobs."""
+        return None
+
+    def sweep_cost(self) -> int | None:
+        """None: there is no sweep."""
+        return None

@@ -1,0 +1,699 @@
+"""ChakraHQ's models: what a caller sends (`ProcessUpdate`, `ProcessCreate`) and what comes back.
+
+Models are frozen attrs classes with snake_case fields. Wire names (camelCase, ``_data``,
+``apiData``) live only in the converter hooks at the bottom of this module, registered on the one
+converter `make_chakra_converter` builds. Every model read from the server keeps the whole object
+it came from in `raw`, so a field the server adds is never lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import attrs
+
+from asyncbulk._converter import make_converter
+from asyncbulk._exceptions import ProtocolError, ValidationError
+
+if TYPE_CHECKING:
+    import cattrs
+
+__all__ = [
+    "ENTRY_STATUSES",
+    "PROCESS_STATUSES",
+    "BackgroundJob",
+    "JobEntry",
+    "ProcessCreate",
+    "ProcessUpdate",
+    "make_chakra_converter",
+]
+
+#: The process statuses a change may set.
+PROCESS_STATUSES: Final = frozenset({"OPEN", "COMPLETED", "CANCELLED"})
+#: The completion statuses of a background job's entries, as the entries API filters them.
+ENTRY_STATUSES: Final = ("INVALID", "NOT_STARTED", "IN_PROGRESS", "SUCCESS", "ERROR", "CANCELLED")
+
+_UNFINISHED: Final = frozenset({"NOT_STARTED", "IN_PROGRESS"})
+_SUCCEEDED: Final = frozenset({"SUCCESS", "COMPLETED", "DONE"})
+# Item keys that are the change's own fields (wire and Python spellings), never an identifier.
+_WIRE_FIELDS: Final = {
+    "data": "data",
+    "state": "state",
+    "status": "status",
+    "assignedTo": "assigned_to",
+    "assigned_to": "assigned_to",
+    "nextActionAt": "next_action_at",
+    "next_action_at": "next_action_at",
+    "isDeleted": "is_deleted",
+    "is_deleted": "is_deleted",
+}
+_RESERVED_KEYS: Final = frozenset({"id", "update", *_WIRE_FIELDS})
+_CREATE_FIELDS: Final = frozenset(set(_WIRE_FIELDS) - {"isDeleted", "is_deleted"})
+_UTC: Final = dt.UTC
+
+
+# -- caller input ------------------------------------------------------------------------------
+
+
+def _check_text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field, "must not be empty")
+    return value
+
+
+def _check_status(value: object) -> str:
+    if value not in PROCESS_STATUSES:
+        raise ValidationError("status", f"must be one of OPEN, COMPLETED, CANCELLED, not {value!r}")
+    return str(value)
+
+
+def _check_epoch_ms(value: object) -> int:
+    """``next_action_at`` as epoch milliseconds, from an int, an aware datetime or digits."""
+    field = "next_action_at"
+    if isinstance(value, bool):
+        raise ValidationError(field, "must be epoch milliseconds, not a bool")
+    if isinstance(value, int):
+        millis = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValidationError(field, f"must be whole epoch milliseconds, not {value!r}")
+        millis = int(value)
+    elif isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError(field, "must be a timezone-aware datetime (naive given)")
+        return round(value.timestamp() * 1000)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValidationError(field, f"must be a string of digits, not {value!r}")
+        millis = int(text)
+    else:
+        raise ValidationError(
+            field, f"must be epoch milliseconds, a datetime or digits, not {type(value).__name__}"
+        )
+    if millis < 0:
+        raise ValidationError(field, f"must not be negative, not {millis}")
+    return millis
+
+
+def _check_json_keys(value: object, field: str) -> None:
+    """Refuse non-string keys in nested mappings, which `json.dumps` would silently stringify."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(field, f"has a non-string key {key!r}")
+            if isinstance(item, dict | list | tuple):
+                _check_json_keys(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list | tuple):
+                _check_json_keys(item, f"{field}[{index}]")
+
+
+def _check_data(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("data", f"must be a mapping, not {type(value).__name__}")
+    data = dict(value)
+    for key, item in data.items():
+        if not isinstance(key, str):
+            raise ValidationError("data", f"has a non-string key {key!r}")
+        if isinstance(item, dict | list | tuple):
+            _check_json_keys(item, f"data.{key}")
+    try:
+        # One C-speed pass refuses sets, bytes, objects, NaN and infinities.
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("data", f"is not JSON: {exc}") from None
+    return data
+
+
+def _check_key(value: object) -> tuple[str, str | int]:
+    if not isinstance(value, tuple | list) or len(value) != 2:  # noqa: PLR2004 -- a pair
+        raise ValidationError("key", "must be an (attribute, value) pair")
+    attribute, key_value = value
+    _check_text("key", attribute)
+    if attribute in _RESERVED_KEYS:
+        hint = ": pass the process id as id=" if attribute == "id" else ""
+        raise ValidationError("key", f"attribute {attribute!r} is a reserved field name{hint}")
+    if isinstance(key_value, bool) or not isinstance(key_value, str | int):
+        raise ValidationError("key", f"value must be a string or an integer, not {key_value!r}")
+    if isinstance(key_value, str) and not key_value.strip():
+        raise ValidationError("key", "value must not be empty")
+    return attribute, key_value
+
+
+def _changes(
+    data: object,
+    state: object,
+    status: object,
+    assigned_to: object,
+    next_action_at: object,
+) -> tuple[dict[str, Any] | None, str | None, str | None, str | None, int | None]:
+    return (
+        None if data is None else _check_data(data),
+        None if state is None else _check_text("state", state),
+        None if status is None else _check_status(status),
+        None if assigned_to is None else _check_text("assigned_to", assigned_to),
+        None if next_action_at is None else _check_epoch_ms(next_action_at),
+    )
+
+
+@attrs.frozen(init=False)
+class ProcessUpdate:
+    """One change to one process, for `ChakraClient.bulk_update_processes`.
+
+    Name the process by exactly one identifier: its id, or the value of the procedure's primary
+    key as ``key=(attribute, value)``. Give at least one change. Everything is checked here, so a
+    `ProcessUpdate` that exists is one the library will send.
+
+    Examples:
+        >>> ProcessUpdate.by_id("1e50dd73-9ce6-405b-932a-9c4c5e7b5599", data={"city": "Goa"})
+        >>> ProcessUpdate.by_key("lead_id", "EXT-TEST-143", status="COMPLETED")
+
+    Attributes:
+        id: the process id, or None when `key` names the process.
+        key: ``(attribute, value)`` of the procedure's primary key, or None.
+        data: attribute values to set, by attribute short id (a shallow copy of what was given).
+        state: the process state to set.
+        status: OPEN, COMPLETED or CANCELLED.
+        assigned_to: who to assign the process to.
+        next_action_at: epoch milliseconds of the next action.
+        is_deleted: True deletes the process.
+    """
+
+    id: str | None
+    key: tuple[str, str | int] | None
+    data: Mapping[str, Any] | None = attrs.field(hash=False)
+    state: str | None
+    status: str | None
+    assigned_to: str | None
+    next_action_at: int | None
+    is_deleted: bool | None
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,  # noqa: A002 -- the vendor's and the contract's name
+        key: tuple[str, str | int] | None = None,
+        data: Mapping[str, Any] | None = None,
+        state: str | None = None,
+        status: str | None = None,
+        assigned_to: str | None = None,
+        next_action_at: int | dt.datetime | str | None = None,
+        is_deleted: bool | None = None,
+    ) -> None:
+        """Check and keep one change.
+
+        Args:
+            id: the process id.
+            key: ``(attribute, value)`` of the procedure's primary key, instead of `id`.
+            data: attribute values to set; a mapping with string keys whose values are JSON.
+            state: the process state.
+            status: OPEN, COMPLETED or CANCELLED.
+            assigned_to: who to assign the process to.
+            next_action_at: epoch milliseconds (int), a timezone-aware datetime, or a string of
+                digits; kept as int milliseconds.
+            is_deleted: True to delete the process.
+
+        Raises:
+            ValidationError: naming the field: no identifier or two, an empty one, a bad status
+                or timestamp, data that is not JSON, or no change at all.
+        """
+        if id is not None and key is not None:
+            raise ValidationError("id", "give either id or key, not both")
+        if id is None and key is None:
+            raise ValidationError("id", "name the process: give id or key")
+        checked_id = None if id is None else _check_text("id", id)
+        checked_key = None if key is None else _check_key(key)
+        checked = _changes(data, state, status, assigned_to, next_action_at)
+        if is_deleted is not None and not isinstance(is_deleted, bool):
+            raise ValidationError("is_deleted", f"must be a bool, not {type(is_deleted).__name__}")
+        if not checked[0] and is_deleted is None and all(c is None for c in checked[1:]):
+            raise ValidationError("update", "give at least one change")
+        self.__attrs_init__(checked_id, checked_key, *checked, is_deleted)
+
+    @classmethod
+    def by_id(cls, id: str, **changes: Any) -> Self:  # noqa: A002 -- the contract's name
+        """An update of the process with this id.
+
+        Args:
+            id: the process id.
+            **changes: `data`, `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
+        """
+        return cls(id=id, **changes)
+
+    @classmethod
+    def by_key(cls, attribute: str, value: str | int, **changes: Any) -> Self:
+        """An update of the process whose primary-key `attribute` holds `value`.
+
+        Args:
+            attribute: the short id of the procedure's primary-key attribute (``lead_id``).
+            value: its value for the process.
+            **changes: `data`, `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
+        """
+        return cls(key=(attribute, value), **changes)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], *, key: str | None = None) -> Self:
+        """An update from its wire form, as a JSON Lines file would hold it.
+
+        Both forms the vendor documents are read: wrapped, ``{"lead_id": "X", "update":
+        {"data": {...}, "status": ...}}``, and flat, ``{"id": "...", "data": {...}}``. Change
+        fields may be spelled camelCase (``assignedTo``) or snake_case (``assigned_to``). An item
+        names its process by ``id`` or by any other attribute, which is then the primary key.
+
+        Args:
+            mapping: the item.
+            key: the procedure's primary-key attribute; when given, an item naming another
+                attribute is refused.
+
+        Raises:
+            ValidationError: naming the field as the item spells it.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ValidationError("", f"must be a mapping, not {type(mapping).__name__}")
+        changes: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        identifiers: dict[str, Any] = {}
+        if "update" in mapping:
+            update = mapping["update"]
+            both = sorted(n for n in mapping if n in _WIRE_FIELDS)
+            if both:
+                raise ValidationError(
+                    both[0], "give the change either in 'update' or flat, not both"
+                )
+            if not isinstance(update, Mapping):
+                raise ValidationError("update", "must be a mapping of changes")
+            identifiers = {n: v for n, v in mapping.items() if n != "update"}
+            _read_changes(update, changes, spelled, prefix="update.", allowed=_WIRE_FIELDS)
+        else:
+            flat = {n: v for n, v in mapping.items() if n in _WIRE_FIELDS}
+            identifiers = {n: v for n, v in mapping.items() if n not in _WIRE_FIELDS}
+            _read_changes(flat, changes, spelled, prefix="", allowed=_WIRE_FIELDS)
+        identifier = _read_identifier(identifiers, key)
+        try:
+            if identifier[0] == "id":
+                return cls(id=identifier[1], **changes)
+            return cls(key=identifier, **changes)
+        except ValidationError as exc:
+            field = spelled.get(exc.field.partition(".")[0], exc.field)
+            if exc.field in {"id", "key"}:
+                field = identifier[0]
+            raise ValidationError(field, exc.reason) from None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The documented wrapped form: ``{"<identifier>": value, "update": {...}}``."""
+        update: dict[str, Any] = {}
+        if self.data is not None:
+            update["data"] = self.data
+        if self.state is not None:
+            update["state"] = self.state
+        if self.status is not None:
+            update["status"] = self.status
+        if self.assigned_to is not None:
+            update["assignedTo"] = self.assigned_to
+        if self.next_action_at is not None:
+            update["nextActionAt"] = self.next_action_at
+        if self.is_deleted is not None:
+            update["isDeleted"] = self.is_deleted
+        if self.key is None:
+            return {"id": self.id, "update": update}
+        return {self.key[0]: self.key[1], "update": update}
+
+
+def _read_changes(
+    source: Mapping[str, Any],
+    changes: dict[str, Any],
+    spelled: dict[str, str],
+    *,
+    prefix: str,
+    allowed: Mapping[str, str],
+) -> None:
+    for name, value in source.items():
+        field = allowed.get(name)
+        if field is None:
+            raise ValidationError(f"{prefix}{name}", "is not a field of a change")
+        if field in changes:
+            raise ValidationError(f"{prefix}{name}", f"is given twice (as {spelled[field]!r} too)")
+        changes[field] = value
+        spelled[field] = f"{prefix}{name}"
+
+
+def _read_identifier(identifiers: Mapping[str, Any], key: str | None) -> tuple[str, Any]:
+    if not identifiers:
+        expected = f"'id' or {key!r}" if key else "'id' or the primary-key attribute"
+        raise ValidationError("id", f"name the process: give {expected}")
+    if len(identifiers) > 1:
+        names = ", ".join(sorted(map(str, identifiers)))
+        raise ValidationError("id", f"give exactly one identifier, not several ({names})")
+    ((name, value),) = identifiers.items()
+    if not isinstance(name, str):
+        raise ValidationError("id", f"the identifier name must be a string, not {name!r}")
+    if key is not None and name not in {"id", key}:
+        raise ValidationError(name, f"is not a field of a change, nor 'id' or {key!r}")
+    return name, value
+
+
+@attrs.frozen(init=False)
+class ProcessCreate:
+    """One new process, for `ChakraClient.bulk_create_processes`.
+
+    Attributes:
+        key: ``(attribute, value)`` of the procedure's primary key, or None when `data` holds it.
+        data: attribute values, by attribute short id.
+        state: the process state.
+        status: OPEN, COMPLETED or CANCELLED.
+        assigned_to: who to assign the process to.
+        next_action_at: epoch milliseconds of the next action.
+    """
+
+    key: tuple[str, str | int] | None
+    data: Mapping[str, Any] | None = attrs.field(hash=False)
+    state: str | None
+    status: str | None
+    assigned_to: str | None
+    next_action_at: int | None
+
+    def __init__(
+        self,
+        *,
+        key: tuple[str, str | int] | None = None,
+        data: Mapping[str, Any] | None = None,
+        state: str | None = None,
+        status: str | None = None,
+        assigned_to: str | None = None,
+        next_action_at: int | dt.datetime | str | None = None,
+    ) -> None:
+        """Check and keep one new process (see `ProcessUpdate` for each field's rules).
+
+        Raises:
+            ValidationError: naming the field.
+        """
+        checked_key = None if key is None else _check_key(key)
+        checked = _changes(data, state, status, assigned_to, next_action_at)
+        self.__attrs_init__(checked_key, *checked)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Self:
+        """A new process from its wire form: ``{"lead_id": "X", "data": {...}, "state": ...}``.
+
+        Change fields may be spelled camelCase or snake_case; one other attribute, if any, is
+        the primary key.
+
+        Raises:
+            ValidationError: naming the field as the record spells it.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ValidationError("", f"must be a mapping, not {type(mapping).__name__}")
+        flat = {n: v for n, v in mapping.items() if n in _WIRE_FIELDS}
+        rest = {n: v for n, v in mapping.items() if n not in _WIRE_FIELDS}
+        changes: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        allowed = {n: f for n, f in _WIRE_FIELDS.items() if n in _CREATE_FIELDS}
+        _read_changes(flat, changes, spelled, prefix="", allowed=allowed)
+        if len(rest) > 1:
+            names = ", ".join(sorted(map(str, rest)))
+            raise ValidationError(
+                min(map(str, rest)), f"at most one primary-key attribute, not {names}"
+            )
+        key = next(iter(rest.items()), None)
+        try:
+            return cls(key=key, **changes)
+        except ValidationError as exc:
+            field = spelled.get(exc.field.partition(".")[0], exc.field)
+            if exc.field == "key" and key is not None:
+                field = str(key[0])
+            raise ValidationError(field, exc.reason) from None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The create item: flat fields and the primary key at the top."""
+        item: dict[str, Any] = {} if self.key is None else {self.key[0]: self.key[1]}
+        if self.data is not None:
+            item["data"] = self.data
+        if self.state is not None:
+            item["state"] = self.state
+        if self.status is not None:
+            item["status"] = self.status
+        if self.assigned_to is not None:
+            item["assignedTo"] = self.assigned_to
+        if self.next_action_at is not None:
+            item["nextActionAt"] = self.next_action_at
+        return item
+
+
+# -- server answers ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BackgroundJob:
+    """A Chakra background job, as the bulk APIs acknowledge it or as it is fetched later.
+
+    Attributes:
+        id: the background job id.
+        completion_status: ``IN_PROGRESS`` while running; the finished value is not documented.
+        status_message: the server's message about the job, if any.
+        created_at: when it was created (aware UTC), or None.
+        updated_at: when it last changed, or None.
+        started_at: when it started, or None.
+        completed_at: when it completed, or None while it has not.
+        status_counts: entries per completion status (``_meta.bjEntryCompletionStatusVsCount``);
+            empty when the answer had none, as an acknowledgement does.
+        raw: the job object exactly as the server sent it.
+    """
+
+    id: str
+    completion_status: str | None = None
+    status_message: str | None = None
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    status_counts: Mapping[str, int] = attrs.field(factory=dict, hash=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False, hash=False)
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the job is done, success or failure.
+
+        The vendor documents no terminal status, so any of these counts: ``completedAt`` is
+        set; ``completionStatus`` is neither ``IN_PROGRESS`` nor ``NOT_STARTED``; the entry
+        counts are there, not empty, and hold no ``NOT_STARTED`` or ``IN_PROGRESS`` entry.
+        """
+        if self.completed_at is not None:
+            return True
+        if self.completion_status is not None and self.completion_status not in _UNFINISHED:
+            return True
+        counts = self.status_counts
+        return bool(counts) and not any(counts.get(status) for status in _UNFINISHED)
+
+    @property
+    def is_failed(self) -> bool:
+        """Whether the job finished with a job-level status that is not a success.
+
+        Entries that failed do not make the job failed: read them with
+        `ChakraClient.iter_job_entries`.
+        """
+        status = self.completion_status
+        return (
+            self.is_finished
+            and status is not None
+            and status not in _SUCCEEDED
+            and status not in _UNFINISHED
+        )
+
+
+@attrs.frozen
+class JobEntry:
+    """One entry of a background job: what became of one item of a bulk request.
+
+    Attributes:
+        id: the entry id.
+        completion_status: INVALID, NOT_STARTED, IN_PROGRESS, SUCCESS, ERROR or CANCELLED.
+        completion_message: the server's message about its outcome.
+        validation_status: the outcome of validating the item.
+        validation_message: why the item was invalid, if it was.
+        process_id: the process it changed, when the server resolved one.
+        procedure_id: the procedure it belongs to.
+        process_update: the change as the server recorded it (``processUpdate``, or
+            ``processCreate`` for a bulk create).
+        api_type: ``process:ext-update`` or the like.
+        created_at: when it was created (aware UTC), or None.
+        updated_at: when it last changed, or None.
+        raw: the entry exactly as the server sent it.
+    """
+
+    id: str
+    completion_status: str | None = None
+    completion_message: str | None = None
+    validation_status: str | None = None
+    validation_message: str | None = None
+    process_id: str | None = None
+    procedure_id: str | None = None
+    process_update: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+    api_type: str | None = None
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False, hash=False)
+
+
+# -- the converter: the one place that knows the wire names -------------------------------------
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+def _time(source: Mapping[str, Any], name: str, where: str) -> dt.datetime | None:
+    value = source.get(name)
+    if value is None or value == 0:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+        if not value:
+            return None
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        try:
+            # Adding a timedelta to a constant is faster than datetime.fromtimestamp per entry.
+            return _EPOCH + dt.timedelta(milliseconds=value)
+        except OverflowError:
+            pass
+    raise ProtocolError(f"{where}.{name} is not epoch milliseconds: {value!r}")
+
+
+def _text(source: Mapping[str, Any], name: str, where: str) -> str | None:
+    value = source.get(name)
+    if value is None or type(value) is str:
+        return value
+    raise ProtocolError(f"{where}.{name} is not a string: {value!r}")
+
+
+def _required_id(source: object, where: str) -> str:
+    if not isinstance(source, dict):
+        raise ProtocolError(f"{where} is not an object: {type(source).__name__}")
+    value = source.get("id")
+    if type(value) is not str or not value:
+        raise ProtocolError(f"{where}.id is missing or not a non-empty string: {value!r}")
+    return value
+
+
+def _status_counts(meta: Mapping[str, Any]) -> dict[str, int]:
+    counts = meta.get("bjEntryCompletionStatusVsCount")
+    if counts is None:
+        return {}
+    if not isinstance(counts, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in counts.items()
+    ):
+        raise ProtocolError(
+            f"_meta.bjEntryCompletionStatusVsCount is not a mapping of counts: {counts!r}"
+        )
+    return dict(counts)
+
+
+def structure_job(data: object, meta: Mapping[str, Any]) -> BackgroundJob:
+    """A `BackgroundJob` from an answer's ``_data`` and ``_meta``.
+
+    Raises:
+        ProtocolError: naming the field that is missing or of the wrong type.
+    """
+    job_id = _required_id(data, "_data")
+    assert isinstance(data, dict)  # noqa: S101 -- checked by _required_id, for mypy
+    where = "_data"
+    return BackgroundJob(
+        id=job_id,
+        completion_status=_text(data, "completionStatus", where),
+        status_message=_text(data, "statusMessage", where),
+        created_at=_time(data, "createdAt", where),
+        updated_at=_time(data, "updatedAt", where),
+        started_at=_time(data, "startedAt", where),
+        completed_at=_time(data, "completedAt", where),
+        status_counts=_status_counts(meta),
+        raw=data,
+    )
+
+
+_NO_API_DATA: Final[Mapping[str, Any]] = {}
+
+
+def structure_entry(raw: object, where: str = "entry") -> JobEntry:
+    """A `JobEntry` from one element of the entries listing.
+
+    Hand-written because it is the hot path of entry streaming: about three times faster than
+    the function cattrs generates for the same renames, measured on 100,000 entries.
+
+    Raises:
+        ProtocolError: naming the field that is missing or of the wrong type.
+    """
+    entry_id = _required_id(raw, where)
+    get = raw.get  # type: ignore[attr-defined]
+    wrapper = get("data")
+    api_type = None
+    api_data = _NO_API_DATA
+    if wrapper is not None:
+        if type(wrapper) is not dict:
+            raise ProtocolError(f"{where}.data is not an object: {wrapper!r}")
+        api_type = wrapper.get("apiType")
+        api_data = wrapper.get("apiData") or _NO_API_DATA
+        if type(api_data) is not dict and api_data is not _NO_API_DATA:
+            raise ProtocolError(f"{where}.data.apiData is not an object: {api_data!r}")
+    change = api_data.get("processUpdate")
+    if change is None:
+        change = api_data.get("processCreate")
+    if change is not None and type(change) is not dict:
+        raise ProtocolError(f"{where}.data.apiData.processUpdate is not an object: {change!r}")
+    values = (
+        get("completionStatus"),
+        get("completionMessage"),
+        get("validationStatus"),
+        get("validationMessage"),
+        api_data.get("processId"),
+        api_data.get("procedureId"),
+        api_type,
+    )
+    if not all(v is None or type(v) is str for v in values):
+        _raise_bad_text(raw, where)
+    return JobEntry(
+        entry_id,
+        *values[:6],
+        change,
+        api_type,
+        _time(raw, "createdAt", where),  # type: ignore[arg-type]
+        _time(raw, "updatedAt", where),  # type: ignore[arg-type]
+        raw,  # type: ignore[arg-type]
+    )
+
+
+def _raise_bad_text(raw: Any, where: str) -> None:
+    """Find the field that is not a string and raise a `ProtocolError` naming it."""
+    for name in ("completionStatus", "completionMessage", "validationStatus", "validationMessage"):
+        _text(raw, name, where)
+    wrapper = raw.get("data") or {}
+    _text(wrapper, "apiType", f"{where}.data")
+    api_data = wrapper.get("apiData") or {}
+    for name in ("processId", "procedureId"):
+        _text(api_data, name, f"{where}.data.apiData")
+
+
+def make_chakra_converter() -> cattrs.Converter:
+    """The Chakra converter: the one place that maps wire names to the models.
+
+    Structures `JobEntry` and `BackgroundJob` (the latter from ``{"_data": ..., "_meta": ...}``)
+    and unstructures `ProcessUpdate` and `ProcessCreate` to their wire forms. Structuring errors
+    are `ProtocolError`s naming the field.
+    """
+    converter = make_converter()
+    converter.register_structure_hook(JobEntry, lambda raw, _: structure_entry(raw))
+    converter.register_structure_hook(
+        BackgroundJob,
+        lambda body, _: structure_job(
+            body.get("_data") if isinstance(body, dict) else body,
+            body.get("_meta") or {} if isinstance(body, dict) else {},
+        ),
+    )
+    converter.register_unstructure_hook(ProcessUpdate, ProcessUpdate.to_wire)
+    converter.register_unstructure_hook(ProcessCreate, ProcessCreate.to_wire)
+    return converter
