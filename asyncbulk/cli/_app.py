@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import click
 
-from asyncbulk import __version__
+from asyncbulk import ValidationError, __version__
+from asyncbulk.chakra import ENTRY_STATUSES
+from asyncbulk.cli._chakra import chakra_client, entries_command, job_command, update_command
+from asyncbulk.cli._input import FORMATS, UpdateFile
 from asyncbulk.cli._output import Output
 from asyncbulk.cli._runner import EXIT_OK, EXIT_USAGE, Ledger, run_async
 from asyncbulk.testing import Simulator
@@ -56,7 +60,7 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @json_option
-def simulate(port: int, host: str, seed: int, json_mode: bool) -> int:
+def simulate(*, port: int, host: str, seed: int, json_mode: bool) -> int:
     """Serve the simulated Chakra and Zefort APIs until Ctrl-C.
 
     Prints the base URLs and credentials as the `export` lines the other commands read: paste
@@ -120,6 +124,191 @@ def zefort() -> None:
 
     Reads ZEFORT_BASE_URL and ZEFORT_API_KEY (or --base-url and --api-key).
     """
+
+
+def _timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=3600.0,
+        show_default=True,
+        help="Seconds to wait at most; then the ids still unfinished are printed (status 1).",
+    )(command)
+
+
+def _chakra_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in (
+        json_option,
+        click.option(
+            "--token",
+            envvar="CHAKRA_TOKEN",
+            show_envvar=True,
+            help="The access token of a Chakra API key.",
+        ),
+        click.option(
+            "--base-url",
+            envvar="CHAKRA_BASE_URL",
+            show_envvar=True,
+            help="The API's base URL [default: https://api.chakrahq.com].",
+        ),
+    ):
+        command = option(command)
+    return command
+
+
+@chakra.command("update", context_settings=_CONTEXT)
+@click.argument("procedure")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="The file's format [default: from its extension; jsonl for stdin].",
+)
+@click.option(
+    "--key",
+    metavar="COLUMN",
+    help="The primary-key attribute naming each process (CSV column / JSON Lines key).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=1000,
+    show_default=True,
+    help="Updates per request (one background job each).",
+)
+@click.option("--wait", is_flag=True, help="Wait for the jobs, then summarise what failed.")
+@click.option(
+    "--failed-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the updates that failed or were invalid here, as JSON Lines to resubmit "
+    "(implies --wait).",
+)
+@_timeout_option
+@_chakra_options
+def chakra_update(
+    *,
+    procedure: str,
+    file: str,
+    fmt: str | None,
+    key: str | None,
+    batch_size: int,
+    wait: bool,
+    failed_out: Path | None,
+    timeout: float,
+    token: str | None,
+    base_url: str | None,
+    json_mode: bool,
+) -> int:
+    r"""Update processes of PROCEDURE from FILE (JSON Lines or CSV; - for stdin).
+
+    \b
+    JSON Lines: one update a line, naming the process by "id" or by its primary
+    key, with the changes flat or under "update":
+      {"lead_id": "LEAD-001", "data": {"city": "Goa"}, "status": "COMPLETED"}
+    CSV: a header row; the "id" or primary-key column (--key) names the process;
+    state, status, assignedTo, nextActionAt and isDeleted set those fields, every
+    other column is an attribute in "data"; an empty cell changes nothing.
+
+    The whole file is checked before anything is sent: a bad line stops the command
+    (status 2) with nothing submitted. It is read as a stream, never held whole.
+    """
+    output = Output(json_mode=json_mode)
+    ledger = Ledger()
+
+    async def work() -> int:
+        client = chakra_client(token, base_url)
+        with UpdateFile(file, format=fmt, key=key) as source:
+            total = await anyio.to_thread.run_sync(source.check)
+            if not total:
+                raise ValidationError(source.name, "holds no updates")
+            return await update_command(
+                client,
+                procedure=procedure,
+                source=source,
+                total=total,
+                batch_size=batch_size,
+                wait=wait or failed_out is not None,
+                failed_out=failed_out,
+                wait_seconds=timeout,
+                output=output,
+                ledger=ledger,
+            )
+
+    return run_async(work, output=output, ledger=ledger)
+
+
+@chakra.command("job", context_settings=_CONTEXT)
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Wait until the job has finished.")
+@_timeout_option
+@_chakra_options
+def chakra_job(
+    *,
+    job_id: str,
+    wait: bool,
+    timeout: float,
+    token: str | None,
+    base_url: str | None,
+    json_mode: bool,
+) -> int:
+    """Show background job JOB_ID and its entries per status.
+
+    Status 1 when the job failed or has INVALID, ERROR or CANCELLED entries.
+    """
+    output = Output(json_mode=json_mode)
+    ledger = Ledger()
+
+    async def work() -> int:
+        client = chakra_client(token, base_url)
+        return await job_command(
+            client, job_id=job_id, wait=wait, wait_seconds=timeout, output=output, ledger=ledger
+        )
+
+    return run_async(work, output=output, ledger=ledger)
+
+
+@chakra.command("entries", context_settings=_CONTEXT)
+@click.argument("job_id")
+@click.option(
+    "--status",
+    type=click.Choice(ENTRY_STATUSES, case_sensitive=False),
+    help="Only the entries with this completion status.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("jsonl", "csv", "table")),
+    help="jsonl (the entries as the server sends them), csv or table "
+    "[default: table on a terminal, else jsonl].",
+)
+@_chakra_options
+def chakra_entries(
+    *,
+    job_id: str,
+    status: str | None,
+    fmt: str | None,
+    token: str | None,
+    base_url: str | None,
+    json_mode: bool,
+) -> int:
+    """Stream the entries of background job JOB_ID: what became of each update.
+
+    Pages are fetched ahead concurrently and written in order as they come.
+    """
+    if json_mode and fmt not in {None, "jsonl"}:
+        raise click.UsageError(f"--json writes JSON Lines: it cannot be --format {fmt}")
+    output = Output(json_mode=json_mode)
+    if fmt is None:
+        fmt = "table" if output.stdout.is_terminal and not json_mode else "jsonl"
+
+    async def work() -> int:
+        client = chakra_client(token, base_url)
+        return await entries_command(
+            client, job_id=job_id, status=status and status.upper(), fmt=fmt, output=output
+        )
+
+    return run_async(work, output=output, ledger=Ledger())
 
 
 def run(argv: Sequence[str] | None = None) -> int:

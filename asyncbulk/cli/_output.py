@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from rich.console import Console
 from rich.table import Table
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
 
     from rich.console import RenderableType
 
-__all__ = ["Output", "format_count"]
+__all__ = ["Output", "format_count", "table"]
+
+_PIPE_WIDTH: Final = 160
 
 
 def format_count(value: float) -> str:
@@ -37,6 +40,9 @@ class Output:
         """Open consoles on the two streams."""
         self.json_mode = json_mode
         self.stdout = Console(highlight=False, soft_wrap=True)
+        if not self.stdout.is_terminal and "COLUMNS" not in os.environ:
+            # Piped or redirected, tables get room for whole ids rather than rich's 80 columns.
+            self.stdout.width = _PIPE_WIDTH
         self.stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
     @property

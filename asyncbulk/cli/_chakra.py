@@ -1,0 +1,460 @@
+"""``asyncbulk chakra ...``: bulk updates from a file, jobs, and their entries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from bisect import bisect_right
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from asyncbulk import SubmissionError, ValidationError
+from asyncbulk.chakra import ENTRY_STATUSES, BulkSubmission, ChakraClient, ProcessUpdate
+from asyncbulk.cli._output import table
+from asyncbulk.cli._progress import LiveProgress
+from asyncbulk.cli._runner import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+    from asyncbulk.chakra import (
+        BackgroundJob,
+        FailedEntry,
+        JobEntry,
+        JobEntryPages,
+        SubmissionSummary,
+    )
+    from asyncbulk.cli._input import UpdateFile
+    from asyncbulk.cli._output import Output
+    from asyncbulk.cli._runner import Ledger
+
+__all__ = [
+    "chakra_client",
+    "entries_command",
+    "entry_row",
+    "failure_rows",
+    "job_command",
+    "update_command",
+]
+
+_FAILED_STATUSES: Final = ("INVALID", "ERROR", "CANCELLED")
+_SHOWN_FAILURES: Final = 10
+_SHOWN_JOBS: Final = 10
+_ENTRY_COLUMNS: Final = (
+    "id",
+    "completion_status",
+    "completion_message",
+    "validation_status",
+    "validation_message",
+    "process_id",
+    "procedure_id",
+    "process_update",
+    "api_type",
+    "created_at",
+    "updated_at",
+)
+# A table is printed in pieces of this many rows, so a job of any size streams in bounded memory.
+_TABLE_CHUNK: Final = 500
+
+
+def chakra_client(token: str | None, base_url: str | None) -> ChakraClient:
+    """A client from the options (or CHAKRA_TOKEN and CHAKRA_BASE_URL).
+
+    Raises:
+        ValidationError: no token, or a bad URL.
+    """
+    if not token:
+        raise ValidationError("--token", "no Chakra token: set CHAKRA_TOKEN or pass --token")
+    if base_url:
+        return ChakraClient(token, base_url=base_url)
+    return ChakraClient(token)
+
+
+def _failed_count(counts: dict[str, int] | Any) -> int:
+    return sum(counts.get(status, 0) for status in _FAILED_STATUSES)
+
+
+def _job_json(job: BackgroundJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "completion_status": job.completion_status,
+        "is_finished": job.is_finished,
+        "is_failed": job.is_failed,
+        "status_counts": dict(job.status_counts),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "completed_at": job.completed_at,
+    }
+
+
+def _counts_table(title: str, counts: dict[str, int] | Any) -> Any:
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0] not in ENTRY_STATUSES, kv[0]))
+    return table(title, ("status", "entries"), ordered, numeric=(1,))
+
+
+def _items(positions: range) -> str:
+    """Input positions as the 1-based item numbers a person reads (``1-1000``)."""
+    first, last = positions.start + 1, positions.stop
+    return f"{first:,}" if first == last else f"{first:,}-{last:,}"
+
+
+def failure_rows(failures: Iterable[FailedEntry], limit: int) -> list[tuple[str, ...]]:
+    """The first `limit` failures as table rows: positions, status, message, process."""
+    rows: list[tuple[str, ...]] = []
+    for failure in failures:
+        if len(rows) == limit:
+            break
+        rows.append(
+            (
+                _items(failure.positions),
+                failure.entry.completion_status or "",
+                failure.message or "(no message)",
+                failure.entry.process_id or "",
+            )
+        )
+    return rows
+
+
+async def update_command(
+    client: ChakraClient,
+    *,
+    procedure: str,
+    source: UpdateFile,
+    total: int,
+    batch_size: int,
+    wait: bool,
+    failed_out: Path | None,
+    wait_seconds: float | None,
+    output: Output,
+    ledger: Ledger,
+) -> int:
+    """Send a file of updates in batches; with `wait`, follow the jobs and report what failed."""
+    started = time.monotonic()
+    progress = LiveProgress(output.stderr)
+    sent = progress.add("updates sent", total=total, rate=True)
+    finished = progress.add("jobs finished", total=0) if wait else None
+    progress.add("retries", read=lambda: client.stats.retries)
+
+    def accepted(job: BackgroundJob, positions: range) -> None:
+        ledger.submitted_job(job.id)
+        sent.completed += len(positions)
+
+    async with client:
+        with progress:
+            try:
+                submission = await client.bulk_update_processes(
+                    procedure, source, batch_size=batch_size, on_batch=accepted
+                )
+                problem: SubmissionError | None = None
+            except SubmissionError as exc:
+                submission, problem = exc.submission, exc
+            summary = None
+            if wait and submission.jobs:
+                assert finished is not None  # noqa: S101 -- made above when waiting
+                finished.total = len(submission.jobs)
+                ledger.waiting(submission.job_ids)
+                async with client.track_jobs(submission.job_ids, timeout=wait_seconds) as jobs:
+                    async for job in jobs:
+                        ledger.finished(job.id)
+                        finished.completed += 1
+                summary = await submission.summary()
+        written = (
+            await _write_failed(failed_out, submission, summary, source)
+            if failed_out is not None and summary is not None
+            else None
+        )
+    report = _update_report(submission, summary, problem, time.monotonic() - started)
+    if written is not None:
+        report["failed_out"] = {"path": str(failed_out), "items": written}
+    if output.json_mode:
+        output.json(report)
+    else:
+        _show_update(output, submission, summary, problem, report)
+    if problem is not None:
+        output.error(str(problem))
+    ok = problem is None and (summary is None or summary.ok)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _update_report(
+    submission: BulkSubmission,
+    summary: SubmissionSummary | None,
+    problem: SubmissionError | None,
+    seconds: float,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "procedure": submission.procedure,
+        "submitted": submission.count,
+        "jobs": [
+            {"id": job.id, "positions": [r.start, r.stop]}
+            for job in submission.jobs
+            for r in (submission.batches[job.id],)
+        ],
+        "failed_batches": [
+            {
+                "positions": [b.positions.start, b.positions.stop],
+                "error": str(b.error),
+                "outcome_unknown": b.outcome_unknown,
+            }
+            for b in submission.failed_batches
+        ],
+        "unsent_from": submission.unsent_from,
+        "error": None if problem is None else str(problem),
+        "seconds": round(seconds, 3),
+    }
+    if summary is not None:
+        report["counts"] = dict(summary.counts)
+        report["ok"] = summary.ok
+        report["failures"] = [
+            {
+                "job_id": f.job_id,
+                "positions": [f.positions.start, f.positions.stop],
+                "status": f.entry.completion_status,
+                "message": f.message,
+                "process_id": f.entry.process_id,
+                "entry_id": f.entry.id,
+            }
+            for f in (*summary.invalid, *summary.failed)
+        ]
+    return report
+
+
+def _show_update(
+    output: Output,
+    submission: BulkSubmission,
+    summary: SubmissionSummary | None,
+    problem: SubmissionError | None,
+    report: dict[str, Any],
+) -> None:
+    jobs = submission.jobs
+    output.show(
+        f"Submitted {submission.count:,} updates to {submission.procedure} in {len(jobs):,} "
+        f"background job{'s' if len(jobs) != 1 else ''} ({report['seconds']:.1f} s)."
+    )
+    rows = [
+        (job.id, _items(r)) for job in jobs[:_SHOWN_JOBS] for r in (submission.batches[job.id],)
+    ]
+    if len(jobs) > _SHOWN_JOBS:
+        rows.append((f"... and {len(jobs) - _SHOWN_JOBS:,} more (--json lists all)", ""))
+    output.show(table(None, ("job", "items"), rows))
+    if problem is not None:
+        for batch in submission.failed_batches:
+            unknown = " (outcome unknown)" if batch.outcome_unknown else ""
+            output.show(f"Not accepted: items {_items(batch.positions)}{unknown}: {batch.error}")
+    if summary is None:
+        output.show("Follow them with: asyncbulk chakra job JOB_ID --wait")
+        return
+    output.show(_counts_table("Entries per status", summary.counts))
+    failures = (*summary.invalid, *summary.failed)
+    if failures:
+        output.show(
+            table(
+                f"First failures ({min(len(failures), _SHOWN_FAILURES)} of {len(failures):,})",
+                ("items", "status", "message", "process"),
+                failure_rows(failures, _SHOWN_FAILURES),
+            )
+        )
+    if "failed_out" in report:
+        written = report["failed_out"]
+        output.show(f"Wrote {written['items']:,} updates to resubmit to {written['path']}.")
+
+
+async def _write_failed(
+    path: Path,
+    submission: BulkSubmission,
+    summary: SubmissionSummary,
+    source: UpdateFile,
+) -> int:
+    """Write every update that did not take effect, as JSON Lines `source` reads back.
+
+    Each line is the input's own item (its identifier as the file gave it), found by the
+    batch's input positions and the change the server recorded, with ``_status`` and
+    ``_error`` notes that reading ignores. Items of batches never accepted and never sent
+    follow.
+    """
+    failures = [*summary.invalid, *summary.failed]
+    wanted = sorted({submission.batches[f.job_id] for f in failures}, key=lambda r: r.start)
+    items = _items_at(source, wanted, unsent_from=submission.unsent_from)
+    used: set[int] = set()
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for failure in failures:
+            update, note = _match(failure, items, used)
+            _write_line(out, update, failure.entry.completion_status or "", failure.message, note)
+            count += 1
+        for batch in submission.failed_batches:
+            for offset, item in enumerate(batch.items):
+                if isinstance(item, ProcessUpdate):
+                    used.add(batch.positions.start + offset)
+                    _write_line(out, item, "NOT_ACCEPTED", str(batch.error))
+                    count += 1
+        if submission.unsent_from is not None:
+            for position in sorted(items):
+                if position >= submission.unsent_from and position not in used:
+                    _write_line(out, items[position], "NOT_SENT", "not sent")
+                    count += 1
+    return count
+
+
+def _items_at(
+    source: UpdateFile, ranges: Sequence[range], *, unsent_from: int | None
+) -> dict[int, ProcessUpdate]:
+    # One more streamed read of the input, keeping only the batches that had failures.
+    starts = [r.start for r in ranges]
+    kept: dict[int, ProcessUpdate] = {}
+    for position, update in enumerate(source):
+        if unsent_from is not None and position >= unsent_from:
+            kept[position] = update
+            continue
+        index = bisect_right(starts, position) - 1
+        if index >= 0 and position in ranges[index]:
+            kept[position] = update
+    return kept
+
+
+def _match(
+    failure: FailedEntry, items: dict[int, ProcessUpdate], used: set[int]
+) -> tuple[ProcessUpdate | dict[str, Any], str | None]:
+    # The server names the batch, not the item: the item is the first unused one of the batch
+    # whose change is the one the entry recorded (and whose process, when both say, is its).
+    entry = failure.entry
+    for position in failure.positions:
+        item = items.get(position)
+        if item is None or position in used:
+            continue
+        if entry.process_update is not None and item.to_wire()["update"] != entry.process_update:
+            continue
+        if item.id is not None and entry.process_id and item.id != entry.process_id:
+            continue
+        used.add(position)
+        return item, None
+    rebuilt: dict[str, Any] = {"update": dict(entry.process_update or {})}
+    if entry.process_id:
+        rebuilt["id"] = entry.process_id
+    return (
+        rebuilt,
+        f"not matched to an input line of {failure.positions.start}-{failure.positions.stop - 1}",
+    )
+
+
+def _write_line(
+    out: IO[str],
+    update: ProcessUpdate | dict[str, Any],
+    status: str,
+    message: str,
+    note: str | None = None,
+) -> None:
+    item = update.to_wire() if isinstance(update, ProcessUpdate) else update
+    item = {**item, "_status": status, "_error": message}
+    if note:
+        item["_note"] = note
+    out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+
+async def job_command(
+    client: ChakraClient,
+    *,
+    job_id: str,
+    wait: bool,
+    wait_seconds: float | None,
+    output: Output,
+    ledger: Ledger,
+) -> int:
+    """Show one background job; with `wait`, once it has finished."""
+    async with client:
+        if wait:
+            ledger.waiting([job_id])
+            job = await client.wait_for_job(job_id, timeout=wait_seconds)
+            ledger.finished(job_id)
+        else:
+            job = await client.get_background_job(job_id)
+    failed = _failed_count(job.status_counts)
+    if output.json_mode:
+        output.json(_job_json(job))
+    else:
+        state = "finished" if job.is_finished else "running"
+        output.show(f"Job {job.id}: {job.completion_status or 'unknown'} ({state})")
+        for label, when in (
+            ("created", job.created_at),
+            ("started", job.started_at),
+            ("completed", job.completed_at),
+        ):
+            if when is not None:
+                output.show(f"  {label}: {when.isoformat()}")
+        if job.status_counts:
+            output.show(_counts_table("Entries per status", job.status_counts))
+        if failed:
+            status = next(s for s in _FAILED_STATUSES if job.status_counts.get(s))
+            output.show(f"See them with: asyncbulk chakra entries {job.id} --status {status}")
+    return EXIT_FAILED if job.is_failed or failed else EXIT_OK
+
+
+def entry_row(entry: JobEntry) -> dict[str, Any]:
+    """An entry as a flat row (CSV and table columns)."""
+    return {
+        "id": entry.id,
+        "completion_status": entry.completion_status,
+        "completion_message": entry.completion_message,
+        "validation_status": entry.validation_status,
+        "validation_message": entry.validation_message,
+        "process_id": entry.process_id,
+        "procedure_id": entry.procedure_id,
+        "process_update": None
+        if entry.process_update is None
+        else json.dumps(entry.process_update, ensure_ascii=False),
+        "api_type": entry.api_type,
+        "created_at": None if entry.created_at is None else entry.created_at.isoformat(),
+        "updated_at": None if entry.updated_at is None else entry.updated_at.isoformat(),
+    }
+
+
+async def entries_command(
+    client: ChakraClient,
+    *,
+    job_id: str,
+    status: str | None,
+    fmt: str,
+    output: Output,
+) -> int:
+    """Stream a job's entries to stdout as JSON Lines (as the server sent them), CSV or a table."""
+    async with client, client.iter_job_entry_pages(job_id, completion_status=status) as pages:
+        if fmt == "jsonl":
+            async for page in pages:
+                output.json_lines(entry.raw for entry in page)
+        elif fmt == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=_ENTRY_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            async for page in pages:
+                writer.writerows(entry_row(entry) for entry in page)
+        else:
+            await _entries_table(output, pages)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+async def _entries_table(output: Output, pages: JobEntryPages) -> None:
+    columns = ("entry", "status", "message", "process")
+    chunk: list[tuple[str, ...]] = []
+    shown = 0
+
+    def flush() -> None:
+        grid = table(None, columns, chunk)
+        grid.show_header = shown == 0
+        # Fixed widths keep the pieces of one long table aligned.
+        for column, width in zip(grid.columns, (36, 11, None, 36), strict=True):
+            column.min_width = column.max_width = width
+            column.no_wrap = width is not None
+        output.stdout.print(grid)
+
+    async for page in pages:
+        for entry in page:
+            message = entry.validation_message or entry.completion_message or ""
+            chunk.append((entry.id, entry.completion_status or "", message, entry.process_id or ""))
+        if len(chunk) >= _TABLE_CHUNK:
+            flush()
+            shown += len(chunk)
+            chunk.clear()
+    if chunk or not shown:
+        flush()
