@@ -1,0 +1,192 @@
+"""The client process of one benchmark run: `python -m benchmarks._client` (spec on stdin).
+
+Every contender runs in a fresh process of its own, so its figures are its own: CPU time from
+`getrusage(RUSAGE_SELF)` deltas over the measured part, and peak memory from the kernel's
+high-water mark of the resident set (reset just before the measured part where Linux allows it,
+otherwise `ru_maxrss`). The simulator runs in another process (`benchmarks._server`), so none of
+its CPU is charged here. Setup (creating tasks, reading the server's report) happens outside the
+measured part.
+
+The spec is a JSON object: `scenario` (a module of `benchmarks`), `contender` (a key of its
+`CONTENDERS`), `params`, `setup` (what the case's setup returned) and `server` (what the server
+printed). The result is one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    Contender = Callable[["Context"], Awaitable[dict[str, Any]]]
+
+_PROC_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass
+class Context:
+    """What a contender gets: where the server is, its parameters, what setup made.
+
+    Attributes:
+        server: The server's hello (URLs, credentials, admin URL).
+        params: The run's parameters.
+        setup: What the case's setup returned (ids, job id...).
+        data: What the scenario's `prepare` put there for the contender.
+    """
+
+    server: dict[str, Any]
+    params: dict[str, Any]
+    setup: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    _admin: aiohttp.ClientSession | None = None
+
+    async def admin(self, method: str, path: str, body: Any = None) -> Any:
+        """Call one of the server's admin routes (never inside the measured part)."""
+        assert self._admin is not None
+        url = self.server["admin_url"] + path
+        async with self._admin.request(method, url, json=body) as response:
+            response.raise_for_status()
+            return await response.json()
+
+
+def _status_kb(name: str) -> int | None:
+    try:
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); tell whether it worked."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class Meter:
+    """Wall time, CPU time and peak memory of the code inside a `with` block."""
+
+    def __init__(self) -> None:
+        """Nothing is measured before `__enter__`."""
+        self.wall = self.cpu = 0.0
+        self.rss_start_kb = self.peak_kb = 0
+        self.peak_source = ""
+
+    def __enter__(self) -> Self:
+        """Collect garbage, reset the peak mark and start the clocks."""
+        gc.collect()
+        self.rss_start_kb = _status_kb("VmRSS") or 0
+        self.peak_source = "VmHWM" if _reset_peak() else "ru_maxrss"
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._cpu0 = usage.ru_utime + usage.ru_stime
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Stop the clocks and read the peak."""
+        self.wall = time.perf_counter() - self._t0
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu = usage.ru_utime + usage.ru_stime - self._cpu0
+        peak = _status_kb("VmHWM") if self.peak_source == "VmHWM" else None
+        self.peak_kb = peak if peak is not None else usage.ru_maxrss
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def lag_figures(
+    seen: dict[str, float], finished: dict[str, float], expected: int
+) -> dict[str, Any]:
+    """Detection lag: when the client saw each task vs when the server finished it."""
+    lags = [at - finished[task] for task, at in seen.items() if task in finished]
+    figures: dict[str, Any] = {"detected": len(seen), "expected": expected}
+    if lags:
+        figures |= {
+            "p50": _percentile(lags, 0.50),
+            "p99": _percentile(lags, 0.99),
+            "max": max(lags),
+        }
+    return figures
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n - before.get(k, 0)}
+
+
+async def _run(spec: dict[str, Any]) -> dict[str, Any]:
+    module = importlib.import_module(f"benchmarks.{spec['scenario']}")
+    contender: Contender = module.CONTENDERS[spec["contender"]]
+    params = spec.get("params", {})
+    async with aiohttp.ClientSession() as admin:
+        ctx = Context(spec["server"], params, spec.get("setup", {}), _admin=admin)
+        prepare = getattr(module, "prepare", None)
+        if prepare is not None:
+            await prepare(ctx)
+        faults = params.get("faults")
+        if faults:
+            await ctx.admin("POST", "/admin/faults", {"faults": faults})
+        before = await ctx.admin("GET", "/admin/report")
+        with Meter() as meter:
+            outcome = await contender(ctx)
+        if faults:
+            await ctx.admin("POST", "/admin/faults", {"faults": []})
+        seen: dict[str, float] | None = outcome.pop("seen", None)
+        after = await ctx.admin("GET", "/admin/report" + ("?finished=1" if seen else ""))
+    result: dict[str, Any] = {
+        "wall": meter.wall,
+        "cpu": meter.cpu,
+        "peak_rss_mb": meter.peak_kb / 1024,
+        "rss_start_mb": meter.rss_start_kb / 1024,
+        "peak_source": meter.peak_source,
+        "requests": after["total"] - before["total"],
+        "by_route": _delta(after["by_route"], before["by_route"]),
+        "by_status": _delta(after["by_status"], before["by_status"]),
+        "faults": _delta(after["faults"], before["faults"]),
+        "acknowledgements": after["acknowledgements"] - before["acknowledgements"],
+        **outcome,
+    }
+    if seen is not None:
+        result["lag"] = lag_figures(seen, after["finished"], len(ctx.data.get("ids", seen)))
+    return result
+
+
+def main() -> None:
+    """Run the spec read from stdin; print the result (or the error) as one JSON line."""
+    spec = json.load(sys.stdin)
+    try:
+        result = asyncio.run(_run(spec))
+    except Exception as exc:  # noqa: BLE001 - the parent reports any failure in its table
+        sys.stderr.write(traceback.format_exc())
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: a large heap takes seconds to free and nothing needs it.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The simulator process of the benchmarks: `python -m benchmarks._server '<json config>'`.
+
+It serves both simulated vendors (`asyncbulk.testing.Simulator`) plus a small admin app on a
+port of its own, prints one JSON line with the URLs and credentials on stdout, and serves until
+its stdin closes (so it never outlives the benchmark that started it) or it gets SIGTERM.
+
+Running the simulator in its own process keeps its CPU out of the client's figures. The admin app
+sets a benchmark up directly in the simulator's state, not through the vendor APIs, so setup is
+fast and never counted as client requests:
+
+- `POST /admin/zefort/tasks` `{"count", "over", "offset"}`: create `count` pending tasks that
+  finish at uniformly random times between `offset` and `offset + over` seconds from now; answers
+  `{"ids": [...]}`.
+- `POST /admin/chakra/processes` `{"count"}`: a procedure `bench` (primary key `lead_id`) with
+  processes `L0`, `L1`, ... answers `{"procedure": "bench", "key": "lead_id", "prefix": "L"}`.
+- `POST /admin/chakra/job` `{"entries"}`: a background job over that many of those processes,
+  already finished; answers `{"job_id": ...}`.
+- `POST /admin/zefort/one-task`: one finished task for per-request GETs; answers `{"id": ...}`.
+- `POST /admin/faults` `{"faults": [{"kind": ..., ...}]}`: replace the fault rules (`Fault`
+  keyword arguments; a list `delay` is a (low, high) range).
+- `GET /admin/report` (`?finished=1` adds the finish time of every finished task): requests per
+  route and per status, faults injected, acknowledgements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from aiohttp import web
+
+from asyncbulk.testing import Fault, Simulator
+
+_ADMIN_HOST = "127.0.0.1"
+_BENCH_PROCEDURE = "bench"
+_BENCH_KEY = "lead_id"
+_BENCH_PREFIX = "L"
+# What every benchmark task does: a bulk update matching no contract, so finishing it is cheap.
+_TASK_BODY = {"status": "done", "search": {"q_tags": "benchmark"}}
+
+
+def _fault(spec: dict[str, Any]) -> Fault:
+    spec = dict(spec)
+    delay = spec.get("delay")
+    if isinstance(delay, list):
+        spec["delay"] = tuple(delay)
+    return Fault(spec.pop("kind"), **spec)
+
+
+class _Admin:
+    """The admin routes, over one simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.processes = 0
+
+    async def zefort_tasks(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        count, over, offset = int(spec["count"]), float(spec["over"]), float(spec.get("offset", 0))
+        state = self.sim.zefort
+        saved = state.task_delay
+        state.task_delay = (offset, offset + over)
+        try:
+            ids = [state.submit_bulk_update(_TASK_BODY).id for _ in range(count)]
+        finally:
+            state.task_delay = saved
+        gc.freeze()
+        return web.json_response({"ids": ids})
+
+    async def zefort_one_task(self, _: web.Request) -> web.Response:
+        state = self.sim.zefort
+        saved = state.task_delay
+        state.task_delay = 0.0
+        try:
+            task = state.submit_bulk_update(_TASK_BODY)
+        finally:
+            state.task_delay = saved
+        return web.json_response({"id": task.id})
+
+    async def chakra_processes(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        count = int(spec["count"])
+        state = self.sim.chakra
+        if state.procedure(_BENCH_PROCEDURE) is None:
+            state.add_procedure(_BENCH_PROCEDURE, primary_key=_BENCH_KEY, attributes=("score",))
+        for index in range(self.processes, count):
+            state.add_process(_BENCH_PROCEDURE, {_BENCH_KEY: f"{_BENCH_PREFIX}{index}"})
+        self.processes = max(self.processes, count)
+        gc.freeze()
+        return web.json_response(
+            {"procedure": _BENCH_PROCEDURE, "key": _BENCH_KEY, "prefix": _BENCH_PREFIX}
+        )
+
+    async def chakra_job(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        count = int(spec["entries"])
+        state = self.sim.chakra
+        procedure = state.procedure(_BENCH_PROCEDURE)
+        if procedure is None or self.processes < count:
+            raise web.HTTPConflict(text="create the processes first")
+        items = [
+            {_BENCH_KEY: f"{_BENCH_PREFIX}{i}", "update": {"data": {"score": str(i % 100)}}}
+            for i in range(count)
+        ]
+        saved = state.entries_per_second
+        # A job that is already finished when the benchmark starts reading it.
+        state.entries_per_second = 1e12
+        try:
+            job = state.submit_update(procedure, items)
+        finally:
+            state.entries_per_second = saved
+        state.settle()
+        gc.freeze()
+        return web.json_response({"job_id": job.id})
+
+    async def faults(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        self.sim.faults.clear()
+        for rule in spec.get("faults", []):
+            self.sim.faults.add(_fault(rule))
+        return web.json_response({"faults": len(self.sim.faults)})
+
+    async def report(self, request: web.Request) -> web.Response:
+        records = self.sim.records
+        body: dict[str, Any] = {
+            "total": records.total_requests,
+            "by_route": {f"{m} {r}": n for (m, r), n in records.by_route.items()},
+            "by_status": {str(s): n for s, n in records.by_status.items()},
+            "faults": dict(records.faults),
+            "acknowledgements": sum(records.acknowledgements.values()),
+        }
+        if request.query.get("finished"):
+            body["finished"] = {
+                task_id: at.wall for task_id, at in records.finished_tasks().items()
+            }
+        return web.json_response(body)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_post("/admin/zefort/tasks", self.zefort_tasks)
+        app.router.add_post("/admin/zefort/one-task", self.zefort_one_task)
+        app.router.add_post("/admin/chakra/processes", self.chakra_processes)
+        app.router.add_post("/admin/chakra/job", self.chakra_job)
+        app.router.add_post("/admin/faults", self.faults)
+        app.router.add_get("/admin/report", self.report)
+        return app
+
+
+async def serve(config: dict[str, Any]) -> None:
+    """Serve the simulator and the admin app until stdin closes or SIGTERM arrives."""
+    async with Simulator(
+        seed=int(config.get("seed", 0)),
+        zefort_page_size_max=int(config.get("zefort_page_size_max", 1000)),
+        faults=[_fault(rule) for rule in config.get("faults", [])],
+        keep_requests=False,
+        examples=False,
+    ) as sim:
+        runner = web.AppRunner(_Admin(sim).app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, _ADMIN_HOST, 0)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            hello = {
+                "chakra_url": sim.chakra_url,
+                "zefort_url": sim.zefort_url,
+                "chakra_token": sim.chakra_token,
+                "zefort_api_key": sim.zefort_api_key,
+                "admin_url": f"http://{host}:{port}",
+            }
+            sys.stdout.write(json.dumps(hello) + "\n")
+            sys.stdout.flush()
+            await _until_stopped()
+        finally:
+            await runner.cleanup()
+
+
+async def _until_stopped() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def wait_for_eof() -> None:
+        # A blocking read returns at EOF, when the parent closes our stdin (or dies). A daemon
+        # thread, not the loop's executor, so that a SIGTERM exit does not wait for it.
+        sys.stdin.buffer.read()
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait_for_eof, daemon=True, name="stdin-eof").start()
+    await stop.wait()
+
+
+def main() -> None:
+    """Read the JSON config from the first argument and serve."""
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Scenario 5, under faults: tracking (smaller) while the server answers 5% 429 and 5% 503.
+
+The tracking setup (tasks finishing at random times, 5 ms added per request) with two more fault
+rules on every Zefort request: 429 with `Retry-After: 1` at 5%, then 503 at 5% of what is left.
+Contenders:
+
+- asyncbulk: `track_tasks`, whose session pauses every request to the host on a 429 (the shared
+  pause) and retries 5xx by its policy.
+- naive loop with retries: the tracking scenario's naive loop, each GET retried on its own:
+  `Retry-After` on 429, exponential backoff with jitter on 5xx; nothing shared between requests.
+
+The point is the requests each spends, and whether the faults cost detection lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from benchmarks import tracking
+from benchmarks._baselines import POLL_INTERVAL, get_json_with_retries, zefort_session
+from benchmarks._harness import Case, Goal, Row, Run
+
+if TYPE_CHECKING:
+    from benchmarks._client import Context
+    from benchmarks._harness import Size
+
+TITLE = "faults"
+FAULTS = [
+    *tracking.LATENCY,
+    {"kind": "status", "rate": 0.05, "status": 429, "retry_after": 1, "vendor": "zefort"},
+    {"kind": "status", "rate": 0.05, "status": 503, "vendor": "zefort"},
+]
+_SIZES = {"smoke": (100, 2.0), "quick": (300, 5.0), "full": (2_000, 20.0)}
+
+prepare = tracking.prepare
+
+
+async def naive_with_retries(ctx: Context) -> dict[str, Any]:
+    """One coroutine per task, a GET per second, each GET retried on its own."""
+    base = ctx.server["zefort_url"]
+    seen: dict[str, float] = {}
+    async with zefort_session(ctx) as http:
+
+        async def follow(task_id: str) -> None:
+            url = f"{base}/api/tasks/{task_id}/"
+            while True:
+                task = await get_json_with_retries(http, url)
+                if task["backend_status"] != "pending":
+                    seen[task_id] = time.time()
+                    return
+                await asyncio.sleep(POLL_INTERVAL)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(follow(task_id) for task_id in ctx.data["ids"])),
+            tracking.deadline(ctx),
+        )
+    return {"seen": seen, "items": len(seen)}
+
+
+CONTENDERS = {
+    "asyncbulk": tracking.asyncbulk_tracker,
+    "naive-retry": naive_with_retries,
+}
+
+
+def plan(size: Size) -> list[Case]:
+    """A fresh server per contender, as in tracking."""
+    tasks, over = _SIZES[size]
+    params = {"tasks": tasks, "over": over, "faults": FAULTS}
+    runs = (
+        Run("asyncbulk", "asyncbulk track_tasks (shared 429 pause)", params),
+        Run("naive-retry", "naive loop, per-request retries", params),
+    )
+    title = f"{tasks:,} tasks over {over:.0f} s, 5% 429 + 5% 503"
+    return [Case(title, runs, server_per_run=True)]
+
+
+def goals(rows: list[Row], size: Size) -> list[Goal]:  # noqa: ARG001 - same comparison at every size
+    """No target in the issues: the requests the shared pause saves, as a ratio."""
+    ours = next((r for r in rows if r.contender.startswith("asyncbulk") and not r.error), None)
+    naive = next((r for r in rows if r.contender.startswith("naive") and not r.error), None)
+    if ours is None or naive is None:
+        return [Goal("requests under faults vs per-request retries", "fewer", "n/a", None, None)]
+    ratio = ours.get("requests") / max(1, naive.get("requests"))
+    lag = ours.get("lag") or {}
+    complete = lag.get("detected") == lag.get("expected")
+    value = f"{ours.get('requests'):,} vs {naive.get('requests'):,} = {ratio:.1%}" + (
+        "" if complete else " (asyncbulk did NOT detect every task)"
+    )
+    return [
+        Goal(
+            "requests under faults vs per-request retries",
+            "fewer",
+            value,
+            ratio,
+            ratio < 1 and complete,
+        )
+    ]

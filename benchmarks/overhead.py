@@ -1,0 +1,129 @@
+"""Scenario 4, per-request overhead: one small GET through the full client vs raw aiohttp.
+
+Many GETs of one small resource at the same concurrency (8 workers, each awaiting its own GETs
+in turn): Zefort's `get_task` and Chakra's `get_background_job` through the clients (session,
+limiter, retry loop, envelope, models), against raw aiohttp sending the same auth and Accept
+headers and parsing the body with json. The figure is the client's CPU microseconds per request;
+the simulator's CPU is in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from benchmarks._harness import Case, Goal, Row, Run
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from benchmarks._client import Context
+    from benchmarks._harness import Size
+
+TITLE = "overhead"
+WORKERS = 8
+_SIZES = {"smoke": 500, "quick": 3_000, "full": 20_000}
+
+
+async def _workers(ctx: Context, one: Callable[[], Awaitable[object]]) -> dict[str, Any]:
+    count = int(ctx.params["requests"])
+    per_worker = count // WORKERS
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await one()
+
+    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    return {"items": per_worker * WORKERS}
+
+
+async def zefort_client(ctx: Context) -> dict[str, Any]:
+    """`ZefortClient.get_task` of one task, many times."""
+    from asyncbulk.zefort import ZefortClient  # noqa: PLC0415 - imported where used
+
+    task_id = ctx.setup["id"]
+    async with ZefortClient(ctx.server["zefort_api_key"], base_url=ctx.server["zefort_url"]) as z:
+        return await _workers(ctx, lambda: z.get_task(task_id))
+
+
+async def chakra_client(ctx: Context) -> dict[str, Any]:
+    """`ChakraClient.get_background_job` of one job, many times."""
+    from asyncbulk.chakra import ChakraClient  # noqa: PLC0415 - imported where used
+
+    job_id = ctx.setup["job_id"]
+    async with ChakraClient(ctx.server["chakra_token"], base_url=ctx.server["chakra_url"]) as c:
+        return await _workers(ctx, lambda: c.get_background_job(job_id))
+
+
+async def _raw(ctx: Context, url: str, authorization: str) -> dict[str, Any]:
+    headers = {"Authorization": authorization, "Accept": "application/json"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def one() -> Any:
+            async with http.get(url) as response:
+                response.raise_for_status()
+                return await response.json()
+
+        return await _workers(ctx, one)
+
+
+async def zefort_raw(ctx: Context) -> dict[str, Any]:
+    """Raw aiohttp GET of the same task, the same headers, json parsing."""
+    key = base64.b64encode(f"{ctx.server['zefort_api_key']}:".encode()).decode()
+    url = f"{ctx.server['zefort_url']}/api/tasks/{ctx.setup['id']}/"
+    return await _raw(ctx, url, f"Basic {key}")
+
+
+async def chakra_raw(ctx: Context) -> dict[str, Any]:
+    """Raw aiohttp GET of the same job, the same headers, json parsing."""
+    url = f"{ctx.server['chakra_url']}/v1/ext/background-job/{ctx.setup['job_id']}"
+    return await _raw(ctx, url, f"Bearer {ctx.server['chakra_token']}")
+
+
+CONTENDERS = {
+    "zefort-client": zefort_client,
+    "zefort-raw": zefort_raw,
+    "chakra-client": chakra_client,
+    "chakra-raw": chakra_raw,
+}
+
+
+def plan(size: Size) -> list[Case]:
+    """One server; raw and client alternate so that drifting machine load hits both alike."""
+    params = {"requests": _SIZES[size]}
+    unit = "req/s"
+    runs = (
+        Run("zefort-raw", "raw aiohttp GET task", params, unit),
+        Run("zefort-client", "asyncbulk ZefortClient.get_task", params, unit),
+        Run("chakra-raw", "raw aiohttp GET job", params, unit),
+        Run("chakra-client", "asyncbulk ChakraClient.get_background_job", params, unit),
+    )
+    setup = (
+        ("/admin/zefort/one-task", {}),
+        ("/admin/chakra/processes", {"count": 10}),
+        ("/admin/chakra/job", {"entries": 10}),
+    )
+    return [Case(f"{_SIZES[size]:,} GETs, {WORKERS} at a time", runs, setup)]
+
+
+def goals(rows: list[Row], size: Size) -> list[Goal]:  # noqa: ARG001 - same goal at every size
+    """Client CPU per request <= 1.3x raw aiohttp's, for each vendor."""
+    out = []
+    for vendor, client, raw in (
+        ("Zefort", "asyncbulk ZefortClient", "raw aiohttp GET task"),
+        ("Chakra", "asyncbulk ChakraClient", "raw aiohttp GET job"),
+    ):
+        ours = next((r for r in rows if r.contender.startswith(client) and not r.error), None)
+        theirs = next((r for r in rows if r.contender == raw and not r.error), None)
+        name = f"CPU per request vs raw aiohttp, {vendor}"
+        if ours is None or theirs is None or not ours.cpu_per_request_us:
+            out.append(Goal(name, "<= 1.3x", "n/a", None, None))
+            continue
+        a, b = ours.cpu_per_request_us or 0.0, theirs.cpu_per_request_us or 1.0
+        ratio = a / b
+        value = f"{a:.0f} vs {b:.0f} µs = {ratio:.2f}x"
+        out.append(Goal(name, "<= 1.3x", value, ratio, ratio <= 1.3))
+    return out

@@ -1,0 +1,178 @@
+"""Scenario 1, tracking: thousands of Zefort tasks finishing at random times, followed to the end.
+
+The server creates N pending tasks that finish at uniformly random times over T seconds and adds
+5 ms to every Zefort request. Contenders:
+
+- asyncbulk: `ZefortClient.track_tasks(ids)`, one scheduler for every task, sweeping the task
+  listing when that is cheaper than asking for each task due.
+- naive loop: one coroutine per task, `asyncio.gather`, a GET per task every second (aiohttp,
+  connector limit 100), what most hand-written trackers look like.
+- vendor doc: the Zefort documentation's pattern, polling one task until it is done (a GET, then a
+  1 s sleep), then the next, in turn.
+
+Detection lag is when the client saw a task finished (wall clock) minus when the server finished
+it (wall clock, same machine). A last case follows 100,000 tasks (quick: 10,000) with the tracker
+alone, for its memory per task and CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from benchmarks._baselines import POLL_INTERVAL, get_json, zefort_session
+from benchmarks._harness import Case, Goal, Row, Run
+
+if TYPE_CHECKING:
+    from benchmarks._client import Context
+    from benchmarks._harness import Size
+
+TITLE = "tracking"
+LATENCY = [{"kind": "latency", "delay": 0.005, "vendor": "zefort"}]
+# (tasks, seconds) of the comparison, and tasks of the tracker-alone case, per size.
+_SIZES: dict[str, tuple[int, float, int, float]] = {
+    "smoke": (200, 3.0, 2_000, 3.0),
+    "quick": (1_000, 10.0, 10_000, 8.0),
+    "full": (10_000, 60.0, 100_000, 60.0),
+}
+# Tasks start finishing this long after they are created, once the client is measuring.
+_OFFSET = 0.5
+
+
+async def prepare(ctx: Context) -> None:
+    """Create the run's tasks in the simulator's state (not through the API)."""
+    spec = {"count": ctx.params["tasks"], "over": ctx.params["over"], "offset": _OFFSET}
+    ctx.data["ids"] = (await ctx.admin("POST", "/admin/zefort/tasks", spec))["ids"]
+
+
+def deadline(ctx: Context) -> float:
+    """A generous overall deadline for following every task."""
+    return float(ctx.params["over"]) * 3 + 120.0
+
+
+async def asyncbulk_tracker(ctx: Context) -> dict[str, Any]:
+    """`track_tasks` over every id; note when each task is seen."""
+    from asyncbulk.zefort import ZefortClient  # noqa: PLC0415 - a missing client fails its rows only
+
+    seen: dict[str, float] = {}
+    async with ZefortClient(ctx.server["zefort_api_key"], base_url=ctx.server["zefort_url"]) as z:
+        async for task in z.track_tasks(ctx.data["ids"], timeout=deadline(ctx)):
+            seen[task.id] = time.time()
+        stats = z.stats
+    return {"seen": seen, "items": len(seen), "client_requests": stats.requests}
+
+
+async def naive_loop(ctx: Context) -> dict[str, Any]:
+    """One coroutine per task, `gather`, a GET per task every second."""
+    base = ctx.server["zefort_url"]
+    seen: dict[str, float] = {}
+    async with zefort_session(ctx) as http:
+
+        async def follow(task_id: str) -> None:
+            url = f"{base}/api/tasks/{task_id}/"
+            while True:
+                task = await get_json(http, url)
+                if task["backend_status"] != "pending":
+                    seen[task_id] = time.time()
+                    return
+                await asyncio.sleep(POLL_INTERVAL)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(follow(task_id) for task_id in ctx.data["ids"])), deadline(ctx)
+        )
+    return {"seen": seen, "items": len(seen)}
+
+
+async def vendor_doc(ctx: Context) -> dict[str, Any]:
+    """The vendor documentation's pattern: poll one task until done, then the next."""
+    base = ctx.server["zefort_url"]
+    seen: dict[str, float] = {}
+
+    async def follow_all() -> None:
+        async with zefort_session(ctx) as http:
+            for task_id in ctx.data["ids"]:
+                url = f"{base}/api/tasks/{task_id}/"
+                while True:
+                    task = await get_json(http, url)
+                    if task["backend_status"] != "pending":
+                        seen[task_id] = time.time()
+                        break
+                    await asyncio.sleep(POLL_INTERVAL)
+
+    await asyncio.wait_for(follow_all(), deadline(ctx))
+    return {"seen": seen, "items": len(seen)}
+
+
+CONTENDERS = {
+    "asyncbulk": asyncbulk_tracker,
+    "naive": naive_loop,
+    "vendor-doc": vendor_doc,
+}
+
+
+def plan(size: Size) -> list[Case]:
+    """The comparison (a fresh server per contender: each needs its own tasks) and 100k alone."""
+    tasks, over, alone, alone_over = _SIZES[size]
+    params = {"tasks": tasks, "over": over, "faults": LATENCY}
+    unit = None
+    comparison = Case(
+        title=f"{tasks:,} tasks over {over:.0f} s",
+        runs=(
+            Run("asyncbulk", "asyncbulk track_tasks", params, unit),
+            Run("naive", "naive loop (gather, 1 s sleep)", params, unit),
+            Run("vendor-doc", "vendor doc (one task at a time)", params, unit),
+        ),
+        server_per_run=True,
+    )
+    big = Case(
+        title=f"{alone:,} tasks over {alone_over:.0f} s",
+        runs=(
+            Run(
+                "asyncbulk",
+                "asyncbulk track_tasks",
+                {"tasks": alone, "over": alone_over, "faults": LATENCY},
+                unit,
+            ),
+        ),
+    )
+    return [comparison, big]
+
+
+def _find(rows: list[Row], case_prefix: str, contender_prefix: str) -> Row | None:
+    for row in rows:
+        if row.case.startswith(case_prefix) and row.contender.startswith(contender_prefix):
+            return row
+    return None
+
+
+def goals(rows: list[Row], size: Size) -> list[Goal]:
+    """p99 lag <= 1 s with <= 20% of the naive loop's requests; <= 3 KB of memory per task."""
+    tasks, _, alone, _ = _SIZES[size]
+    ours = _find(rows, f"{tasks:,} ", "asyncbulk")
+    naive = _find(rows, f"{tasks:,} ", "naive")
+    big = _find(rows, f"{alone:,} ", "asyncbulk")
+    out = []
+    if ours is None or ours.error or ours.lag("p99") is None:
+        out.append(Goal("tracking p99 detection lag", "<= 1 s", "n/a", None, None))
+    else:
+        p99 = ours.lag("p99") or 0.0
+        lag = ours.get("lag") or {}
+        complete = lag.get("detected") == lag.get("expected")
+        value = f"{p99:.2f} s" + ("" if complete else " (NOT all detected)")
+        out.append(Goal("tracking p99 detection lag", "<= 1 s", value, p99, p99 <= 1 and complete))
+    if ours is None or naive is None or ours.error or naive.error:
+        out.append(Goal("tracking requests vs naive loop", "<= 20%", "n/a", None, None))
+    else:
+        ratio = ours.get("requests") / max(1, naive.get("requests"))
+        value = f"{ours.get('requests'):,} vs {naive.get('requests'):,} = {ratio:.1%}"
+        out.append(Goal("tracking requests vs naive loop", "<= 20%", value, ratio, ratio <= 0.2))
+    if big is None or big.error:
+        out.append(Goal("tracker memory per task", "<= 3 KB", "n/a", None, None))
+    else:
+        growth = (big.get("peak_rss_mb") - big.get("rss_start_mb")) * 1024 * 1024 / alone
+        value = (
+            f"{growth / 1024:.2f} KB ({alone:,} tasks, peak RSS growth; CPU {big.get('cpu'):.1f} s)"
+        )
+        out.append(Goal("tracker memory per task", "<= 3 KB", value, growth / 3072, growth <= 3072))
+    return out
