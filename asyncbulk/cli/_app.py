@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,6 +17,13 @@ from asyncbulk.cli._chakra import chakra_client, entries_command, job_command, u
 from asyncbulk.cli._input import FORMATS, UpdateFile
 from asyncbulk.cli._output import Output
 from asyncbulk.cli._runner import EXIT_OK, EXIT_USAGE, Ledger, run_async
+from asyncbulk.cli._zefort import (
+    bulk_update_command,
+    read_task_ids,
+    tasks_command,
+    wait_command,
+    zefort_client,
+)
 from asyncbulk.testing import Simulator
 
 if TYPE_CHECKING:
@@ -307,6 +316,157 @@ def chakra_entries(
         return await entries_command(
             client, job_id=job_id, status=status and status.upper(), fmt=fmt, output=output
         )
+
+    return run_async(work, output=output, ledger=Ledger())
+
+
+def _json_object(
+    _ctx: click.Context, _parameter: click.Parameter, value: str | None
+) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"must be a JSON object, not {type(parsed).__name__}")
+    return parsed
+
+
+def _zefort_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in (
+        json_option,
+        click.option(
+            "--api-key",
+            envvar="ZEFORT_API_KEY",
+            show_envvar=True,
+            help="A Zefort API key.",
+        ),
+        click.option(
+            "--base-url",
+            envvar="ZEFORT_BASE_URL",
+            show_envvar=True,
+            help="The API's base URL [default: https://sandbox.zefort.com].",
+        ),
+    ):
+        command = option(command)
+    return command
+
+
+@zefort.command("bulk-update", context_settings=_CONTEXT)
+@click.option(
+    "--attributes",
+    callback=_json_object,
+    metavar="JSON",
+    help='Attribute values to set, e.g. \'{"end_date": "2023-02-15"}\'.',
+)
+@click.option(
+    "--status",
+    help="The contract status to set (archived, done, error, limited, processing, queued, review).",
+)
+@click.option(
+    "--search",
+    callback=_json_object,
+    metavar="JSON",
+    required=True,
+    help='Which contracts, as contract search parameters, e.g. \'{"q_tags": "nda"}\'; '
+    "'{}' for all.",
+)
+@click.option("--wait", is_flag=True, help="Wait until the task has finished.")
+@click.option("--ack", is_flag=True, help="Acknowledge the task once finished (implies --wait).")
+@_timeout_option
+@_zefort_options
+def zefort_bulk_update(
+    *,
+    attributes: dict[str, Any] | None,
+    status: str | None,
+    search: dict[str, Any],
+    wait: bool,
+    ack: bool,
+    timeout: float,
+    api_key: str | None,
+    base_url: str | None,
+    json_mode: bool,
+) -> int:
+    """Change every contract a search finds, in one bulk operation (a Zefort task).
+
+    The request is never sent twice by itself: when its outcome cannot be known (the
+    connection dropped after sending), the pending tasks are searched for it, and if it
+    is not found the command says so (status 1) rather than risk doing it twice.
+    """
+    output = Output(json_mode=json_mode)
+    ledger = Ledger()
+
+    async def work() -> int:
+        client = zefort_client(api_key, base_url)
+        return await bulk_update_command(
+            client,
+            attributes=attributes,
+            status=status,
+            search=search,
+            wait=wait or ack,
+            acknowledge=ack,
+            wait_seconds=timeout,
+            output=output,
+            ledger=ledger,
+        )
+
+    return run_async(work, output=output, ledger=ledger)
+
+
+@zefort.command("wait", context_settings=_CONTEXT)
+@click.argument("task_ids", nargs=-1, metavar="TASK_ID...")
+@click.option("--ack", is_flag=True, help="Acknowledge each task once it has finished.")
+@_timeout_option
+@_zefort_options
+def zefort_wait(
+    *,
+    task_ids: tuple[str, ...],
+    ack: bool,
+    timeout: float,
+    api_key: str | None,
+    base_url: str | None,
+    json_mode: bool,
+) -> int:
+    """Wait for tasks to finish, printing each as it does.
+
+    With no TASK_ID (or -), reads the ids from standard input, one a line. Status 1 when
+    a task failed or the deadline passed (the unfinished ids are printed).
+    """
+    if not task_ids or task_ids == ("-",):
+        if sys.stdin.isatty():
+            raise click.UsageError("no task ids: give them as arguments or on standard input")
+        ids = read_task_ids(sys.stdin)
+    else:
+        ids = read_task_ids(task_ids)
+    if not ids:
+        raise click.UsageError("no task ids read")
+    output = Output(json_mode=json_mode)
+    ledger = Ledger()
+
+    async def work() -> int:
+        client = zefort_client(api_key, base_url)
+        return await wait_command(
+            client,
+            task_ids=ids,
+            acknowledge=ack,
+            wait_seconds=timeout,
+            output=output,
+            ledger=ledger,
+        )
+
+    return run_async(work, output=output, ledger=ledger)
+
+
+@zefort.command("tasks", context_settings=_CONTEXT)
+@_zefort_options
+def zefort_tasks(*, api_key: str | None, base_url: str | None, json_mode: bool) -> int:
+    """List the pending tasks (those not yet acknowledged), all pages."""
+    output = Output(json_mode=json_mode)
+
+    async def work() -> int:
+        return await tasks_command(zefort_client(api_key, base_url), output=output)
 
     return run_async(work, output=output, ledger=Ledger())
 
