@@ -446,3 +446,20 @@ async def test_delete_hides_the_process(sim, clock, http):
     job_id = await submit(http, {"processes": [{"lead_id": "LEAD-100", "data": {}}]})
     listing = await entries(http, job_id)
     assert listing["_data"][0]["completionStatus"] == "INVALID"
+
+
+async def test_created_processes_can_be_updated_next(sim, clock, http):
+    """Once a bulk create finishes, a bulk update finds the new process by its key."""
+    path = "/v1/ext/procedure/tele_sales/process/bulk-create"
+    await call(http, "POST", path, [{"lead_id": "NEW-9", "data": {"city": "Ooty"}}])
+    early = await submit(http, {"processes": [{"lead_id": "NEW-9", "data": {"score": "1"}}]})
+    clock.advance(10)
+    late = await submit(http, {"processes": [{"lead_id": "NEW-9", "data": {"score": "2"}}]})
+    clock.advance(10)
+    assert (await entries(http, early))["_data"][0]["completionStatus"] == "INVALID"
+    assert (await entries(http, late))["_data"][0]["completionStatus"] == "SUCCESS"
+    assert sim.chakra.process("tele_sales", "NEW-9").data == {
+        "lead_id": "NEW-9",
+        "city": "Ooty",
+        "score": "2",
+    }

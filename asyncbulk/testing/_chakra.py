@@ -7,9 +7,11 @@ Valid entry number v (counting valid entries only, in submission order) is IN_PR
 per status and the page of a filtered listing all follow from the clock by arithmetic and binary
 search over the sorted positions of the INVALID, ERROR and SUCCESS entries. No request scans a job.
 
-The changes of the entries that succeeded are applied to the process store lazily, in order, the
-next time the store is read (a new submission, or `ChakraState.processes` and friends): each entry
-is applied once, so the cost is amortised over the entries, never repeated per request.
+The changes of the entries that succeeded are applied to the process store lazily, job by job in
+submission order, the next time the store is read (`ChakraState.processes`, `process()`): each
+entry is applied once, so the cost is amortised over the entries, never repeated per request. A
+submission applies them first only when a pending job creates, deletes or re-keys processes,
+since only those change what validation sees.
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ class ChakraJob:
     _successes: array[int] | None = attrs.field(default=None, repr=False)
     _entry_ids: Mapping[int, str] = attrs.field(factory=dict, repr=False)
     _applied: int = attrs.field(default=0, repr=False)
+    #: Whether its entries create, delete or re-key processes, which later validation sees.
+    structural: bool = attrs.field(default=False, repr=False)
 
     @property
     def valid_count(self) -> int:
@@ -397,6 +401,7 @@ class _Outcome:
     process_id: str | None = None
     invalid: str | None = None
     key: str | None = None
+    structural: bool = False
 
 
 class ChakraState:
@@ -683,16 +688,23 @@ class ChakraState:
 
     def submit_update(self, procedure: ChakraProcedure, items: Sequence[Any]) -> ChakraJob:
         """Validate bulk-update items and start a job over them (what PATCH .../process does)."""
-        self.settle()
+        self._settle_for_validation()
         claimed: dict[str, str] = {}
         outcomes = [self._validate_update(procedure, item, claimed) for item in items]
         return self._start(procedure, UPDATE_API_TYPE, outcomes)
 
     def submit_create(self, procedure: ChakraProcedure, items: Sequence[Any]) -> ChakraJob:
         """Validate bulk-create items and start a job over them (what POST .../bulk-create does)."""
-        self.settle()
+        self._settle_for_validation()
         outcomes = [self._validate_create(procedure, item) for item in items]
         return self._start(procedure, CREATE_API_TYPE, outcomes)
+
+    def _settle_for_validation(self) -> None:
+        # Only creates, deletes and key changes alter what validation sees. Plain data changes
+        # wait for a read of the store, so a submission never pays for applying a million of
+        # them at once. (A read applies every job in submission order.)
+        if any(job.structural for job in self._unsettled.values()):
+            self.settle()
 
     def settle(self) -> None:
         """Apply to the store every change of every entry that has succeeded by now."""
@@ -736,6 +748,7 @@ class ChakraState:
             errors=_sorted_positions(errors),
             valid=valid,
             successes=successes,
+            structural=api_type == CREATE_API_TYPE or any(o.structural for o in outcomes),
         )
         self._jobs[job.id] = job
         if valid_count:
@@ -756,15 +769,19 @@ class ChakraState:
         if target is None:
             return _Outcome(encoded, invalid=problem)
         problem = _check_change(procedure, change, _UPDATE_FIELDS)
+        if problem is not None:
+            return _Outcome(encoded, process_id=target.id, invalid=problem)
         pk = procedure.primary_key
-        if problem is None and pk in change.get("data", {}):
+        rekey = pk in change.get("data", {})
+        if rekey:
             # A change of primary key must not take a key another process holds or claims.
             new_key = str(change["data"][pk])
             holder = procedure.find(new_key, by="key")
             taken = holder is not None and holder is not target
             if taken or claimed.setdefault(new_key, target.id) != target.id:
                 problem = f"{pk} {new_key!r} already belongs to another process"
-        return _Outcome(encoded, process_id=target.id, invalid=problem)
+        structural = rekey or bool(change.get("isDeleted"))
+        return _Outcome(encoded, process_id=target.id, invalid=problem, structural=structural)
 
     def _validate_create(self, procedure: ChakraProcedure, item: Any) -> _Outcome:
         if not isinstance(item, dict):
@@ -817,10 +834,10 @@ class ChakraState:
 
 def _split_update(procedure: ChakraProcedure, item: dict[str, Any]) -> tuple[Any, str | None]:
     """Return the change of a bulk-update item, wrapped in "update" or flat, and any problem."""
-    identifiers = {"id", procedure.primary_key}
+    identifiers = ("id", procedure.primary_key)
     if "update" not in item:
         return {k: v for k, v in item.items() if k not in identifiers}, None
-    extra = sorted(set(item) - identifiers - {"update"})
+    extra = [k for k in item if k not in identifiers and k != "update"]
     if extra:
         return item["update"], f"give the change either in 'update' or flat, not both: {extra}"
     return item["update"], None
@@ -898,9 +915,8 @@ def _check_change(procedure: ChakraProcedure, change: Any, fields: frozenset[str
     """Return why a change is invalid for `procedure`, or None if it is valid."""
     if not isinstance(change, dict):
         return "the change must be an object"
-    unknown = sorted(set(change) - fields)
-    if unknown:
-        return f"unknown field {unknown[0]!r}"
+    if not fields.issuperset(change):
+        return f"unknown field {min(set(change) - fields)!r}"
     for name, value in change.items():
         problem = _FIELD_CHECKS[name](procedure, value)
         if problem is not None:

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
     ErrorResponder = Callable[[int, str], web.Response]
 
 _SLOW_BODY_PIECES = 10
+# One encoder for every body: json.dumps with options would build a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def dumps(value: Any) -> bytes:
     """Encode a JSON body compactly."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def json_response(value: Any, *, status: int = 200) -> web.Response:
