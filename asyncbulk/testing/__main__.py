@@ -78,8 +78,13 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the standalone simulator; return the exit status."""
     args = _parser().parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        sys.stderr.write(f"cannot serve: {exc}\n")
+        return 1
     sys.stdout.write("Stopped.\n")
     return 0
 
