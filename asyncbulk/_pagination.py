@@ -42,6 +42,10 @@ def _retrieve(task: asyncio.Task[object]) -> None:
         task.exception()
 
 
+async def _call(fetch: Callable[[int], Awaitable[P]], index: int) -> P:
+    return await fetch(index)
+
+
 class OrderedPages(Generic[P]):
     """An async iterator over pages 0, 1, 2, ... fetched concurrently and yielded in order.
 
@@ -55,7 +59,8 @@ class OrderedPages(Generic[P]):
 
     Args:
         fetch: fetches page ``index`` (0-based); its errors end the iteration and reach the
-            caller in page order.
+            caller in page order. It should not refer to the iterator itself, so that an
+            iterator the caller drops is freed (and its fetches cancelled) at once.
         count: the number of pages the listing holds, read from page 0; None when unknown,
             which reads page after page.
         is_last: whether page ``index`` is the listing's last; called in order.
@@ -147,13 +152,12 @@ class OrderedPages(Generic[P]):
     def _fill(self) -> None:
         loop = asyncio.get_running_loop()
         while len(self._window) < self._prefetch and self._launched < self._limit:
-            task = loop.create_task(self._fetch_page(self._launched))
+            # The task must not refer to this iterator, or a dropped iterator would be kept
+            # alive by its own fetches and never finalised.
+            task = loop.create_task(_call(self._fetch, self._launched))
             task.add_done_callback(_retrieve)
             self._window.append(task)
             self._launched += 1
-
-    async def _fetch_page(self, index: int) -> P:
-        return await self._fetch(index)
 
     def _stop(self) -> list[asyncio.Task[P]]:
         """End the iteration and cancel the fetches ahead; returns them, to await."""

@@ -598,45 +598,24 @@ class _Page:
     total: int | None
 
 
-class JobEntryPages:
-    """An async iterator over a job's entries, a list per page, read ahead concurrently.
+class _EntriesFetcher:
+    """Fetches one page of entries.
 
-    Made by `ChakraClient.iter_job_entry_pages`; see there. Use it in ``async for``, and
-    ``async with`` (or `aclose`) to stop the fetches ahead at once.
+    Kept apart from the iterator so that the fetch tasks never keep a dropped iterator alive.
     """
 
-    def __init__(
-        self,
-        session: Session,
-        path: str,
-        *,
-        completion_status: str | None,
-        page_size: int,
-        prefetch: int,
-    ) -> None:
-        """Set up the listing; nothing is fetched before the first ``__anext__``."""
-        self._session = session
-        self._path = path
-        self._params: dict[str, str | int] = {"limit": page_size}
-        if completion_status is not None:
-            self._params["completionStatus"] = completion_status
-        self._page_size = page_size
-        self._seen: set[str] = set()
-        self._pages: OrderedPages[_Page] = OrderedPages(
-            self._fetch,
-            count=self._count,
-            is_last=self._is_last,
-            prefetch=prefetch,
-        )
-        self._expected: int | None = None
+    __slots__ = ("expected", "page_size", "params", "path", "session")
 
-    def __repr__(self) -> str:
-        """The listing and how far it got."""
-        return f"<JobEntryPages {self._path} params={self._params} {self._pages!r}>"
+    def __init__(self, session: Session, path: str, params: dict[str, str | int]) -> None:
+        self.session = session
+        self.path = path
+        self.params = params
+        self.page_size = int(params["limit"])
+        self.expected: int | None = None
 
-    async def _fetch(self, index: int) -> _Page:
-        params = {**self._params, "skip": index * self._page_size}
-        response = await self._session.request("GET", self._path, params=params)
+    async def __call__(self, index: int) -> _Page:
+        params = {**self.params, "skip": index * self.page_size}
+        response = await self.session.request("GET", self.path, params=params)
         data = response.data
         if not isinstance(data, list):
             raise ProtocolError(
@@ -657,14 +636,49 @@ class JobEntryPages:
             raise
         return _Page(entries, len(data), _total(response.meta, response.url))
 
-    def _count(self, page: _Page) -> int | None:
+    def count(self, page: _Page) -> int | None:
         if page.total is None:
             return None
-        self._expected = max(1, math.ceil(page.total / self._page_size))
-        return self._expected
+        self.expected = max(1, math.ceil(page.total / self.page_size))
+        return self.expected
 
-    def _is_last(self, _index: int, page: _Page) -> bool:
-        return page.size < self._page_size
+    def is_last(self, _index: int, page: _Page) -> bool:
+        return page.size < self.page_size
+
+
+class JobEntryPages:
+    """An async iterator over a job's entries, a list per page, read ahead concurrently.
+
+    Made by `ChakraClient.iter_job_entry_pages`; see there. Use it in ``async for``, and
+    ``async with`` (or `aclose`) to stop the fetches ahead at once.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        path: str,
+        *,
+        completion_status: str | None,
+        page_size: int,
+        prefetch: int,
+    ) -> None:
+        """Set up the listing; nothing is fetched before the first ``__anext__``."""
+        params: dict[str, str | int] = {"limit": page_size}
+        if completion_status is not None:
+            params["completionStatus"] = completion_status
+        self._fetcher = _EntriesFetcher(session, path, params)
+        self._seen: set[str] = set()
+        self._pages: OrderedPages[_Page] = OrderedPages(
+            self._fetcher,
+            count=self._fetcher.count,
+            is_last=self._fetcher.is_last,
+            prefetch=prefetch,
+        )
+
+    def __repr__(self) -> str:
+        """The listing and how far it got."""
+        fetcher = self._fetcher
+        return f"<JobEntryPages {fetcher.path} params={fetcher.params} {self._pages!r}>"
 
     def __aiter__(self) -> Self:
         """The iterator itself."""
@@ -697,7 +711,8 @@ class JobEntryPages:
             fresh = [e for e in page.entries if not (e.id in seen or add(e.id))]
             if fresh:
                 return fresh
-            beyond = self._expected is None or self._pages.consumed > self._expected
+            expected = self._fetcher.expected
+            beyond = expected is None or self._pages.consumed > expected
             if page.entries and beyond:
                 # Past the total, a full page of entries already seen means the server is
                 # repeating itself: stop rather than read forever.

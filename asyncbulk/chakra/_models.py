@@ -116,35 +116,54 @@ def _check_json_keys(value: object, field: str) -> None:
                 _check_json_keys(item, f"{field}[{index}]")
 
 
+_PAIRS: Final = (tuple, list)
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+# A reused encoder: json.dumps(..., allow_nan=False) would build a new one per call.
+_STRICT_JSON: Final = json.JSONEncoder(allow_nan=False)
+
+
 def _check_data(value: object) -> dict[str, Any]:
+    """``data`` as a dict with string keys and JSON values, or a `ValidationError`."""
     if not isinstance(value, Mapping):
         raise ValidationError("data", f"must be a mapping, not {type(value).__name__}")
     data = dict(value)
+    scalars = _SCALARS
     for key, item in data.items():
-        if not isinstance(key, str):
+        if type(key) is not str:
             raise ValidationError("data", f"has a non-string key {key!r}")
-        if isinstance(item, dict | list | tuple):
-            _check_json_keys(item, f"data.{key}")
-    try:
-        # One C-speed pass refuses sets, bytes, objects, NaN and infinities.
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError("data", f"is not JSON: {exc}") from None
+        kind = type(item)
+        if kind in scalars:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                raise ValidationError(f"data.{key}", f"is not a finite number: {item!r}")
+            continue
+        # Containers and subclasses: the C encoder refuses sets, bytes, objects, NaN and
+        # infinities in one pass; the walk refuses keys it would silently turn into strings.
+        try:
+            _STRICT_JSON.encode(item)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"data.{key}", f"is not JSON: {exc}") from None
+        _check_json_keys(item, f"data.{key}")
     return data
 
 
-def _check_key(value: object) -> tuple[str, str | int]:
-    if not isinstance(value, tuple | list) or len(value) != 2:  # noqa: PLR2004 -- a pair
+def _check_key(value: Any) -> tuple[str, str | int]:
+    if type(value) not in _PAIRS or len(value) != 2:  # noqa: PLR2004 -- a pair
         raise ValidationError("key", "must be an (attribute, value) pair")
+    attribute: Any
+    key_value: Any
     attribute, key_value = value
     _check_text("key", attribute)
     if attribute in _RESERVED_KEYS:
         hint = ": pass the process id as id=" if attribute == "id" else ""
         raise ValidationError("key", f"attribute {attribute!r} is a reserved field name{hint}")
-    if isinstance(key_value, bool) or not isinstance(key_value, str | int):
+    kind = type(key_value)
+    if kind is str:
+        if not key_value.strip():
+            raise ValidationError("key", "value must not be empty")
+    elif kind is not int:
         raise ValidationError("key", f"value must be a string or an integer, not {key_value!r}")
-    if isinstance(key_value, str) and not key_value.strip():
-        raise ValidationError("key", "value must not be empty")
     return attribute, key_value
 
 
@@ -302,7 +321,7 @@ class ProcessUpdate:
                 return cls(id=identifier[1], **changes)
             return cls(key=identifier, **changes)
         except ValidationError as exc:
-            field = spelled.get(exc.field.partition(".")[0], exc.field)
+            field = _respell(exc.field, spelled)
             if exc.field in {"id", "key"}:
                 field = identifier[0]
             raise ValidationError(field, exc.reason) from None
@@ -343,6 +362,12 @@ def _read_changes(
             raise ValidationError(f"{prefix}{name}", f"is given twice (as {spelled[field]!r} too)")
         changes[field] = value
         spelled[field] = f"{prefix}{name}"
+
+
+def _respell(field: str, spelled: Mapping[str, str]) -> str:
+    """A model field's name (``data.a``) as the input spelled it (``update.data.a``)."""
+    head, dot, tail = field.partition(".")
+    return spelled.get(head, head) + dot + tail
 
 
 def _read_identifier(identifiers: Mapping[str, Any], key: str | None) -> tuple[str, Any]:
@@ -426,7 +451,7 @@ class ProcessCreate:
         try:
             return cls(key=key, **changes)
         except ValidationError as exc:
-            field = spelled.get(exc.field.partition(".")[0], exc.field)
+            field = _respell(exc.field, spelled)
             if exc.field == "key" and key is not None:
                 field = str(key[0])
             raise ValidationError(field, exc.reason) from None
