@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -14,6 +15,7 @@ import click
 from asyncbulk import ValidationError, __version__
 from asyncbulk.chakra import ENTRY_STATUSES
 from asyncbulk.cli._chakra import chakra_client, entries_command, job_command, update_command
+from asyncbulk.cli._demo import DemoPlan, run_demo
 from asyncbulk.cli._input import FORMATS, UpdateFile
 from asyncbulk.cli._output import Output
 from asyncbulk.cli._runner import EXIT_OK, EXIT_USAGE, Ledger, run_async
@@ -44,9 +46,38 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+class _StderrHandler(logging.Handler):
+    """Log lines on whatever `sys.stderr` is when they are written.
+
+    Looked up each time, so that lines logged while progress bars are drawn go through rich's
+    redirection and appear above the bars instead of tearing them.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 -- logging must never break the command
+            self.handleError(record)
+
+
+def _configure_logging(verbosity: int) -> None:
+    logger = logging.getLogger("asyncbulk")
+    logger.handlers[:] = [_StderrHandler()]
+    logger.handlers[0].setFormatter(logging.Formatter("asyncbulk: %(levelname)s: %(message)s"))
+    # Retries and 429 pauses are counted in the progress and summaries; -v shows each one.
+    logger.setLevel((logging.ERROR, logging.WARNING, logging.DEBUG)[min(verbosity, 2)])
+    logger.propagate = False
+
+
 @click.group(context_settings=_CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="asyncbulk")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="-v logs each retry and warning on stderr; -vv every request.",
+)
+def cli(*, verbose: int) -> None:
     r"""Push bulk changes through ChakraHQ and Zefort, follow every job, get the failures back.
 
     Start with `asyncbulk demo`: it runs the whole flow offline against the built-in simulator.
@@ -56,6 +87,42 @@ def cli() -> None:
     2 usage, input or authentication error (nothing sent); 130 interrupted (the ids already
     submitted are printed on stderr).
     """
+    _configure_logging(verbose)
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option(
+    "--updates",
+    type=click.IntRange(2, 1_000_000),
+    default=20_000,
+    show_default=True,
+    help="Chakra process updates to send.",
+)
+@click.option(
+    "--tasks",
+    type=click.IntRange(1, 100_000),
+    default=1_000,
+    show_default=True,
+    help="Zefort bulk updates to start and track (try 10000).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@json_option
+def demo(*, updates: int, tasks: int, seed: int, json_mode: bool) -> int:
+    """Run the whole flow offline, against the simulator started in-process.
+
+    Sends Chakra process updates in batches (a few invalid on purpose), follows the jobs
+    and streams their entries; starts Zefort bulk updates and tracks every task to the end
+    with acknowledgement; all under injected 429s and 503s. Live progress on a terminal,
+    then a summary. Status 0 when everything worked as designed.
+    """
+    output = Output(json_mode=json_mode)
+    ledger = Ledger()
+    plan = DemoPlan(updates=updates, tasks=tasks, seed=seed)
+
+    async def work() -> int:
+        return await run_demo(plan, output=output, ledger=ledger)
+
+    return run_async(work, output=output, ledger=ledger)
 
 
 @cli.command(context_settings=_CONTEXT)
