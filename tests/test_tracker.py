@@ -142,8 +142,9 @@ async def test_job_missing_from_sweep_gets_one_fetch():
     source = FakeJobs(spread(50, 0.05), listing=True, hidden=frozenset({"job-7"}))
     jobs = await collect(track(source, list(source.finish_after), timeout=10, **FAST))
     assert len(jobs) == 50
-    assert set(source.fetches) == {"job-7"}
-    assert source.fetches["job-7"] <= source.sweeps
+    assert 1 <= source.fetches["job-7"] <= source.sweeps
+    # Others are fetched one by one only at the end, when one or two left make a page dear.
+    assert sum(source.fetches.values()) - source.fetches["job-7"] <= 6
 
 
 @pytest.mark.anyio

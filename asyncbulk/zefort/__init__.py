@@ -1,0 +1,27 @@
+"""Zefort: contract bulk operations and the tasks that carry them out.
+
+`ZefortClient` is the way in; `ZefortTask` is what a bulk operation runs as; `ZefortTaskListing`
+reads the pending tasks; `ZefortTaskSource` lets the job tracker follow tasks.
+"""
+
+from asyncbulk.zefort._client import ZefortClient, ZefortTaskListing, ZefortTaskSource
+from asyncbulk.zefort._models import (
+    DONE_STATUSES,
+    FAILED_STATUSES,
+    RUNNING_STATUSES,
+    TaskPage,
+    ZefortTask,
+    make_zefort_converter,
+)
+
+__all__ = [
+    "DONE_STATUSES",
+    "FAILED_STATUSES",
+    "RUNNING_STATUSES",
+    "TaskPage",
+    "ZefortClient",
+    "ZefortTask",
+    "ZefortTaskListing",
+    "ZefortTaskSource",
+    "make_zefort_converter",
+]

@@ -1,0 +1,612 @@
+"""`ZefortClient`: contract bulk updates, and the tasks that carry them out, followed to the end.
+
+Every request goes through the shared `Session` (Basic auth with the key as user name, plain
+JSON bodies, retries, the shared 429 pause). Following tasks is the vendor-neutral `JobTracker`'s
+work; `ZefortTaskSource` tells it how to read one task (``GET /api/tasks/{id}/``) and many at once
+(the pending listing, ``GET /api/tasks/``, all pages), which is what makes following thousands of
+tasks cheap: one sweep of a few pages replaces thousands of polls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import attrs
+
+from asyncbulk._exceptions import (
+    AsyncBulkError,
+    NotFoundError,
+    OutcomeUnknownError,
+    ProtocolError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from asyncbulk._pagination import OrderedPages
+from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
+from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
+from asyncbulk.zefort._models import TaskPage, ZefortTask, make_zefort_converter, structure_page
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable
+    from types import TracebackType
+
+    import aiohttp
+
+    from asyncbulk._retry import RetryPolicy
+    from asyncbulk._session import Timeouts
+    from asyncbulk._tracker import TrackerStats
+
+__all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
+
+logger: Final = logging.getLogger("asyncbulk")
+
+_BULK_UPDATE: Final = "/api/contracts/bulk_update/"
+_TASKS: Final = "/api/tasks/"
+_TASK: Final = "/api/tasks/{task_id}/"
+#: Statuses that prove the server did not act on a request: the only ones a POST is retried on.
+_NOT_ACTED_ON: Final = frozenset({429, 503})
+#: Statuses after which a POST may or may not have been carried out.
+_AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
+_LISTING_PREFETCH: Final = 4
+
+
+def _canonical(value: Any) -> str:
+    """One spelling of a JSON value, so two equal bodies compare equal as text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_json(field: str, value: Any) -> Any:
+    """``value`` as it will travel (tuples become lists); a `ValidationError` names ``field``."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(field, f"is not JSON-serialisable: {exc}") from None
+
+
+def _check_task_id(field: str, task_id: object) -> str:
+    if not isinstance(task_id, str):
+        raise ValidationError(field, f"must be a string, not {type(task_id).__name__}")
+    if not task_id.strip():
+        raise ValidationError(field, "must not be empty")
+    return task_id
+
+
+def _attributes(attributes: Any) -> Any:
+    if not isinstance(attributes, Mapping):
+        raise ValidationError("attributes", "must be a mapping of attribute names to values")
+    for name in attributes:
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError("attributes", f"names must be non-empty strings: {name!r}")
+    return _as_json("attributes", dict(attributes))
+
+
+def _bulk_body(
+    attributes: Mapping[str, Any] | None,
+    status: str | None,
+    search: Mapping[str, Any] | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if attributes is not None and (checked := _attributes(attributes)):
+        body["attributes"] = checked
+    if status is not None:
+        if not isinstance(status, str) or not status.strip():
+            raise ValidationError("status", f"must be a non-empty string, not {status!r}")
+        body["status"] = status
+    for name, value in extra.items():
+        if value is not None:
+            body[name] = _as_json(name, value)
+    if not body:
+        raise ValidationError(
+            "attributes", "nothing to change: give attributes, a status or another field to set"
+        )
+    if search is not None:
+        if not isinstance(search, Mapping):
+            raise ValidationError("search", "must be a mapping of search parameters")
+        body["search"] = _as_json("search", dict(search))
+    return body
+
+
+def _is_ambiguous(error: AsyncBulkError) -> bool:
+    """Whether a failed POST may have been carried out all the same."""
+    if isinstance(error, TransportError):
+        return error.sent
+    if isinstance(error, ServerError):
+        return error.status in _AMBIGUOUS_STATUSES
+    # The Session raises ProtocolError only for a 2xx it cannot read, and so do we: the server
+    # took the request.
+    return isinstance(error, ProtocolError)
+
+
+class ZefortClient(ClientBase):
+    """An asyncio client for Zefort's contract bulk operations and their tasks.
+
+    Use it as an async context manager (or call `aclose`)::
+
+        async with ZefortClient(api_key) as zefort:
+            task = await zefort.bulk_update_contracts(
+                attributes={"end_date": "2023-02-15"},
+                search={"q_tags": "contracts of service"},
+            )
+            task = await zefort.wait_for_task(task.id, timeout=300, acknowledge=True)
+
+    Args:
+        api_key: the API key, sent as the Basic-auth user name with an empty password.
+        base_url: ``https://sandbox.zefort.com``, ``https://my.zefort.com`` (EU),
+            ``https://us.zefort.com`` (US) or a dedicated host.
+        retry: the retry policy; the default retries reads and never repeats a bulk update
+            the server may have acted on.
+        timeouts: the time limits of one try of a request.
+        max_in_flight: requests in flight at once.
+        session: an aiohttp session of your own, used as is and never closed by the client.
+        allow_insecure_http: allow plain http:// to a host other than loopback.
+        poll_min_interval: the first and shortest wait between two polls of a task, in seconds.
+        poll_max_interval: the longest wait between two polls of a task, in seconds.
+        sweep_interval: the least time between two reads of the pending listing; when
+            following many tasks, every task is seen at least this often.
+        polls_in_flight: polls and listing reads a tracker runs at once.
+        listing_page_size: the page size asked of the pending listing; the server may answer
+            with a smaller one, which is then used.
+
+    Raises:
+        ValidationError: a setting is out of range, or the key is empty.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = "https://sandbox.zefort.com",
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        max_in_flight: int = 16,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        poll_min_interval: float = 0.25,
+        poll_max_interval: float = 5.0,
+        sweep_interval: float = 0.5,
+        polls_in_flight: int = 8,
+        listing_page_size: int = 1000,
+    ) -> None:
+        """Check the settings; the connection pool opens on first use."""
+        self._session = Session(
+            base_url=base_url,
+            auth=BasicAuth(api_key),
+            envelope=PlainEnvelope(),
+            retry=retry,
+            timeouts=timeouts,
+            max_in_flight=max_in_flight,
+            session=session,
+            allow_insecure_http=allow_insecure_http,
+            name="ZefortClient",
+        )
+        low = _check_seconds("poll_min_interval", poll_min_interval, optional=False)
+        high = _check_seconds("poll_max_interval", poll_max_interval, optional=False)
+        if low is not None and high is not None and high < low:
+            raise ValidationError("poll_max_interval", "must be >= poll_min_interval")
+        self._poll_options: dict[str, Any] = {
+            "min_interval": low,
+            "max_interval": high,
+            "sweep_interval": _check_seconds("sweep_interval", sweep_interval, optional=False),
+            "max_in_flight": _check_count("polls_in_flight", polls_in_flight, least=1),
+        }
+        self._page_size = _check_count("listing_page_size", listing_page_size, least=1)
+        self._converter = make_zefort_converter()
+        self._warned: set[str] = set()
+        self.task_source = ZefortTaskSource(self)
+
+    # -- bulk operations ----------------------------------------------------------------------
+
+    async def bulk_update_contracts(
+        self,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        search: Mapping[str, Any] | None = None,
+        **extra: Any,
+    ) -> ZefortTask:
+        """Change many contracts at once: ``POST /api/contracts/bulk_update/``.
+
+        The POST is not idempotent, so it is sent again only when the server certainly did not
+        act on it (429, 503, or no connection at all). After an ambiguous failure (the
+        connection dropped after sending, a read timeout, a 500, 502 or 504, an unreadable
+        2xx) the pending tasks are searched for one whose ``details.data`` is exactly this
+        request's body: when exactly one is found it is returned; otherwise
+        `OutcomeUnknownError` says so and carries the request, and the caller decides. The
+        same bulk operation is never started twice by the client.
+
+        Args:
+            attributes: attribute values to set on every matching contract.
+            status: the contract status to set (archived, done, error, limited, processing,
+                queued, review).
+            search: which contracts: Zefort's search parameters (``q``, ``q_tags``, ``tags``,
+                ``owner``, ``binder``...). Without it, Zefort applies the change to every
+                contract.
+            **extra: further fields of the request body, sent as given.
+
+        Returns:
+            the task carrying the operation out (``backend_status`` ``pending`` at first).
+
+        Raises:
+            ValidationError: nothing to change, or a value that is not JSON.
+            OutcomeUnknownError: the request may or may not have been carried out; its
+                ``__cause__`` is the failure met.
+            APIError: the server refused the request.
+        """
+        body = _bulk_body(attributes, status, search, extra)
+        changes: dict[str, Any] = {"retry_statuses": _NOT_ACTED_ON}
+        policy = attrs.evolve(self._session.retry, **changes)
+        try:
+            response = await self._session.request(
+                "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
+            )
+            return self._task(response, "POST")
+        except (TransportError, ProtocolError, ServerError) as exc:
+            if not _is_ambiguous(exc):
+                raise
+            url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
+            return await self._adopt(body, url, exc)
+
+    async def _adopt(self, body: dict[str, Any], url: str, error: AsyncBulkError) -> ZefortTask:
+        """The task an ambiguous bulk update started, if found; else the outcome is unknown."""
+        wanted = _canonical(body)
+        matches: list[ZefortTask] = []
+        try:
+            async with self._listing(self._page_size) as pages:
+                async for page in pages:
+                    for raw in page.results:
+                        details = raw.get("details") if isinstance(raw, Mapping) else None
+                        if (
+                            isinstance(details, Mapping)
+                            and _canonical(details.get("data")) == wanted
+                        ):
+                            matches.append(self._converter.structure(raw, ZefortTask))
+        except AsyncBulkError as lookup:
+            raise OutcomeUnknownError(
+                f"{error}; and the pending tasks could not be read to look for it ({lookup})",
+                method="POST",
+                url=url,
+                body=body,
+            ) from error
+        if len(matches) == 1:
+            logger.warning(
+                "ZefortClient: bulk update failed ambiguously (%s); adopted pending task %s, "
+                "whose data is exactly the request's",
+                self._session.redact(str(error)),
+                matches[0].id,
+            )
+            return matches[0]
+        if matches:
+            reason = (
+                f"{len(matches)} pending tasks match the request exactly "
+                f"({', '.join(t.id for t in matches[:5])}); adopting none"
+            )
+        else:
+            reason = (
+                "no pending task matches the request: it may not have been received, or its "
+                "task may have finished already"
+            )
+        raise OutcomeUnknownError(f"{error}; {reason}", method="POST", url=url, body=body) from (
+            error
+        )
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> ZefortTask:
+        """One task as it stands: ``GET /api/tasks/{task_id}/``.
+
+        Raises:
+            ValidationError: the id is not a non-empty string.
+            NotFoundError: no such task.
+            ProtocolError: the answer is not a task (the message names the field).
+        """
+        path = self._session.path(_TASK, task_id=task_id)
+        return self._task(await self._session.request("GET", path), "GET")
+
+    async def acknowledge_task(self, task_id: str) -> ZefortTask:
+        """Mark a task seen (``PATCH {"frontend_status": "done"}``): it leaves the pending list.
+
+        Acknowledging twice has the effect of once, so the request is retried like a read.
+
+        Raises:
+            ValidationError: the id is not a non-empty string.
+            NotFoundError: no such task.
+        """
+        path = self._session.path(_TASK, task_id=task_id)
+        response = await self._session.request(
+            "PATCH", path, json_body={"frontend_status": "done"}, idempotent=True
+        )
+        return self._task(response, "PATCH")
+
+    def iter_tasks(self, *, page_size: int | None = None) -> ZefortTaskListing:
+        """Every pending (unacknowledged) task, page after page: ``GET /api/tasks/``.
+
+        The first page tells how many there are; the following pages are fetched several at a
+        time and handed out in order. A task seen twice (the listing shifted between pages) is
+        yielded once. Use it in ``async for``; breaking out leaves nothing running.
+
+        Args:
+            page_size: the page size to ask for; by default the client's ``listing_page_size``.
+
+        Raises:
+            ValidationError: page_size is not an integer >= 1.
+        """
+        size = (
+            self._page_size if page_size is None else _check_count("page_size", page_size, least=1)
+        )
+        return ZefortTaskListing(self._listing(size), self._converter.structure)
+
+    def _listing(self, page_size: int) -> OrderedPages[TaskPage]:
+        async def fetch(index: int) -> TaskPage:
+            page = index + 1
+            params = {"page": page, "page_size": page_size}
+            try:
+                response = await self._session.request("GET", _TASKS, params=params)
+            except NotFoundError:
+                if page == 1:
+                    raise
+                # The listing shrank while we read it (tasks acknowledged): it ends here.
+                return TaskPage(results=(), page=page, page_size=page_size, last_page=page - 1)
+            try:
+                return structure_page(response.data, page=page, page_size=page_size)
+            except ProtocolError as exc:
+                raise ProtocolError(
+                    str(exc), method="GET", url=response.url, status=response.status
+                ) from None
+
+        return OrderedPages(
+            fetch,
+            count=lambda page: page.last_page,
+            is_last=_is_last_page,
+            prefetch=_LISTING_PREFETCH,
+        )
+
+    def _task(self, response: Response, method: str) -> ZefortTask:
+        try:
+            return self._converter.structure(response.data, ZefortTask)
+        except ProtocolError as exc:
+            raise ProtocolError(
+                str(exc), method=method, url=response.url, status=response.status
+            ) from None
+
+    # -- following tasks ----------------------------------------------------------------------
+
+    async def wait_for_task(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the tracker's deadline, not a scope's
+        acknowledge: bool = False,
+    ) -> ZefortTask:
+        """Wait until a task finishes (done or failed) and return it.
+
+        Args:
+            task_id: the task.
+            timeout: seconds to wait at most; None waits as long as it takes.
+            acknowledge: acknowledge the task once it finished. If that fails, the task is
+                returned all the same with ``frontend_status`` still ``pending`` (and a warning
+                logged): call `acknowledge_task` again later.
+
+        Raises:
+            JobTimeoutError: the deadline passed; ``unfinished`` is ``(task_id,)``.
+            NotFoundError: no such task.
+            ValidationError: the id is not a non-empty string.
+        """
+        _check_task_id("task_id", task_id)
+        return await wait_for(
+            self.task_source, task_id, timeout=timeout, **self._track_options(acknowledge)
+        )
+
+    def track_tasks(
+        self,
+        task_ids: Iterable[str],
+        *,
+        timeout: float | None = None,
+        acknowledge: bool = False,
+        task_timeout: float | None = None,
+        on_progress: Callable[[TrackerStats], None] | None = None,
+    ) -> TrackIterator[ZefortTask]:
+        """Yield each task once, as it finishes, in the order they finish.
+
+        While many tasks are pending, the tracker reads the pending listing (a few pages)
+        instead of polling each task; a task missing from it gets one individual read. A plain
+        ``async for`` polls only while it waits for the next task, so breaking out leaves
+        nothing running; inside ``async with`` it polls in the background, for the lowest lag.
+
+        Args:
+            task_ids: the tasks; an id given twice is followed once.
+            timeout: seconds after which the iteration ends with `JobTimeoutError` naming the
+                tasks still unfinished (every task finished before was yielded first).
+            acknowledge: acknowledge each finished task exactly once, before it is yielded. If
+                that fails, the task is yielded all the same with ``frontend_status`` still
+                ``pending`` (and a warning logged), never lost.
+            task_timeout: a deadline for each task; a task past it is dropped, the others are
+                still yielded, and the iteration then ends with `JobTimeoutError` naming it.
+            on_progress: called with the tracker's stats as tasks finish.
+
+        Raises:
+            ValidationError: an id is not a non-empty string (the error names its position).
+        """
+        if isinstance(task_ids, str | bytes):
+            raise ValidationError("task_ids", "must be an iterable of ids, not a single string")
+        ids = [_check_task_id(f"task_ids[{i}]", task_id) for i, task_id in enumerate(task_ids)]
+        return track(
+            self.task_source,
+            ids,
+            timeout=timeout,
+            job_timeout=task_timeout,
+            on_progress=on_progress,
+            **self._track_options(acknowledge),
+        )
+
+    def _track_options(self, acknowledge: bool) -> dict[str, Any]:
+        if acknowledge:
+            return {**self._poll_options, "on_finished": self._acknowledge_finished}
+        return self._poll_options
+
+    async def _acknowledge_finished(self, task: ZefortTask) -> ZefortTask:
+        """Acknowledge a finished task once; on failure keep it, unacknowledged, and say so."""
+        if task.is_acknowledged:
+            return task  # acknowledged elsewhere already
+        try:
+            return await self.acknowledge_task(task.id)
+        except AsyncBulkError as exc:
+            logger.warning(
+                "ZefortClient: task %s finished but could not be acknowledged; handing it on "
+                "unacknowledged: %s",
+                task.id,
+                self._session.redact(str(exc)),
+            )
+            return task
+
+    def _note_status(self, task: ZefortTask) -> None:
+        """Warn once per client about each backend_status value Zefort does not document."""
+        status = task.backend_status
+        if task.is_known_status or status in self._warned:
+            return
+        self._warned.add(status)
+        logger.warning(
+            "ZefortClient: task %s has backend_status %r, which Zefort does not document; "
+            "taking it as still running until it changes or the deadline passes",
+            task.id,
+            status,
+        )
+
+
+def _is_last_page(_: int, page: TaskPage) -> bool:
+    if not page.results:
+        return True
+    if page.last_page is not None:
+        return page.page >= page.last_page
+    return page.next is None
+
+
+class ZefortTaskListing:
+    """The pending tasks, page after page, as an async iterator (see `ZefortClient.iter_tasks`)."""
+
+    def __init__(
+        self,
+        pages: OrderedPages[TaskPage],
+        structure: Callable[[Any, type[ZefortTask]], ZefortTask],
+    ) -> None:
+        """Wrap the pages; nothing is fetched before the first ``__anext__``."""
+        self._pages = pages
+        self._structure = structure
+        self._buffer: deque[Any] = deque()
+        self._seen: set[str] = set()
+
+    def __repr__(self) -> str:
+        """How far the listing has been read."""
+        return f"ZefortTaskListing(pages_read={self._pages.consumed}, tasks={len(self._seen)})"
+
+    def __aiter__(self) -> Self:
+        """The iterator itself."""
+        return self
+
+    async def __anext__(self) -> ZefortTask:
+        """The next pending task.
+
+        Raises:
+            ProtocolError: a page or a task is not what the API promises.
+            APIError: the server refused a page.
+        """
+        while True:
+            while not self._buffer:
+                page = await self._pages.__anext__()
+                self._buffer.extend(page.results)
+            task = self._structure(self._buffer.popleft(), ZefortTask)
+            if task.id not in self._seen:
+                self._seen.add(task.id)
+                return task
+
+    async def aclose(self) -> None:
+        """Stop reading; pages still being fetched are cancelled. Idempotent."""
+        self._buffer.clear()
+        await self._pages.aclose()
+
+    async def __aenter__(self) -> Self:
+        """Nothing to open."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop reading."""
+        await self.aclose()
+
+
+class ZefortTaskSource:
+    """The `JobSource` of Zefort tasks: how the tracker reads one task, or the whole listing.
+
+    Use it with `asyncbulk._tracker.JobTracker` to add tasks while tracking; `track_tasks` and
+    `wait_for_task` cover the common cases.
+
+    Attributes:
+        kind: "Zefort task", for messages.
+        stats: the client's request counts, so the tracker can report requests and 429s.
+    """
+
+    kind = "Zefort task"
+
+    def __init__(self, client: ZefortClient) -> None:
+        """Serve the tasks of ``client``."""
+        self._client = client
+        self.stats = client.stats
+        self._pages = 1
+
+    def __repr__(self) -> str:
+        """The client it reads through."""
+        return f"ZefortTaskSource({self._client!r})"
+
+    async def fetch(self, job_id: str) -> ZefortTask:
+        """``GET /api/tasks/{id}/``."""
+        return await self._client.get_task(job_id)
+
+    def is_finished(self, job: ZefortTask) -> bool:
+        """Done or failed; an undocumented status is still running (warned about once)."""
+        self._client._note_status(job)  # noqa: SLF001 -- the client's own helper
+        return job.is_finished
+
+    def is_failed(self, job: ZefortTask) -> bool:
+        """Finished in failure."""
+        return job.is_failed
+
+    def progress(self, job: ZefortTask) -> str:
+        """The backend status: a change (pending to anything) means the task moved."""
+        return job.backend_status
+
+    def finished_at(self, job: ZefortTask) -> float | None:  # noqa: ARG002 -- JobSource's signature
+        """Zefort does not say when a task finished."""
+        return None
+
+    async def sweep(self, job_ids: Collection[str]) -> Mapping[str, ZefortTask]:
+        """The tracked tasks the pending listing shows, reading all its pages.
+
+        A listed task that cannot be read is left out: its own fetch will tell.
+        """
+        wanted = job_ids if isinstance(job_ids, set | frozenset) else frozenset(job_ids)
+        client = self._client
+        found: dict[str, ZefortTask] = {}
+        async with client._listing(client._page_size) as pages:  # noqa: SLF001
+            async for page in pages:
+                for raw in page.results:
+                    if isinstance(raw, Mapping) and raw.get("id") in wanted:
+                        try:
+                            task = client._converter.structure(raw, ZefortTask)  # noqa: SLF001
+                        except ProtocolError:
+                            continue
+                        found[task.id] = task
+            self._pages = max(1, pages.expected)
+        return found
+
+    def sweep_cost(self) -> int:
+        """The pages the listing took last time (1 before the first sweep)."""
+        return self._pages

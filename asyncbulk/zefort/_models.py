@@ -1,0 +1,213 @@
+"""Zefort's models: the task a bulk operation runs as, and a page of the pending-task listing.
+
+Models are frozen attrs classes. The wire format is Zefort's own snake_case, so the converter
+hooks here only check types and keep the whole object in `raw`: a field the server adds is never
+lost, and a field of the wrong type is a `ProtocolError` naming it, never a KeyError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from asyncbulk._converter import make_converter
+from asyncbulk._exceptions import ProtocolError
+
+if TYPE_CHECKING:
+    import cattrs
+
+__all__ = [
+    "DONE_STATUSES",
+    "FAILED_STATUSES",
+    "RUNNING_STATUSES",
+    "TaskPage",
+    "ZefortTask",
+    "make_zefort_converter",
+]
+
+#: The documented ``backend_status`` of a task still running.
+RUNNING_STATUSES: Final = frozenset({"pending"})
+#: The documented ``backend_status`` of a task carried out.
+DONE_STATUSES: Final = frozenset({"done"})
+#: Undocumented values taken to mean the task ended in failure (compared case-insensitively).
+FAILED_STATUSES: Final = frozenset({"error", "failed", "failure", "cancelled", "canceled"})
+
+
+def _status(value: str) -> str:
+    return value.strip().lower()
+
+
+@attrs.frozen(kw_only=True)
+class ZefortTask:
+    """A Zefort task: the background run of a bulk operation.
+
+    Zefort documents two ``backend_status`` values, ``pending`` and ``done``. ``error``,
+    ``failed``, ``failure`` and ``cancelled`` are taken as finished in failure; any other value
+    as still running (the client logs one warning per such value), so a failure is never taken
+    for success and a waiter's deadline bounds the rest.
+
+    Attributes:
+        id: the task id (``task_...``).
+        backend_status: where the work stands: ``pending``, ``done``, or a failure value.
+        backend_status_info: the server's note on that status (often empty).
+        frontend_status: ``pending`` until acknowledged, then ``done``.
+        description: what the task does ("Contract Bulk operation").
+        details: ``query_params`` and ``data``: the request body while pending, the changed
+            contracts once done.
+        raw: the whole object as the server sent it.
+    """
+
+    id: str
+    backend_status: str
+    backend_status_info: str = ""
+    frontend_status: str = ""
+    description: str = ""
+    details: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the task was carried out (``backend_status`` is ``done``)."""
+        return _status(self.backend_status) in DONE_STATUSES
+
+    @property
+    def is_failed(self) -> bool:
+        """Whether the task ended in failure (``error``, ``failed``, ``failure``, ``cancelled``)."""
+        return _status(self.backend_status) in FAILED_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the task will change no more: done or failed."""
+        return self.is_done or self.is_failed
+
+    @property
+    def is_known_status(self) -> bool:
+        """Whether ``backend_status`` is a value Zefort documents or we read as failure."""
+        status = _status(self.backend_status)
+        return status in RUNNING_STATUSES or status in DONE_STATUSES or status in FAILED_STATUSES
+
+    @property
+    def is_acknowledged(self) -> bool:
+        """Whether the task was acknowledged (``frontend_status`` is ``done``)."""
+        return _status(self.frontend_status) in DONE_STATUSES
+
+    @property
+    def data(self) -> Any:
+        """``details.data``: the request body while pending, the changed contracts once done."""
+        return self.details.get("data")
+
+    @property
+    def affected_contracts(self) -> tuple[str, ...] | None:
+        """The ids of the contracts a done task changed; None when not done or not said."""
+        data = self.data
+        if not self.is_done or not isinstance(data, Mapping):
+            return None
+        contracts = data.get("contracts")
+        if not isinstance(contracts, list) or not all(isinstance(c, str) for c in contracts):
+            return None
+        return tuple(contracts)
+
+
+@attrs.frozen(kw_only=True)
+class TaskPage:
+    """One page of the pending-task listing, its tasks still as the server sent them.
+
+    Attributes:
+        results: the raw task objects (parsed only when needed: a sweep reads thousands).
+        page: the page number (from 1).
+        page_size: the page size the server answered.
+        last_page: the number of the last page, when the server said or it can be computed.
+        count: the number of pending tasks, when the server said.
+        next: the link to the next page, when the server gave one.
+    """
+
+    results: tuple[Any, ...] = attrs.field(repr=False)
+    page: int
+    page_size: int
+    last_page: int | None = None
+    count: int | None = None
+    next: str | None = None
+
+
+def _text(task: Mapping[str, Any], name: str, *, required: bool = False) -> str:
+    value = task.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ProtocolError(f"task.{name}: expected a string, got {_kind(value)}")
+    if required and not value.strip():
+        raise ProtocolError(f"task.{name}: expected a non-empty string")
+    return value
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _structure_task(value: Any, _: type[ZefortTask]) -> ZefortTask:
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"task: expected a JSON object, got {_kind(value)}")
+    details = value.get("details")
+    if details is None:
+        details = {}
+    elif not isinstance(details, Mapping):
+        raise ProtocolError(f"task.details: expected an object, got {_kind(details)}")
+    return ZefortTask(
+        id=_text(value, "id", required=True),
+        backend_status=_text(value, "backend_status", required=True),
+        backend_status_info=_text(value, "backend_status_info"),
+        frontend_status=_text(value, "frontend_status"),
+        description=_text(value, "description"),
+        details=details,
+        raw=value,
+    )
+
+
+def _count(body: Mapping[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"tasks.{name}: expected a count, got {value!r}")
+    return value
+
+
+def structure_page(body: Any, *, page: int, page_size: int) -> TaskPage:
+    """Read one page of ``GET /api/tasks/``; a bare list is taken as the whole listing.
+
+    Raises:
+        ProtocolError: the body is not a listing (the message names the field).
+    """
+    if isinstance(body, list):
+        return TaskPage(results=tuple(body), page=page, page_size=len(body) or 1, last_page=page)
+    if not isinstance(body, Mapping):
+        raise ProtocolError(f"tasks: expected a JSON object, got {_kind(body)}")
+    results = body.get("results")
+    if not isinstance(results, list):
+        raise ProtocolError(f"tasks.results: expected a list, got {_kind(results)}")
+    answered = _count(body, "page_size") or page_size
+    count = _count(body, "count")
+    last_page = _count(body, "last_page")
+    if last_page is None and count is not None:
+        last_page = max(1, math.ceil(count / answered))
+    link = body.get("next")
+    if link is not None and not isinstance(link, str):
+        raise ProtocolError(f"tasks.next: expected a link or null, got {_kind(link)}")
+    return TaskPage(
+        results=tuple(results),
+        page=page,
+        page_size=answered,
+        last_page=last_page,
+        count=count,
+        next=link or None,
+    )
+
+
+def make_zefort_converter() -> cattrs.Converter:
+    """The converter for Zefort's models: it checks types and keeps the raw object."""
+    converter = make_converter()
+    converter.register_structure_hook(ZefortTask, _structure_task)
+    return converter
