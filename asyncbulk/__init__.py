@@ -21,14 +21,18 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
+from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
 from asyncbulk._version import __version__
+from asyncbulk.zefort import ZefortClient, ZefortTask
 
 __all__ = [
     "APIError",
     "AsyncBulkError",
     "AuthenticationError",
     "ClientClosedError",
+    "JobSource",
     "JobTimeoutError",
+    "JobTracker",
     "NotFoundError",
     "OutcomeUnknownError",
     "ProtocolError",
@@ -38,7 +42,11 @@ __all__ = [
     "ServerError",
     "SubmissionError",
     "Timeouts",
+    "TrackIterator",
+    "TrackerStats",
     "TransportError",
     "ValidationError",
+    "ZefortClient",
+    "ZefortTask",
     "__version__",
 ]
