@@ -5,20 +5,9 @@ reads the pending tasks; `ZefortTaskSource` lets the job tracker follow tasks.
 """
 
 from asyncbulk.zefort._client import ZefortClient, ZefortTaskListing, ZefortTaskSource
-from asyncbulk.zefort._models import (
-    DONE_STATUSES,
-    FAILED_STATUSES,
-    RUNNING_STATUSES,
-    TaskPage,
-    ZefortTask,
-    make_zefort_converter,
-)
+from asyncbulk.zefort._models import ZefortTask, make_zefort_converter
 
 __all__ = [
-    "DONE_STATUSES",
-    "FAILED_STATUSES",
-    "RUNNING_STATUSES",
-    "TaskPage",
     "ZefortClient",
     "ZefortTask",
     "ZefortTaskListing",
