@@ -23,7 +23,13 @@ from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
 from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
 from asyncbulk._version import __version__
-from asyncbulk.zefort import ZefortClient, ZefortTask
+from asyncbulk.zefort import (
+    ZefortClient,
+    ZefortTask,
+    ZefortTaskListing,
+    ZefortTaskSource,
+    make_zefort_converter,
+)
 
 __all__ = [
     "APIError",
@@ -48,5 +54,8 @@ __all__ = [
     "ValidationError",
     "ZefortClient",
     "ZefortTask",
+    "ZefortTaskListing",
+    "ZefortTaskSource",
     "__version__",
+    "make_zefort_converter",
 ]
