@@ -7,3 +7,23 @@ import pytest
 def anyio_backend() -> str:
     """Run anyio tests on asyncio only."""
     return "asyncio"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add --run-slow: run the long tests (full chaos, load) with the others."""
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="run tests marked slow (also run when selected with -m slow)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked slow unless --run-slow is given or -m names them."""
+    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
