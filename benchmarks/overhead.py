@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 TITLE = "overhead"
 WORKERS = 8
-_SIZES = {"smoke": 500, "quick": 3_000, "full": 20_000}
+_SIZES = {"smoke": 400, "quick": 2_000, "full": 20_000}
 
 
 async def _workers(ctx: Context, one: Callable[[], Awaitable[object]]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 TITLE = "streaming"
 PAGE = 100
 ROUTE = "/v1/ext/background-job/{job_id}/entries"
-_SIZES = {"smoke": 2_000, "quick": 10_000, "full": 100_000}
+_SIZES = {"smoke": 1_000, "quick": 10_000, "full": 100_000}
 _LATENCIES = (0.0, 0.020)
 _FALLBACK_PREFETCH = 4
 
