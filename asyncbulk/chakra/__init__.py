@@ -6,6 +6,8 @@
 
 from asyncbulk.chakra._client import ChakraClient, ChakraJobSource, JobEntries, JobEntryPages
 from asyncbulk.chakra._models import (
+    ENTRY_STATUSES,
+    PROCESS_STATUSES,
     BackgroundJob,
     JobEntry,
     ProcessCreate,
@@ -20,6 +22,8 @@ from asyncbulk.chakra._submission import (
 )
 
 __all__ = [
+    "ENTRY_STATUSES",
+    "PROCESS_STATUSES",
     "BackgroundJob",
     "BatchError",
     "BulkSubmission",
