@@ -24,6 +24,8 @@ from asyncbulk._session import RequestStats, Timeouts
 from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
 from asyncbulk._version import __version__
 from asyncbulk.chakra import (
+    ENTRY_STATUSES,
+    PROCESS_STATUSES,
     BackgroundJob,
     BatchError,
     BulkSubmission,
@@ -47,6 +49,8 @@ from asyncbulk.zefort import (
 )
 
 __all__ = [
+    "ENTRY_STATUSES",
+    "PROCESS_STATUSES",
     "APIError",
     "AsyncBulkError",
     "AuthenticationError",
