@@ -509,9 +509,13 @@ class Session:
                     raw = await self._try(client, method, url, url_text, data, headers)
                     self._log(method, url, raw.status, attempt, started)
             except TransportError as exc:
+                # `from None` only hides the context: aiohttp's exception would still hang on
+                # it, with the request's headers (the credentials) or the whole body. Drop it.
+                exc.__context__ = None
                 error: AsyncBulkError = exc
                 retriable = idempotent or not exc.sent
             except ProtocolError as exc:
+                exc.__context__ = None
                 error, retriable = exc, idempotent
             else:
                 if raw.status < 400:  # noqa: PLR2004
