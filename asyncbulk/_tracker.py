@@ -711,6 +711,7 @@ class JobTracker(Generic[T]):
 
     async def _sweep(self, _: None) -> None:
         ids = frozenset(self._jobs)
+        started = time.monotonic()
         try:
             with anyio.CancelScope() as scope:
                 self._scopes.add(scope)
@@ -732,6 +733,10 @@ class JobTracker(Generic[T]):
         finally:
             self._scopes.discard(scope)
             self._sweeping = False
+            # A listing that takes long to read (a hundred pages) is read at most half the time,
+            # so sweeping never eats all the CPU or the connection pool.
+            now = time.monotonic()
+            self._next_sweep_at = max(self._next_sweep_at, now + (now - started))
             self._done()
 
     def _apply_sweep(self, ids: frozenset[str], found: Mapping[str, T], now: float) -> None:

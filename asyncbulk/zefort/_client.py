@@ -29,7 +29,13 @@ from asyncbulk._exceptions import (
 from asyncbulk._pagination import OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
-from asyncbulk.zefort._models import TaskPage, ZefortTask, make_zefort_converter, structure_page
+from asyncbulk.zefort._models import (
+    TaskPage,
+    ZefortTask,
+    make_zefort_converter,
+    structure_page,
+    structure_task,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable
@@ -598,9 +604,9 @@ class ZefortTaskSource:
         async with client._listing(client._page_size) as pages:  # noqa: SLF001
             async for page in pages:
                 for raw in page.results:
-                    if isinstance(raw, Mapping) and raw.get("id") in wanted:
+                    if type(raw) is dict and raw.get("id") in wanted:
                         try:
-                            task = client._converter.structure(raw, ZefortTask)  # noqa: SLF001
+                            task = structure_task(raw)
                         except ProtocolError:
                             continue
                         found[task.id] = task
