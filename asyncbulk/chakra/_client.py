@@ -36,6 +36,7 @@ from asyncbulk.chakra._models import (
 from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import AsyncGenerator, Callable, Collection, Hashable
 
     import aiohttp
@@ -624,8 +625,9 @@ class _EntriesFetcher:
                 url=response.url,
                 status=response.status,
             )
+        times: dict[int, dt.datetime] = {}
         try:
-            entries = [structure_entry(raw) for raw in data]
+            entries = [structure_entry(raw, "entry", times) for raw in data]
         except ProtocolError:
             # Off the hot path: find the culprit again, to name its index.
             for position, raw in enumerate(data):

@@ -644,20 +644,49 @@ def structure_job(data: object, meta: Mapping[str, Any]) -> BackgroundJob:
 _NO_API_DATA: Final[Mapping[str, Any]] = {}
 
 
-def structure_entry(raw: object, where: str = "entry") -> JobEntry:
+_TEXT_TYPES: Final = frozenset({str, type(None)})
+
+
+def _cached_time(
+    source: Mapping[str, Any], name: str, where: str, cache: dict[int, dt.datetime]
+) -> dt.datetime | None:
+    """`_time`, remembering the datetime of each millisecond seen (entries share them)."""
+    value = source.get(name)
+    if type(value) is int and value > 0:
+        found = cache.get(value)
+        if found is None:
+            found = cache[value] = _EPOCH + dt.timedelta(milliseconds=value)
+        return found
+    return _time(source, name, where)
+
+
+def structure_entry(
+    raw: object, where: str = "entry", times: dict[int, dt.datetime] | None = None
+) -> JobEntry:
     """A `JobEntry` from one element of the entries listing.
 
-    Hand-written because it is the hot path of entry streaming: about three times faster than
-    the function cattrs generates for the same renames, measured on 100,000 entries.
+    Hand-written because it is the hot path of entry streaming, and cattrs cannot flatten
+    ``data.apiData`` without an intermediate model: it checks each field once, inline, and
+    shares the datetimes of a page. It structures a page of 100 entries in less time than
+    ``json.loads`` takes to parse it (measured), about twice as fast as a per-field version.
+
+    Args:
+        raw: the entry as decoded from JSON.
+        where: how to name the entry in errors.
+        times: a cache of datetimes by epoch millisecond, shared by the entries of a page.
 
     Raises:
         ProtocolError: naming the field that is missing or of the wrong type.
     """
-    entry_id = _required_id(raw, where)
-    get = raw.get  # type: ignore[attr-defined]
+    if type(raw) is not dict:
+        raise ProtocolError(f"{where} is not an object: {type(raw).__name__}")
+    get = raw.get
+    entry_id = get("id")
+    if type(entry_id) is not str or not entry_id:
+        raise ProtocolError(f"{where}.id is missing or not a non-empty string: {entry_id!r}")
     wrapper = get("data")
     api_type = None
-    api_data = _NO_API_DATA
+    api_data: Mapping[str, Any] = _NO_API_DATA
     if wrapper is not None:
         if type(wrapper) is not dict:
             raise ProtocolError(f"{where}.data is not an object: {wrapper!r}")
@@ -670,25 +699,37 @@ def structure_entry(raw: object, where: str = "entry") -> JobEntry:
         change = api_data.get("processCreate")
     if change is not None and type(change) is not dict:
         raise ProtocolError(f"{where}.data.apiData.processUpdate is not an object: {change!r}")
-    values = (
-        get("completionStatus"),
-        get("completionMessage"),
-        get("validationStatus"),
-        get("validationMessage"),
-        api_data.get("processId"),
-        api_data.get("procedureId"),
-        api_type,
-    )
-    if not all(v is None or type(v) is str for v in values):
+    completion_status = get("completionStatus")
+    completion_message = get("completionMessage")
+    validation_status = get("validationStatus")
+    validation_message = get("validationMessage")
+    process_id = api_data.get("processId")
+    procedure_id = api_data.get("procedureId")
+    text = _TEXT_TYPES
+    if not (
+        type(completion_status) in text
+        and type(completion_message) in text
+        and type(validation_status) in text
+        and type(validation_message) in text
+        and type(process_id) in text
+        and type(procedure_id) in text
+        and type(api_type) in text
+    ):
         _raise_bad_text(raw, where)
+    cache = {} if times is None else times
     return JobEntry(
         entry_id,
-        *values[:6],
+        completion_status,
+        completion_message,
+        validation_status,
+        validation_message,
+        process_id,
+        procedure_id,
         change,
         api_type,
-        _time(raw, "createdAt", where),  # type: ignore[arg-type]
-        _time(raw, "updatedAt", where),  # type: ignore[arg-type]
-        raw,  # type: ignore[arg-type]
+        _cached_time(raw, "createdAt", where, cache),
+        _cached_time(raw, "updatedAt", where, cache),
+        raw,
     )
 
 
