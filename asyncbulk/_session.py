@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("asyncbulk")
+# A library configures no output of its own: without this, Python's last-resort handler would
+# print retry warnings on stderr of every program that has not set up logging.
+logger.addHandler(logging.NullHandler())
 
 USER_AGENT: Final = f"asyncbulk/{__version__}"
 _NO_BODY: Final = object()
