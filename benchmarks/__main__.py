@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where to write the Markdown results (default: benchmarks/RESULTS.md after a full "
         "run of every scenario; otherwise nowhere)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write a pyinstrument profile of every run into DIR (needs pyinstrument; the "
+        "figures of a profiled run are inflated)",
+    )
     return parser
 
 
@@ -59,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error(f"unknown scenario {unknown[0]!r}: choose from {', '.join(SCENARIOS)}")
     size: Size = "smoke" if args.smoke else "quick" if args.quick else "full"
     chosen = args.scenarios or list(SCENARIOS)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     rows: list[Row] = []
     goals: list[Goal] = []
@@ -66,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         scenario_rows: list[Row] = []
         for case in module.plan(size):
-            for row in run_case(name, case):
+            for row in run_case(name, case, args.profile):
                 scenario_rows.append(row)
                 status = row.error or f"{row.result['wall']:.1f} s"
                 print(

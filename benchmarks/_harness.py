@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
 Size = Literal["smoke", "quick", "full"]
 SIZES: tuple[Size, ...] = ("smoke", "quick", "full")
@@ -57,6 +59,8 @@ class Case:
             answers are merged into the `setup` every run gets.
         server: The server's config (seed, page size, faults from the start).
         server_per_run: Start a fresh server for every run (when runs would disturb each other).
+        rounds: Measure every run this many times, the runs taking turns, and keep for each the
+            measurement of median CPU time: for figures a loaded machine makes noisy.
     """
 
     title: str
@@ -64,6 +68,7 @@ class Case:
     setup: tuple[tuple[str, dict[str, Any]], ...] = ()
     server: dict[str, Any] = field(default_factory=dict)
     server_per_run: bool = False
+    rounds: int = 1
 
 
 @dataclass
@@ -118,6 +123,7 @@ class Goal:
         value: The figure measured, in words.
         ratio: The figure over the target (or the comparison's ratio), None if not measurable.
         met: Whether the target is met; None when it could not be judged.
+        info: A figure that explains a goal rather than a goal of its own.
     """
 
     name: str
@@ -125,11 +131,14 @@ class Goal:
     value: str
     ratio: float | None
     met: bool | None
+    info: bool = False
 
     def line(self) -> str:
         """One line: verdict, name, target, value, ratio."""
-        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[self.met]
         ratio = "" if self.ratio is None else f" (ratio {self.ratio:.2f})"
+        if self.info:
+            return f"INFO: {self.name}: {self.value}{ratio}"
+        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[self.met]
         return f"{verdict}: {self.name}: target {self.target}; measured {self.value}{ratio}"
 
 
@@ -179,7 +188,13 @@ class Server:
             self.process.stdout.close()
 
 
-def run_client(scenario: str, run: Run, server: Server, setup: dict[str, Any]) -> dict[str, Any]:
+def run_client(
+    scenario: str,
+    run: Run,
+    server: Server,
+    setup: dict[str, Any],
+    profile: Path | None = None,
+) -> dict[str, Any]:
     """Measure one contender in a fresh client process; return its result (or an error)."""
     spec = {
         "scenario": scenario,
@@ -187,6 +202,7 @@ def run_client(scenario: str, run: Run, server: Server, setup: dict[str, Any]) -
         "params": run.params,
         "setup": setup,
         "server": server.hello,
+        "profile": None if profile is None else str(profile),
     }
     try:
         done = subprocess.run(
@@ -209,24 +225,59 @@ def run_client(scenario: str, run: Run, server: Server, setup: dict[str, Any]) -
     return result
 
 
-def run_case(scenario: str, case: Case) -> Iterator[Row]:
-    """Run every contender of a case; yield a row per run as it finishes."""
+def run_case(scenario: str, case: Case, profiles: Path | None = None) -> Iterator[Row]:
+    """Run every contender of a case; yield a row per run as it finishes (or after all rounds).
+
+    With `profiles`, a folder, each run writes a pyinstrument profile there.
+    """
     server: Server | None = None
     setup: dict[str, Any] = {}
+    results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(case.runs))}
     try:
-        for run in case.runs:
-            if server is None or case.server_per_run:
-                if server is not None:
-                    server.close()
-                server = Server(case.server)
-                setup = {}
-                for path, body in case.setup:
-                    setup |= server.admin(path, body)
-            result = run_client(scenario, run, server, setup)
-            yield Row(scenario, case.title, run.label, result, run.unit)
+        for _ in range(case.rounds):
+            for index, run in enumerate(case.runs):
+                if server is None or case.server_per_run:
+                    if server is not None:
+                        server.close()
+                    server, setup = _start(case)
+                profile = None
+                if profiles is not None:
+                    name = re.sub(r"[^A-Za-z0-9]+", "-", f"{scenario} {case.title} {run.label}")
+                    profile = profiles / f"{name.strip('-').lower()}.txt"
+                result = run_client(scenario, run, server, setup, profile)
+                if case.rounds == 1:
+                    yield Row(scenario, case.title, run.label, result, run.unit)
+                results[index].append(result)
     finally:
         if server is not None:
             server.close()
+    if case.rounds > 1:
+        for index, run in enumerate(case.runs):
+            yield Row(scenario, case.title, run.label, _median(results[index]), run.unit)
+
+
+def _start(case: Case) -> tuple[Server, dict[str, Any]]:
+    """A server for the case, set up; the merged answers of its setup calls."""
+    server = Server(case.server)
+    setup: dict[str, Any] = {}
+    try:
+        for path, body in case.setup:
+            setup |= server.admin(path, body)
+    except BaseException:
+        server.close()
+        raise
+    return server, setup
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result of median CPU time, noting the spread of all the rounds."""
+    good = sorted((r for r in results if "error" not in r), key=lambda r: r["cpu"])
+    if not good:
+        return results[0]
+    chosen = dict(good[len(good) // 2])
+    spread = ", ".join(f"{r['cpu']:.2f}" for r in good)
+    chosen["note"] = f"median of {len(good)} rounds by CPU s ({spread})"
+    return chosen
 
 
 # -- the table ----------------------------------------------------------------------------
