@@ -124,6 +124,9 @@ class OrderedPages(Generic[P]):
         if self._done:
             raise StopAsyncIteration
         self._fill()
+        if not self._window:  # defensive: every page up to the count was handed out
+            self._done = True
+            raise StopAsyncIteration
         task = self._window.popleft()
         try:
             if not task.done():

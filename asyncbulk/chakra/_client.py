@@ -335,7 +335,8 @@ class ChakraClient(ClientBase):
             updates: the updates, any iterable or async iterable.
             batch_size: items per request, 1 to 10,000.
             max_batches_in_flight: batches sent at once; the client's default when None.
-            on_batch: called with each accepted batch's job and input positions, as it comes.
+            on_batch: called with each accepted batch's job and input positions, as it comes
+                (for progress displays); an exception it raises stops the submission.
 
         Returns:
             The submission: its jobs in input order and the positions each carries.
