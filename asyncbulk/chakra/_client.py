@@ -111,6 +111,11 @@ class ChakraClient(ClientBase):
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
 
+    Attributes:
+        converter: the cattrs converter of the Chakra models (wire names live in its hooks).
+        job_source: what the shared job tracker polls (`ChakraJobSource`), for building a
+            `JobTracker` of your own.
+
     Raises:
         ValidationError: a setting is wrong (an empty token, a bad URL, ...).
     """
@@ -428,7 +433,7 @@ class ChakraClient(ClientBase):
                     response = await self._session.request(
                         method, path, json_body=body, idempotent=False, retry=self._submit_retry
                     )
-                    job = _job_from(response, acknowledgement=True)
+                    job = _job_from(response, acknowledgement=method)
                 except (APIError, TransportError, ProtocolError) as exc:
                     stopped = True
                     errors.append(
@@ -575,12 +580,13 @@ async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGene
         await anyio.lowlevel.checkpoint()
 
 
-def _job_from(response: Response, *, acknowledgement: bool = False) -> BackgroundJob:
+def _job_from(response: Response, *, acknowledgement: str | None = None) -> BackgroundJob:
+    """The job in an answer; `acknowledgement` is the bulk request's method, if it is one."""
     data = response.data
     if acknowledgement and not (isinstance(data, dict) and data.get("id")):
         raise ProtocolError(
             "no job id returned (_data.id missing from the acknowledgement)",
-            method="PATCH",
+            method=acknowledgement,
             url=response.url,
             status=response.status,
         )

@@ -170,6 +170,9 @@ class BulkSubmission:
 
         It does not wait: call `wait` first for the final word. Each job is fetched once; only
         the jobs whose counts show failures have their failed entries read.
+
+        Raises:
+            APIError, TransportError, ProtocolError: a job or its entries could not be read.
         """
         jobs: dict[str, BackgroundJob] = {}
         failed: dict[str, list[FailedEntry]] = {}
@@ -197,9 +200,15 @@ class BulkSubmission:
                             )
                             target.append(FailedEntry(entry, job_id, positions, message or ""))
 
-        async with anyio.create_task_group() as group:
-            for job_id in self.job_ids:
-                group.start_soon(read, job_id)
+        try:
+            async with anyio.create_task_group() as group:
+                for job_id in self.job_ids:
+                    group.start_soon(read, job_id)
+        except BaseExceptionGroup as errors:
+            # The first failure cancels the other reads: raise it as itself.
+            if len(errors.exceptions) == 1:
+                raise errors.exceptions[0] from None
+            raise
         counts: dict[str, int] = {}
         for job in jobs.values():
             for status, n in job.status_counts.items():
