@@ -396,6 +396,12 @@ class JobTracker(Generic[T]):
         task_group.cancel_scope.cancel()
         try:
             return await task_group.__aexit__(exc_type, exc, traceback)
+        except BaseExceptionGroup as group:
+            # anyio wraps the block's own error (JobTimeoutError from `async for`) in a group;
+            # returning False lets it propagate as itself, so `except JobTimeoutError` works.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return False
+            raise
         finally:
             self._ended = True
             self._close_streams()
