@@ -1,0 +1,80 @@
+"""Type-checked, never run: the clients and the simulator as a user writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from asyncbulk import (
+    BackgroundJob,
+    BulkSubmission,
+    ChakraClient,
+    JobEntry,
+    JobTimeoutError,
+    ProcessUpdate,
+    RetryPolicy,
+    SubmissionError,
+    SubmissionSummary,
+    Timeouts,
+    ZefortClient,
+    ZefortTask,
+)
+from asyncbulk.testing import Fault, Simulator
+
+
+async def chakra_flow(token: str) -> SubmissionSummary:
+    """Submit, wait, summarise, stream entries and resubmit failures."""
+    updates = [
+        ProcessUpdate.by_key("lead_id", "LEAD-001", data={"score": 42}),
+        ProcessUpdate.by_id("1e50dd73-9ce6-405b-932a-9c4c5e7b5599", status="COMPLETED"),
+        ProcessUpdate(key=("lead_id", "LEAD-910"), next_action_at=datetime.now(tz=UTC)),
+    ]
+    async with ChakraClient(
+        token, retry=RetryPolicy(attempts=3), timeouts=Timeouts(total=30.0)
+    ) as chakra:
+        try:
+            submission: BulkSubmission = await chakra.bulk_update_processes(
+                "tele_sales", updates, batch_size=500
+            )
+        except SubmissionError as exc:
+            print(exc.submission, exc.errors)
+            raise
+        await submission.wait(timeout=60.0)
+        summary = await submission.summary()
+        job: BackgroundJob = await chakra.get_background_job(submission.jobs[0].id)
+        print(job.is_finished, job.status_counts)
+        async for entry in chakra.iter_job_entries(job.id, completion_status="ERROR"):
+            checked: JobEntry = entry
+            print(checked.process_id, checked.completion_message)
+        async for finished in chakra.track_jobs([job.id], timeout=10.0):
+            print(finished.completion_status)
+        if not summary.ok:
+            await chakra.bulk_update_processes("tele_sales", submission.failed_updates())
+        return summary
+
+
+async def zefort_flow(api_key: str, task_ids: list[str]) -> list[str]:
+    """Bulk update, wait, and track many tasks with a deadline."""
+    done: list[str] = []
+    async with ZefortClient(api_key, base_url="https://my.zefort.com") as zefort:
+        task: ZefortTask = await zefort.bulk_update_contracts(
+            attributes={"end_date": "2023-02-15"}, search={"q_tags": "nda"}
+        )
+        finished = await zefort.wait_for_task(task.id, timeout=60.0, acknowledge=True)
+        print(finished.is_done, finished.affected_contracts)
+        try:
+            async for each in zefort.track_tasks(task_ids, timeout=600.0, acknowledge=True):
+                print(each.id, "failed" if each.is_failed else "done")
+                done.append(each.id)
+        except JobTimeoutError as exc:
+            print(exc.unfinished)
+        async for pending in zefort.iter_tasks():
+            print(pending.backend_status)
+    return done
+
+
+async def simulated() -> None:
+    """The simulator as a user's test starts it."""
+    async with Simulator(seed=1, faults=[Fault("status", status=503, rate=0.1)]) as sim:
+        async with ChakraClient(sim.chakra_token, base_url=sim.chakra_url) as chakra:
+            await chakra.get_background_job("x")
+        print(sim.records.total_requests, sim.zefort_url, sim.zefort_api_key)
