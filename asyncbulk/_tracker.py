@@ -537,6 +537,10 @@ class JobTracker(Generic[T]):
             if self._fatal is not None:
                 return
             if self._deadline is not None and now >= self._deadline:
+                if not self._timed_out:
+                    # A poll held up (a long 429 pause, a slow server) must not hold the
+                    # deadline back: stop the polls; the jobs they were reading are unfinished.
+                    self._cancel_polls()
                 self._timed_out = True
             if pull and self._ready:
                 return
