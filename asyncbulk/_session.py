@@ -551,7 +551,9 @@ class Session:
             return None
         self.stats.rate_limited += 1
         if policy.wait:
-            self._pause.extend(error.retry_after if error.retry_after is not None else 1.0)
+            # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
+            wait = error.retry_after if error.retry_after is not None else 1.0
+            self._pause.extend(min(wait, policy.budget))
         return error.retry_after
 
     async def _try(  # noqa: PLR0917 -- private, called from one place
