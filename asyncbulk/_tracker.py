@@ -536,12 +536,7 @@ class JobTracker(Generic[T]):
             self._expire(now)
             if self._fatal is not None:
                 return
-            if self._deadline is not None and now >= self._deadline:
-                if not self._timed_out:
-                    # A poll held up (a long 429 pause, a slow server) must not hold the
-                    # deadline back: stop the polls; the jobs they were reading are unfinished.
-                    self._cancel_polls()
-                self._timed_out = True
+            self._check_deadline(now)
             if pull and self._ready:
                 return
             if self._timed_out:
@@ -556,6 +551,14 @@ class JobTracker(Generic[T]):
             elif self._in_flight < self._max_in_flight and self._dispatch(task_group, now):
                 continue
             await self._sleep_until(self._next_wake(now))
+
+    def _check_deadline(self, now: float) -> None:
+        if self._timed_out or self._deadline is None or now < self._deadline:
+            return
+        self._timed_out = True
+        # A poll held up (a long 429 pause, a stalled server) must not hold the deadline
+        # back: stop the polls; the jobs they were reading are unfinished.
+        self._cancel_polls()
 
     def _dispatch(self, task_group: TaskGroup, now: float) -> bool:
         """Start one piece of work if any is due; say whether one started."""
