@@ -50,6 +50,9 @@ __all__ = ["ChakraClient", "ChakraJobSource", "JobEntries", "JobEntryPages"]
 DEFAULT_BASE_URL: Final = "https://api.chakrahq.com"
 #: The entries API's largest page, and its default.
 MAX_PAGE_SIZE: Final = 100
+#: Full pages in a row holding only entries seen before, after which a listing is taken to
+#: repeat itself and ends.
+_STALE_PAGES: Final = 10
 #: The largest batch the library will send in one request (the vendor documents no limit).
 MAX_BATCH_SIZE: Final = 10_000
 # Statuses that tell a bulk request was certainly not acted on, so sending it again cannot
@@ -677,6 +680,7 @@ class JobEntryPages:
             params["completionStatus"] = completion_status
         self._fetcher = _EntriesFetcher(session, path, params)
         self._seen: set[str] = set()
+        self._stale = 0
         self._pages: OrderedPages[_Page] = OrderedPages(
             self._fetcher,
             count=self._fetcher.count,
@@ -719,10 +723,14 @@ class JobEntryPages:
             # One pass: keep an entry only the first time its id shows up.
             fresh = [e for e in page.entries if not (e.id in seen or add(e.id))]
             if fresh:
+                self._stale = 0
                 return fresh
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
-            if page.entries and beyond:
+            self._stale = self._stale + 1 if page.entries else 0
+            # A server that ignores `skip` and claims a huge total repeats one page for ever:
+            # so many full pages in a row with nothing new cannot be a listing shifting.
+            if page.entries and (beyond or self._stale >= _STALE_PAGES):
                 # Past the total, a full page of entries already seen means the server is
                 # repeating itself: stop rather than read forever.
                 await self._pages.aclose()
