@@ -166,10 +166,10 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         if faults:
             await ctx.admin("POST", "/admin/faults", {"faults": faults})
         before = await ctx.admin("GET", "/admin/report")
-        profiler = _profiler() if spec.get("profile") else contextlib.nullcontext()
-        with Meter() as meter, profiler:
+        profiler = _profiler() if spec.get("profile") else None
+        with Meter() as meter, profiler or contextlib.nullcontext():
             outcome = await contender(ctx)
-        if spec.get("profile"):
+        if profiler is not None:
             text = profiler.output_text(unicode=True)
             Path(spec["profile"]).write_text(text, encoding="utf-8")  # noqa: ASYNC240 - not measured
         if faults:

@@ -106,7 +106,7 @@ def plan(size: Size) -> list[Case]:
         Run("chakra-raw", "raw aiohttp GET job", params, unit),
         Run("chakra-client", "asyncbulk ChakraClient.get_background_job", params, unit),
     )
-    setup = (
+    setup: tuple[tuple[str, dict[str, Any]], ...] = (
         ("/admin/zefort/one-task", {}),
         ("/admin/chakra/processes", {"count": 10}),
         ("/admin/chakra/job", {"entries": 10}),

@@ -46,12 +46,14 @@ def _entries_url(ctx: Context) -> str:
 
 
 async def asyncbulk_entries(ctx: Context) -> dict[str, Any]:
-    """`iter_job_entries` with its defaults (or `prefetch` from the params)."""
+    """`iter_job_entries` with its defaults (or `prefetch` and client options from the params)."""
     from asyncbulk.chakra import ChakraClient  # noqa: PLC0415 - imported where used
 
     options = {"prefetch": ctx.params["prefetch"]} if "prefetch" in ctx.params else {}
+    client_options = ctx.params.get("client", {})
     count = 0
-    async with ChakraClient(ctx.server["chakra_token"], base_url=ctx.server["chakra_url"]) as c:
+    token, url = ctx.server["chakra_token"], ctx.server["chakra_url"]
+    async with ChakraClient(token, base_url=url, **client_options) as c:
         async for _ in c.iter_job_entries(ctx.setup["job_id"], **options):
             count += 1
     return {"items": count}
