@@ -365,10 +365,18 @@ class ZefortClient(ClientBase):
                     str(exc), method="GET", url=response.url, status=response.status
                 ) from None
 
+        previous: list[tuple[Any, ...]] = [()]
+
+        def is_last(index: int, page: TaskPage) -> bool:
+            # A server that ignores `page` answers the same page for ever: stop at the repeat.
+            ids = tuple(r.get("id") if isinstance(r, Mapping) else None for r in page.results)
+            repeated, previous[0] = ids == previous[0], ids
+            return repeated or _is_last_page(index, page)
+
         return OrderedPages(
             fetch,
             count=lambda page: page.last_page,
-            is_last=_is_last_page,
+            is_last=is_last,
             prefetch=_LISTING_PREFETCH,
         )
 
@@ -487,8 +495,10 @@ class ZefortClient(ClientBase):
 def _is_last_page(_: int, page: TaskPage) -> bool:
     if not page.results:
         return True
-    if page.last_page is not None:
-        return page.page >= page.last_page
+    if page.last_page is not None and page.page < page.last_page:
+        return False
+    # At the last page the server counted, a link to a next page says the count fell short:
+    # read on rather than drop tasks (the page after the real end is empty or a 404).
     return page.next is None
 
 
