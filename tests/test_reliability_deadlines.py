@@ -395,8 +395,13 @@ async def test_cancelling_a_submission_leaves_nothing_running(slow_sim, leftover
         sent = len(sim.records.chakra_submissions)
         assert 0 < sent < 50
     await leftovers.check()
-    await anyio.sleep(0.1)
-    assert len(sim.records.chakra_submissions) == sent
+    # Batches already on the wire at the cancel may still land (their outcome is unknown to
+    # the caller); nothing is sent after it.
+    await anyio.sleep(0.2)
+    landed = len(sim.records.chakra_submissions)
+    assert landed <= sent + 4
+    await anyio.sleep(0.2)
+    assert len(sim.records.chakra_submissions) == landed
 
 
 async def test_closing_a_client_under_a_running_tracker_ends_it(slow_sim, leftovers):
