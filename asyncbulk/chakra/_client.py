@@ -334,7 +334,7 @@ class ChakraClient(ClientBase):
         only when the server certainly did not act on it (429, 503, a connection refused); any
         other failure, or retries running out, makes that batch a `BatchError` naming its input
         positions, and no further batch is started. Then, once the batches in flight settle:
-        if nothing was accepted, the batch's original error is raised; otherwise a
+        if the only batch sent failed, its original error is raised; otherwise a
         `SubmissionError` whose ``submission`` holds every accepted job and whose ``errors``
         name the positions that were not sent.
 
@@ -352,8 +352,10 @@ class ChakraClient(ClientBase):
         Raises:
             ValidationError: a bad argument or item (``updates[17].status``) before anything
                 was accepted.
-            SubmissionError: part of the input was accepted and part was not.
-            APIError, TransportError, ProtocolError: nothing was accepted.
+            SubmissionError: part of the input was accepted and part was not, or several
+                batches failed.
+            APIError, TransportError, ProtocolError: the first batch failed, and it was the
+                only one sent.
         """
         return await self._submit(
             "update",
@@ -385,8 +387,10 @@ class ChakraClient(ClientBase):
 
         Raises:
             ValidationError: a bad argument or record (``records[3].status``).
-            SubmissionError: part of the input was accepted and part was not.
-            APIError, TransportError, ProtocolError: nothing was accepted.
+            SubmissionError: part of the input was accepted and part was not, or several
+                batches failed.
+            APIError, TransportError, ProtocolError: the first batch failed, and it was the
+                only one sent.
         """
         return await self._submit(
             "create",
@@ -502,7 +506,9 @@ class ChakraClient(ClientBase):
         if not errors:
             return submission
         errors.sort(key=lambda pair: pair[0])
-        if not accepted:
+        if not accepted and len(errors) == 1:
+            # One batch sent, and failed: its error says all. With several, a SubmissionError
+            # names each, so no batch whose outcome is unknown goes unreported.
             first = errors[0][1]
             raise first.error if isinstance(first, BatchError) else first
         shown = "; ".join(str(e) for _, e in errors[:3])
