@@ -267,3 +267,45 @@ async def test_zefort_listing_pages_byte_for_byte(clock):
             "results": [task(ids[2], {}, bodies[2][1], "limited", "quota é")],
         }
     )
+
+
+async def test_chakra_page_text_is_the_encoded_page(clock):
+    """The entries page the API answers equals its readable form encoded, in every state."""
+    async with Simulator(
+        clock=clock, chakra_entries_per_second=10.0, chakra_error_rate=0.3, seed=5
+    ) as sim:
+        state = sim.chakra
+        procedure = state.procedures["tele_sales"]
+        items = [
+            {"lead_id": "LEAD-001", "update": {"state": f"é\n{i}", "data": {"score": i / 3}}}
+            if i % 4
+            else {"lead_id": f"NOPE-{i}", "data": {}}
+            for i in range(40)
+        ]
+        jobs = [
+            state.submit_update(procedure, items),
+            state.submit_create(procedure, [{"lead_id": f"N{i}", "state": "ü"} for i in range(9)]),
+            *state.jobs.values(),
+        ]
+        for seconds in (0.0, 0.05, 1.0, 2.5, 100.0):
+            clock.set(clock.start + seconds)
+            now = clock.now()
+            for job in jobs:
+                for status in (None, "INVALID", "NOT_STARTED", "IN_PROGRESS", "SUCCESS", "ERROR"):
+                    for skip, limit in ((0, 100), (3, 7), (25, 100)):
+                        entries, total = job.page(status, skip, limit, now)
+                        text, same_total = job.page_json(status, skip, limit, now)
+                        assert (text.encode(), same_total) == (wire(entries), total)
+
+
+async def test_zefort_task_text_is_the_encoded_task(clock):
+    """A task's answer equals its readable form encoded, also after its parts are replaced."""
+    async with Simulator(clock=clock, zefort_task_delay=1.0) as sim:
+        task = sim.zefort.submit_bulk_update({"search": {"q": "é"}}, {"x": 'a"b'})
+        assert task.json_text().encode() == wire(task.to_json())
+        clock.advance(1)
+        sim.zefort.settle()
+        assert task.json_text().encode() == wire(task.to_json())
+        task.contracts = ["ct_x"]
+        task.frontend_status = "done"
+        assert task.json_text().encode() == wire(task.to_json())

@@ -30,7 +30,16 @@ import attrs
 from aiohttp import web
 
 from ._clock import Clock, MonotonicClock
-from ._http import dumps, error_middleware, json_response, observe, read_json
+from ._http import (
+    dumps,
+    dumps_text,
+    encoded_response,
+    error_middleware,
+    json_response,
+    observe,
+    quote,
+    read_json,
+)
 from ._records import ChakraSubmission, Records, wall_now
 
 if TYPE_CHECKING:
@@ -157,6 +166,16 @@ class ChakraProcedure:
         self._reserved.discard(key)
 
 
+# The variant nibble of a UUID keeps its two low bits under the two high bits 10 (RFC 4122).
+_VARIANT = MappingProxyType({digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"})
+
+
+def _uuid4_text(digest: str) -> str:
+    """Format 32 hex digits as a version-4 UUID, as `str(uuid.UUID(hex=digest, version=4))`."""
+    variant = _VARIANT[digest[16]]
+    return f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-{variant}{digest[17:20]}-{digest[20:]}"
+
+
 def _sorted_positions(values: Iterable[int]) -> array[int]:
     return array("q", values)
 
@@ -269,7 +288,57 @@ class ChakraJob:
 
         Costs O(limit + log n): positions come from slices of the sorted index arrays.
         """
+        indices, total = self._select(status, skip, limit, self.done(now))
+        return [self.entry(i, now) for i in indices], total
+
+    def page_json(self, status: str | None, skip: int, limit: int, now: float) -> tuple[str, int]:
+        """Return one page of entries as the JSON text of an array, and the total.
+
+        The text is exactly what encoding `page()` gives (a test holds the two equal), but the
+        job's constant fragments are encoded once per page and each entry's own values spliced
+        in: the stored change as it was encoded at submission, ids and numbers as they are.
+        """
         done = self.done(now)
+        indices, total = self._select(status, skip, limit, done)
+        text = dumps_text
+        created = _ms(self.started_at)
+        change_key = "processUpdate" if self.api_type == UPDATE_API_TYPE else "processCreate"
+        procedure = f',"procedureId":{text(self.procedure_id)},"{change_key}":'
+        api_type = f'}},"apiType":{text(self.api_type)}}},"validationStatus":'
+        end = (
+            f',"completionResult":null,"team":{text(TEAM_ID)},'
+            f'"backgroundJob":{text(self.id)},"createdBy":{text(USER_ID)}}}'
+        )
+        valid_tails = {
+            status: '"SUCCESS","validationMessage":"","validationResult":null,'
+            f'"completionStatus":"{status}",'
+            f'"completionMessage":{text(_ERROR_MESSAGE if status == "ERROR" else "")}{end}'
+            for status in ("NOT_STARTED", "IN_PROGRESS", "SUCCESS", "ERROR")
+        }
+        changes, process_ids, state = self._changes, self._process_ids, self._state
+        items = []
+        for index in indices:
+            status, updated, invalid = state(index, done)
+            if invalid is None:
+                tail = valid_tails[status]
+            else:
+                tail = (
+                    f'"INVALID","validationMessage":{text(invalid)},"validationResult":null,'
+                    f'"completionStatus":"INVALID","completionMessage":""{end}'
+                )
+            process_id = process_ids[index]
+            items.append(
+                f'{{"id":{quote(self.entry_id(index))},"createdAt":{created},'
+                f'"updatedAt":{updated},"data":{{"apiData":{{"processId":'
+                f"{'null' if process_id is None else quote(process_id)}{procedure}"
+                f"{changes[index].decode()}{api_type}{tail}"
+            )
+        return f"[{','.join(items)}]", total
+
+    def _select(
+        self, status: str | None, skip: int, limit: int, done: int
+    ) -> tuple[Iterable[int], int]:
+        """Return the indices of the entries of one page and the total, `done` entries done."""
         running = 1 if done < self.valid_count else 0
         indices: Iterable[int]
         if status is None:
@@ -285,7 +354,7 @@ class ChakraJob:
             stop = min(total, skip + limit)
             positions = self._valid_slice(status, first + skip, first + stop)
             indices = (self._entry_of(v) for v in positions)
-        return [self.entry(i, now) for i in indices], total
+        return indices, total
 
     def _valid_span(self, status: str, done: int, running: int) -> tuple[int, int]:
         """Return (offset, count) of `status` within its index (valid positions or outcomes)."""
@@ -319,34 +388,35 @@ class ChakraJob:
         fixed = self._entry_ids.get(index)
         if fixed is not None:
             return fixed
-        digest = hashlib.blake2b(f"{self.id}/{index}".encode(), digest_size=16).digest()
-        return str(uuid.UUID(bytes=digest, version=4))
+        digest = hashlib.blake2b(f"{self.id}/{index}".encode(), digest_size=16).hexdigest()
+        return _uuid4_text(digest)
+
+    def _state(self, index: int, done: int) -> tuple[str, int, str | None]:
+        """Return entry `index`'s status, `updatedAt` and validation message (None if valid)."""
+        valid = self._valid_of(index)
+        if valid is None:
+            return (
+                "INVALID",
+                _ms(self.started_at),
+                self._invalid_messages.get(index, "invalid entry"),
+            )
+        if valid < done:
+            errors = self._errors
+            position = bisect_left(errors, valid)
+            failed = position < len(errors) and errors[position] == valid
+            status = "ERROR" if failed else "SUCCESS"
+            return status, _ms(self.started_at + (valid + 1) / self.rate), None
+        if valid == done:
+            return "IN_PROGRESS", _ms(self.started_at + valid / self.rate), None
+        return "NOT_STARTED", _ms(self.started_at), None
 
     def entry(self, index: int, now: float) -> dict[str, Any]:
         """Return entry `index` as the entries API shows it at simulated time `now`."""
-        created = _ms(self.started_at)
-        updated = created
-        valid = self._valid_of(index)
-        message = ""
-        if valid is None:
-            status = "INVALID"
-            message = self._invalid_messages.get(index, "invalid entry")
-        else:
-            done = self.done(now)
-            if valid < done:
-                position = bisect_left(self._errors, valid)
-                failed = position < len(self._errors) and self._errors[position] == valid
-                status = "ERROR" if failed else "SUCCESS"
-                updated = _ms(self.started_at + (valid + 1) / self.rate)
-            elif valid == done:
-                status = "IN_PROGRESS"
-                updated = _ms(self.started_at + valid / self.rate)
-            else:
-                status = "NOT_STARTED"
+        status, updated, message = self._state(index, self.done(now))
         change_key = "processUpdate" if self.api_type == UPDATE_API_TYPE else "processCreate"
         return {
             "id": self.entry_id(index),
-            "createdAt": created,
+            "createdAt": _ms(self.started_at),
             "updatedAt": updated,
             "data": {
                 "apiData": {
@@ -356,8 +426,8 @@ class ChakraJob:
                 },
                 "apiType": self.api_type,
             },
-            "validationStatus": "INVALID" if valid is None else "SUCCESS",
-            "validationMessage": message,
+            "validationStatus": "SUCCESS" if message is None else "INVALID",
+            "validationMessage": message or "",
             "validationResult": None,
             "completionStatus": status,
             "completionMessage": _ERROR_MESSAGE if status == "ERROR" else "",
@@ -1052,13 +1122,13 @@ class _ChakraHandlers:
         if skip < 0:
             raise _bad_request(f"skip cannot be negative, got {skip}")
         limit = min(limit, MAX_LIMIT)
-        entries, total = job.page(status, skip, limit, self.state.clock.now())
+        entries, total = job.page_json(status, skip, limit, self.state.clock.now())
         after = skip + limit
         # Printed the way the docs print it, without "&" between the parameters.
         path = f"/v1/ext/background-job/{job.id}/entries?skip={after}limit={limit}"
-        return json_response(
-            _wrap(entries, {"total": total, "next": path if after < total else None})
-        )
+        meta = dumps_text({"total": total, "next": path if after < total else None})
+        # What `_wrap` holds, encoded around the page's ready-made text.
+        return encoded_response(f'{{"_data":{entries},"_meta":{meta},"_errors":[]}}'.encode())
 
 
 def _auth(state: ChakraState) -> Middleware:

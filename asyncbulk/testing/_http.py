@@ -30,9 +30,24 @@ def dumps(value: Any) -> bytes:
     return _ENCODER.encode(value).encode()
 
 
+def dumps_text(value: Any) -> str:
+    """Encode a JSON value compactly as text: a fragment of a body that `dumps` would encode."""
+    return _ENCODER.encode(value)
+
+
+#: Encode a string as a JSON string, exactly as `dumps_text` does: the very function its encoder
+#: calls for strings (without the encoder's Python-level dispatch, which costs more than it does).
+quote: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def json_response(value: Any, *, status: int = 200) -> web.Response:
     """Answer `value` as JSON."""
-    return web.Response(body=dumps(value), status=status, content_type="application/json")
+    return encoded_response(dumps(value), status=status)
+
+
+def encoded_response(body: bytes, *, status: int = 200) -> web.Response:
+    """Answer a JSON body that is already encoded."""
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def route_template(request: web.Request) -> str | None:
