@@ -565,6 +565,10 @@ class Session:
         data: bytes | None,
         headers: Mapping[str, str],
     ) -> _RawResponse:
+        if self._closed:
+            # Closed while this request waited (a retry, the limiter): aiohttp would raise a
+            # bare RuntimeError from its closed session.
+            raise ClientClosedError(f"{self._name} is closed")
         self.stats.requests += 1
         try:
             async with client.request(method, url, data=data, headers=headers) as resp:
