@@ -20,7 +20,13 @@ import anyio
 import pytest
 from aiohttp import web
 
-from asyncbulk import AsyncBulkError, JobTimeoutError, RateLimitedError, RetryPolicy
+from asyncbulk import (
+    AsyncBulkError,
+    ClientClosedError,
+    JobTimeoutError,
+    RateLimitedError,
+    RetryPolicy,
+)
 from asyncbulk.chakra import ChakraClient
 from asyncbulk.testing import Fault, Simulator
 from asyncbulk.zefort import ZefortClient
@@ -424,3 +430,20 @@ async def test_closing_a_client_under_a_running_tracker_ends_it(slow_sim, leftov
             await anyio.sleep(0.2)
             await zefort.aclose()
     await leftovers.check()
+
+
+async def test_a_request_in_flight_when_the_client_closes_ends_in_client_closed_error():
+    """Closing a client under a request about to retry gives ClientClosedError, not RuntimeError."""
+    async with Simulator(faults=[Fault("latency", delay=0.3)]) as sim:
+        zefort = zefort_of(sim)
+        outcome: list[BaseException | None] = []
+
+        async def get() -> None:
+            error, _ = await timed(zefort.get_task("task_x"))
+            outcome.append(error)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(get)
+            await anyio.sleep(0.1)
+            await zefort.aclose()
+        assert isinstance(outcome[0], ClientClosedError), outcome
