@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -217,6 +219,30 @@ async def test_no_credential_in_logs_reprs_or_errors_on_every_error_path(sim, lo
     assert any("DEBUG" in line for line in log_lines)
     for line in log_lines:
         assert_clean("a log record", line)
+
+
+async def test_command_line_never_prints_a_credential(sim):
+    """The command line at -vv, refused or faulted, prints no token or key on either stream."""
+    env = {
+        **os.environ,
+        "CHAKRA_BASE_URL": sim.chakra_url,
+        "CHAKRA_TOKEN": WRONG_TOKEN,
+        "ZEFORT_BASE_URL": sim.zefort_url,
+        "ZEFORT_API_KEY": API_KEY,
+    }
+    sim.faults.add(Fault("status", status=500, vendor="zefort"))
+    outputs = []
+    for args in (["-vv", "chakra", "job", "j1"], ["-vv", "zefort", "tasks", "--json"]):
+        with anyio.fail_after(30):
+            done = await anyio.run_process(
+                [sys.executable, "-m", "asyncbulk", *args], env=env, check=False
+            )
+        assert done.returncode in {1, 2}, done.stderr
+        outputs.append(done.stdout.decode() + done.stderr.decode())
+    assert "401" in outputs[0]
+    assert "500" in outputs[1]
+    for text in outputs:
+        assert_clean("the command line's output", text)
 
 
 # -- a server that echoes the credentials back ------------------------------------------------
