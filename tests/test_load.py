@@ -1,0 +1,122 @@
+"""Load: 100,000 tracked tasks and a 1,000,000-entry job, in one process, in bounded memory.
+
+Marked slow (minutes, not seconds): run by hand with ``pytest -m slow tests/test_load.py -s``,
+which prints the figures. Memory is the process's resident set, sampled while the client works,
+minus what it was once the simulator's data was built: the growth is the client's working set
+(plus the simulator's transient answers, which share the process).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from asyncbulk.chakra import ChakraClient
+from asyncbulk.testing import Simulator
+from asyncbulk.zefort import ZefortClient
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+MB = 1024 * 1024
+#: The bound the tests assert on the resident-set growth: generous, for a shared 2-core box.
+TASKS_BOUND_MB = 300
+ENTRIES_BOUND_MB = 400
+
+
+def resident() -> int:
+    """The process's resident set now, in bytes (Linux)."""
+    pages = Path("/proc/self/statm").read_text(encoding="ascii").split()[1]
+    return int(pages) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Peak:
+    """Samples the resident set in the background; `growth` is the peak over the baseline."""
+
+    def __init__(self) -> None:
+        """Take the baseline now."""
+        gc.collect()
+        self.baseline = resident()
+        self.peak = self.baseline
+
+    def sample(self) -> None:
+        """Note the resident set now."""
+        self.peak = max(self.peak, resident())
+
+    async def run(self) -> None:
+        """Sample every 50 ms until cancelled."""
+        while True:
+            self.sample()
+            await anyio.sleep(0.05)
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak growth over the baseline, in MB."""
+        return (self.peak - self.baseline) / MB
+
+
+async def measured(peak: Peak, work: AsyncIterator[Any]) -> int:
+    """Consume `work` while sampling memory; return how many items it gave."""
+    count = 0
+    async with anyio.create_task_group() as group:
+        group.start_soon(peak.run)
+        async for _ in work:
+            count += 1
+        group.cancel_scope.cancel()
+    peak.sample()
+    return count
+
+
+async def test_100000_tracked_tasks_in_bounded_memory():
+    """100,000 Zefort tasks tracked to the end: each once, memory growth within the bound."""
+    async with Simulator(keep_requests=False, zefort_task_delay=(1.0, 10.0)) as sim:
+        ids = [
+            sim.zefort.submit_bulk_update({"status": "done", "search": {"q": str(n)}}).id
+            for n in range(100_000)
+        ]
+        async with ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url) as zefort:
+            peak = Peak()
+            started = time.monotonic()
+            with anyio.fail_after(600):
+                async with zefort.track_tasks(ids, timeout=540) as tasks:
+                    seen = await measured(peak, tasks)
+            took = time.monotonic() - started
+            stats = tasks.stats
+        print(
+            f"\n100,000 tasks: {took:.1f} s, {zefort.stats.requests} requests "
+            f"({stats.sweeps} sweeps, {stats.polls} polls), lag p50 {stats.lag_p50} "
+            f"p99 {stats.lag_p99}, resident growth {peak.growth_mb:.0f} MB"
+        )
+    assert seen == 100_000
+    assert peak.growth_mb < TASKS_BOUND_MB
+
+
+async def test_1000000_entries_streamed_in_bounded_memory():
+    """A 1,000,000-entry job streamed in order: every entry once, memory growth within bound."""
+    async with Simulator(keep_requests=False) as sim:
+        procedure = sim.chakra.procedure("tele_sales")
+        assert procedure is not None
+        items = [{"lead_id": f"X-{i}", "status": "OPEN"} for i in range(1_000_000)]
+        job = sim.chakra.submit_update(procedure, items)
+        del items
+        async with ChakraClient(sim.chakra_token, base_url=sim.chakra_url) as chakra:
+            peak = Peak()
+            started = time.monotonic()
+            with anyio.fail_after(900):
+                async with chakra.iter_job_entries(job.id) as entries:
+                    seen = await measured(peak, entries)
+            took = time.monotonic() - started
+        print(
+            f"\n1,000,000 entries: {took:.1f} s ({seen / took:,.0f} entries/s), "
+            f"{chakra.stats.requests} requests, resident growth {peak.growth_mb:.0f} MB"
+        )
+    assert seen == 1_000_000
+    assert peak.growth_mb < ENTRIES_BOUND_MB
