@@ -11,7 +11,7 @@ The server creates N pending tasks that finish at uniformly random times over T 
   1 s sleep), then the next, in turn.
 
 Detection lag is when the client saw a task finished (wall clock) minus when the server finished
-it (wall clock, same machine). A last case follows 100,000 tasks (quick: 10,000) with the tracker
+it (wall clock, same machine). A last case follows 100,000 tasks (quick: 5,000) with the tracker
 alone, for its memory per task and CPU.
 """
 
@@ -33,7 +33,7 @@ LATENCY = [{"kind": "latency", "delay": 0.005, "vendor": "zefort"}]
 # (tasks, seconds) of the comparison, and tasks of the tracker-alone case, per size.
 _SIZES: dict[str, tuple[int, float, int, float]] = {
     "smoke": (100, 1.5, 1_000, 1.5),
-    "quick": (1_000, 5.0, 10_000, 5.0),
+    "quick": (1_000, 3.0, 5_000, 3.0),
     "full": (10_000, 60.0, 100_000, 60.0),
 }
 # Tasks start finishing this long after they are created, once the client is measuring.
