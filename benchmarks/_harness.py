@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import select
 import subprocess
 import sys
 import urllib.request
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 Size = Literal["smoke", "quick", "full"]
-SIZES: tuple[Size, ...] = ("smoke", "quick", "full")
 _SERVER_START_TIMEOUT = 30.0
 
 
@@ -157,10 +157,11 @@ class Server:
             text=True,
         )
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
+        ready, _, _ = select.select([self.process.stdout], [], [], _SERVER_START_TIMEOUT)
+        line = self.process.stdout.readline() if ready else ""
         if not line:
             self.close()
-            raise RuntimeError("the simulator process exited before serving")
+            raise RuntimeError("the simulator process did not start serving")
         self.hello: dict[str, Any] = json.loads(line)
 
     def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from benchmarks._client import Context
     from benchmarks._harness import Size
 
-TITLE = "faults"
 FAULTS = [
     *tracking.LATENCY,
     {"kind": "status", "rate": 0.05, "status": 429, "retry_after": 1, "vendor": "zefort"},

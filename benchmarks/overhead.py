@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from benchmarks._client import Context
     from benchmarks._harness import Size
 
-TITLE = "overhead"
 WORKERS = 8
 _SIZES = {"smoke": 400, "quick": 2_000, "full": 10_000}
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from benchmarks._client import Context
     from benchmarks._harness import Size
 
-TITLE = "streaming"
 PAGE = 100
 ROUTE = "/v1/ext/background-job/{job_id}/entries"
 _SIZES = {"smoke": 1_000, "quick": 10_000, "full": 100_000}

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from benchmarks._client import Context
     from benchmarks._harness import Size
 
-TITLE = "submission"
 BATCH = 1000
 PROCEDURE, KEY, PREFIX = "bench", "lead_id", "L"
 _SIZES = {"smoke": 1_000, "quick": 10_000, "full": 100_000}

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from benchmarks._client import Context
     from benchmarks._harness import Size
 
-TITLE = "tracking"
 LATENCY = [{"kind": "latency", "delay": 0.005, "vendor": "zefort"}]
 # (tasks, seconds) of the comparison, and tasks of the tracker-alone case, per size.
 _SIZES: dict[str, tuple[int, float, int, float]] = {
