@@ -363,6 +363,7 @@ class Session:
         self._envelope = envelope
         self._name = name
         self._prefix = self.base_url.raw_path.rstrip("/")
+        self._root = f"{self.base_url.origin()}{self._prefix}"
         self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
         header_name, header_value = auth.header()
         self._headers = {
@@ -492,7 +493,7 @@ class Session:
         policy = retry or self.retry
         if idempotent is None:
             idempotent = is_idempotent(method)
-        url = URL(f"{self.base_url.origin()}{self._prefix}{path}", encoded=True)
+        url = URL(f"{self._root}{path}", encoded=True)
         if params:
             url = url.update_query(params)
         url_text = str(url)
@@ -505,12 +506,11 @@ class Session:
         attempt = 0
         while True:
             attempt += 1
-            if policy.wait:
+            if policy.wait and self._pause.until:
                 await self._pause.wait()
             try:
-                async with self._limiter:
-                    raw = await self._try(client, method, url, url_text, data, headers)
-                    self._log(method, url, raw.status, attempt, started)
+                raw = await self._limited(client, method, url, url_text, data, headers)
+                self._log(method, url, raw.status, attempt, started)
             except TransportError as exc:
                 # `from None` only hides the context: aiohttp's exception would still hang on
                 # it, with the request's headers (the credentials) or the whole body. Drop it.
@@ -544,6 +544,30 @@ class Session:
             )
             if policy.wait:
                 await anyio.sleep(delay)
+
+    async def _limited(  # noqa: PLR0917 -- private, mirrors _try
+        self,
+        client: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        url_text: str,
+        data: bytes | None,
+        headers: Mapping[str, str],
+    ) -> _RawResponse:
+        """One try within the limit on requests in flight."""
+        limiter = self._limiter
+        assert limiter is not None  # noqa: S101 -- created by request() before the first try
+        # A fresh borrower per try: one task may have several requests in flight (the tracker's
+        # polls), and a free slot is taken without the two event-loop turns `async with` costs.
+        borrower = object()
+        try:
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            await limiter.acquire_on_behalf_of(borrower)
+        try:
+            return await self._try(client, method, url, url_text, data, headers)
+        finally:
+            limiter.release_on_behalf_of(borrower)
 
     def _note_rate_limit(self, error: AsyncBulkError, policy: RetryPolicy) -> float | None:
         """Count a 429 and pause every request to the host for its Retry-After."""
