@@ -614,7 +614,9 @@ class ZefortTaskSource:
         async with client._listing(client._page_size) as pages:  # noqa: SLF001
             async for page in pages:
                 for raw in page.results:
-                    if type(raw) is dict and raw.get("id") in wanted:
+                    # A non-string id (a list, say) is unhashable: test the type first.
+                    task_id = raw.get("id") if type(raw) is dict else None
+                    if type(task_id) is str and task_id in wanted:
                         try:
                             task = structure_task(raw)
                         except ProtocolError:
