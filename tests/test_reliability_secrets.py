@@ -104,15 +104,20 @@ class AllRecords(logging.Handler):
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     handler = AllRecords()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    # Both: another test (the command line's) may have set asyncbulk's own level or propagation.
+    loggers = [logging.getLogger(), logging.getLogger("asyncbulk")]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    loggers[1].propagate = False
     try:
         yield handler.lines
     finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
+        for logger, (level, propagate) in zip(loggers, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 async def collect(
