@@ -294,6 +294,7 @@ async def run_chaos(scale: Scale, seed: int) -> dict[str, Any]:  # noqa: C901, P
         figures["seconds"] = round(time.monotonic() - started, 1)
         figures["requests"] = records.total_requests
         figures["faults"] = dict(records.faults)
+        figures["answers_by_status"] = dict(sorted(records.by_status.items()))
         figures["jobs"] = len(chakra_out.jobs)
         figures["items_in_jobs"] = sum(len(r) for r in chakra_out.jobs.values())
         figures["items_in_failed_batches"] = sum(len(r) for r, _, _ in chakra_out.failed)
