@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 import attrs
+import orjson
 from yarl import URL
 
 from asyncbulk._exceptions import (
@@ -443,7 +444,6 @@ class Session:
                     connect=self.timeouts.connect,
                     sock_read=self.timeouts.read,
                 ),
-                json_serialize=json.dumps,
                 raise_for_status=False,
             )
         return self._client
@@ -621,7 +621,7 @@ class Session:
         body: Any = None
         if raw.strip():
             try:
-                body = json.loads(raw)
+                body = orjson.loads(raw)
             except ValueError:
                 if status < 400:  # noqa: PLR2004
                     raise ProtocolError(
@@ -682,8 +682,11 @@ class Session:
 
 def _encode_json(body: Any) -> bytes:
     try:
-        return json.dumps(body, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+        # orjson: several times faster than the standard library both ways, which matters on
+        # the hot paths (pages of entries, batches of updates). It writes NaN as null, so the
+        # clients refuse non-finite numbers when they validate their input, before this.
+        return orjson.dumps(body)
+    except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
         raise ValidationError("body", f"is not JSON-serialisable: {exc}") from None
 
 
