@@ -18,12 +18,15 @@ AsyncBulkError
 
 aiohttp's own exceptions never reach the caller: the session layer maps them to
 `TransportError` in one place. No message or repr here ever holds a credential: URLs carry none
-(credentials travel in headers), and request bodies are never quoted in messages.
+(credentials travel in headers), and every message is scrubbed of the credentials of the clients
+alive in the process, so even a server that echoes a token into a field cannot make an error
+show it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -45,8 +48,40 @@ __all__ = [
 ]
 
 
+#: Credentials of the clients alive in this process, counted by the clients holding them.
+_SECRETS: Final[Counter[str]] = Counter()
+#: Shorter strings are not treated as secrets: scrubbing them would garble ordinary text.
+_SHORTEST_SECRET: Final = 6
+
+
+def register_secrets(secrets: tuple[str, ...]) -> None:
+    """Scrub these strings from every message built from now on (a client was created)."""
+    _SECRETS.update(s for s in secrets if len(s) >= _SHORTEST_SECRET)
+
+
+def unregister_secrets(secrets: tuple[str, ...]) -> None:
+    """Stop scrubbing these strings once no client holds them (a client was closed)."""
+    _SECRETS.subtract(s for s in secrets if len(s) >= _SHORTEST_SECRET)
+    for secret in [s for s, count in _SECRETS.items() if count <= 0]:
+        del _SECRETS[secret]
+
+
+def scrub(text: str) -> str:
+    """``text`` with every live credential replaced by ``<redacted>``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
 class AsyncBulkError(Exception):
     """The root of every error asyncbulk raises."""
+
+    def __init__(self, *args: object) -> None:
+        """Keep the arguments, with any live credential scrubbed from the strings among them."""
+        if _SECRETS:
+            args = tuple(scrub(a) if isinstance(a, str) else a for a in args)
+        super().__init__(*args)
 
 
 class ValidationError(AsyncBulkError, ValueError):
@@ -60,6 +95,7 @@ class ValidationError(AsyncBulkError, ValueError):
 
     def __init__(self, field: str, reason: str) -> None:
         """Name the field and say what is wrong with it."""
+        reason = scrub(reason)
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason

@@ -33,6 +33,8 @@ from asyncbulk._exceptions import (
     ServerError,
     TransportError,
     ValidationError,
+    register_secrets,
+    unregister_secrets,
 )
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
 from asyncbulk._version import __version__
@@ -373,6 +375,7 @@ class Session:
             "Accept": "application/json",
         }
         self._secrets = tuple(s for s in auth.secrets() if s)
+        register_secrets(self._secrets)
         self._client = session
         self._owns_client = session is None
         self._closed = False
@@ -457,6 +460,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        unregister_secrets(self._secrets)
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.close()

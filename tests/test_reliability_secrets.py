@@ -324,12 +324,6 @@ async def test_credentials_echoed_in_error_pages_never_reach_an_error(echo_url, 
     await _echo_run(echo_url, log_lines, PAGE_MODES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProtocolError messages quote the offending field's value ({value!r} in the Chakra "
-    "models and the Zefort listing) without redaction: a server that echoes the token into a "
-    "field shows it. Needs the clients to redact model errors (design question for the owners).",
-)
 async def test_credentials_echoed_in_field_values_never_reach_an_error(echo_url, log_lines):
     """Field values that echo the Authorization header never make a ProtocolError show it."""
     await _echo_run(echo_url, log_lines, FIELD_MODES)

@@ -675,3 +675,16 @@ def test_body_that_is_not_json_is_refused_before_sending() -> None:
     with pytest.raises(ValidationError, match="body"):
         anyio.run(send)
     assert session.stats.requests == 0
+
+
+def test_errors_scrub_the_credentials_of_live_clients() -> None:
+    """Any error built while a client is alive has its credential replaced, even in args."""
+    secret = "a-token-only-this-test-knows"
+    session = Session(base_url="https://x.test", auth=BearerAuth(secret), envelope=ChakraEnvelope())
+    error = ProtocolError(f"task.id: expected a string, got {['Bearer ' + secret]!r}")
+    invalid = ValidationError("data.note", f"is not JSON: {secret}")
+    for text in (str(error), repr(error), str(error.args), str(invalid), invalid.reason):
+        assert secret not in text
+        assert "<redacted>" in text
+    anyio.run(session.aclose)
+    assert secret in str(ProtocolError(f"later: {secret}"))
