@@ -13,6 +13,8 @@ AsyncBulkError
 ├── ProtocolError            an answer that is not what the API promises
 ├── OutcomeUnknownError      a non-idempotent request may or may not have been carried out
 ├── SubmissionError          a bulk submission was accepted only in part
+├── BatchError               one batch of a submission not accepted (asyncbulk.chakra; in
+│                            SubmissionError.errors, naming the batch's input positions)
 └── JobTimeoutError          (also TimeoutError) a deadline passed with jobs still unfinished
 ```
 
