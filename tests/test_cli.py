@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from asyncbulk import ValidationError
 from asyncbulk.cli import main
 from asyncbulk.cli._input import UpdateFile
 from asyncbulk.testing import Simulator
@@ -123,7 +124,9 @@ async def test_csv_update_sends_the_documented_wrapped_form(sim, tmp_path):
         "LEAD-001,Goa,COMPLETED,1616253910842\n"
         "LEAD-100,,OPEN,\n"
     )
-    result = await run(sim, "chakra", "update", "tele_sales", str(source), "--json")
+    result = await run(
+        sim, "chakra", "update", "tele_sales", str(source), "--key", "lead_id", "--json"
+    )
     assert result.returncode == 0, result
     assert result.json()["submitted"] == 2
     (submission,) = sim.records.chakra_submissions
@@ -353,7 +356,7 @@ def test_main_without_the_cli_extra_prints_a_hint(monkeypatch, capsys):
         (
             "b.csv",
             "status,phone,city\nOPEN,990,Goa\n",
-            None,
+            "phone",
             {"key": ("phone", "990"), "status": "OPEN", "data": {"city": "Goa"}},
         ),
         (
@@ -369,7 +372,7 @@ def test_main_without_the_cli_extra_prints_a_hint(monkeypatch, capsys):
             {"key": ("lead_id", "L1"), "assigned_to": "ann"},
         ),
     ],
-    ids=["csv-fields-by-id", "csv-first-non-field-column", "csv-key-option", "jsonl-notes-ignored"],
+    ids=["csv-fields-by-id", "csv-key-among-fields", "csv-key-option", "jsonl-notes-ignored"],
 )
 def test_update_file_reads_each_form(tmp_path, name, content, key, expected):
     """Each file form becomes the update it describes."""
@@ -379,3 +382,11 @@ def test_update_file_reads_each_form(tmp_path, name, content, key, expected):
         (update,) = list(source)
     for field, value in expected.items():
         assert getattr(update, field) == value
+
+
+def test_csv_identifier_column_is_never_guessed(tmp_path):
+    """A CSV with neither an id column nor --key is refused, naming the header, not guessed."""
+    path = tmp_path / "guess.csv"
+    path.write_text("city,score\nGoa,5\n")
+    with UpdateFile(str(path)) as source, pytest.raises(ValidationError, match=r"line 1.*--key"):
+        source.check()

@@ -356,7 +356,7 @@ CLI_CASES: list[tuple[str, list[str], list[str]]] = [
     ("csv-empty", ["chakra", "update", "tele_sales", "@empty.csv"], ["line 1"]),
     (
         "csv-bad-next-action",
-        ["chakra", "update", "tele_sales", "@bad-next-action.csv"],
+        ["chakra", "update", "--key", "lead_id", "tele_sales", "@bad-next-action.csv"],
         ["line 2", "nextActionAt"],
     ),
     (

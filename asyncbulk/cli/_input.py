@@ -60,8 +60,8 @@ class UpdateFile:
     "status": "OPEN"}``) or under ``update`` as the API documents; keys starting with ``_``
     (the notes ``--failed-out`` writes) are ignored, blank lines skipped.
 
-    CSV: a header row; the identifier column is ``id`` or the `key` column (by default ``id``
-    when present, else the first column that is not an update field); the columns ``state``,
+    CSV: a header row; the identifier column is ``id``, or the `key` column (never guessed:
+    without ``id`` and without `key` the file is refused); the columns ``state``,
     ``status``, ``assignedTo``, ``nextActionAt`` and ``isDeleted`` (or their snake_case names)
     set those fields; every other column is an attribute in ``data``. An empty cell changes
     nothing.
@@ -220,12 +220,11 @@ class UpdateFile:
             return header.index(self.key)
         if "id" in header:
             return header.index("id")
-        for index, name in enumerate(header):
-            if name not in _CSV_FIELDS:
-                return index
+        # Never guessed: a wrong guess would aim every change at the wrong processes.
         raise ValidationError(
             self._where(1),
-            "no identifier column: add an 'id' column or a primary-key column (--key COLUMN)",
+            "no identifier column: add an 'id' column, or name the primary-key column with "
+            f"--key COLUMN (the header has {', '.join(header)})",
         )
 
     def _csv_row_builder(self, header: list[str], id_column: int) -> Any:
