@@ -354,17 +354,7 @@ class ProcessUpdate:
 
     def to_wire(self) -> dict[str, Any]:
         """The documented wrapped form: ``{"<identifier>": value, "update": {...}}``."""
-        update: dict[str, Any] = {}
-        if self.data is not None:
-            update["data"] = self.data
-        if self.state is not None:
-            update["state"] = self.state
-        if self.status is not None:
-            update["status"] = self.status
-        if self.assigned_to is not None:
-            update["assignedTo"] = self.assigned_to
-        if self.next_action_at is not None:
-            update["nextActionAt"] = self.next_action_at
+        update = _wire_changes(self, {})
         if self.is_deleted is not None:
             update["isDeleted"] = self.is_deleted
         if self.key is None:
@@ -485,17 +475,7 @@ class ProcessCreate:
     def to_wire(self) -> dict[str, Any]:
         """The create item: flat fields and the primary key at the top."""
         item: dict[str, Any] = {} if self.key is None else {self.key[0]: self.key[1]}
-        if self.data is not None:
-            item["data"] = self.data
-        if self.state is not None:
-            item["state"] = self.state
-        if self.status is not None:
-            item["status"] = self.status
-        if self.assigned_to is not None:
-            item["assignedTo"] = self.assigned_to
-        if self.next_action_at is not None:
-            item["nextActionAt"] = self.next_action_at
-        return item
+        return _wire_changes(self, item)
 
 
 # -- server answers ----------------------------------------------------------------------------
@@ -630,6 +610,21 @@ def _entry_maker() -> Callable[..., JobEntry]:
 
 
 _new_entry: Final = _entry_maker()
+
+
+def _wire_changes(change: ProcessUpdate | ProcessCreate, into: dict[str, Any]) -> dict[str, Any]:
+    """Write the change fields an update and a create share, in their wire spelling."""
+    if change.data is not None:
+        into["data"] = change.data
+    if change.state is not None:
+        into["state"] = change.state
+    if change.status is not None:
+        into["status"] = change.status
+    if change.assigned_to is not None:
+        into["assignedTo"] = change.assigned_to
+    if change.next_action_at is not None:
+        into["nextActionAt"] = change.next_action_at
+    return into
 
 
 # -- the converter: the one place that knows the wire names -------------------------------------
