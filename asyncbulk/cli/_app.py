@@ -212,24 +212,42 @@ def _timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _chakra_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in (
-        json_option,
-        click.option(
-            "--token",
-            envvar="CHAKRA_TOKEN",
-            show_envvar=True,
-            help="The access token of a Chakra API key.",
-        ),
-        click.option(
-            "--base-url",
-            envvar="CHAKRA_BASE_URL",
-            show_envvar=True,
-            help="The API's base URL [default: https://api.chakrahq.com].",
-        ),
-    ):
-        command = option(command)
-    return command
+def _vendor_options(
+    *, flag: str, flag_env: str, flag_help: str, url_env: str, default_url: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every command of a vendor takes: --json, its credential and --base-url."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in (
+            json_option,
+            click.option(flag, envvar=flag_env, show_envvar=True, help=flag_help),
+            click.option(
+                "--base-url",
+                envvar=url_env,
+                show_envvar=True,
+                help=f"The API's base URL [default: {default_url}].",
+            ),
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+_chakra_options = _vendor_options(
+    flag="--token",
+    flag_env="CHAKRA_TOKEN",
+    flag_help="The access token of a Chakra API key.",
+    url_env="CHAKRA_BASE_URL",
+    default_url="https://api.chakrahq.com",
+)
+_zefort_options = _vendor_options(
+    flag="--api-key",
+    flag_env="ZEFORT_API_KEY",
+    flag_help="A Zefort API key.",
+    url_env="ZEFORT_BASE_URL",
+    default_url="https://sandbox.zefort.com",
+)
 
 
 @chakra.command("update", context_settings=_CONTEXT)
@@ -399,26 +417,6 @@ def _json_object(
     if not isinstance(parsed, dict):
         raise click.BadParameter(f"must be a JSON object, not {type(parsed).__name__}")
     return parsed
-
-
-def _zefort_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in (
-        json_option,
-        click.option(
-            "--api-key",
-            envvar="ZEFORT_API_KEY",
-            show_envvar=True,
-            help="A Zefort API key.",
-        ),
-        click.option(
-            "--base-url",
-            envvar="ZEFORT_BASE_URL",
-            show_envvar=True,
-            help="The API's base URL [default: https://sandbox.zefort.com].",
-        ),
-    ):
-        command = option(command)
-    return command
 
 
 @zefort.command("bulk-update", context_settings=_CONTEXT)
