@@ -24,9 +24,33 @@ from asyncbulk._exceptions import ValidationError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["OrderedPages", "check_prefetch"]
+__all__ = ["ClosingIterator", "OrderedPages", "check_prefetch"]
 
 P = TypeVar("P")
+
+
+class ClosingIterator:
+    """What every async iterator over a listing shares.
+
+    ``async for``, and ``async with`` or `aclose` to stop what is still being fetched.
+    Subclasses define ``__anext__`` and `aclose`.
+    """
+
+    def __aiter__(self) -> Self:
+        """The iterator itself."""
+        return self
+
+    async def __aenter__(self) -> Self:
+        """Nothing to open: fetching starts on the first ``__anext__``."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop every fetch still running."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the iteration and whatever it is still fetching; idempotent."""
+        raise NotImplementedError
 
 
 def check_prefetch(value: object) -> int:
@@ -46,7 +70,7 @@ async def _call(fetch: Callable[[int], Awaitable[P]], index: int) -> P:
     return await fetch(index)
 
 
-class OrderedPages(Generic[P]):
+class OrderedPages(ClosingIterator, Generic[P]):
     """An async iterator over pages 0, 1, 2, ... fetched concurrently and yielded in order.
 
     Page 0 is fetched alone; `count` reads from it how many pages there are. Pages up to that
@@ -101,18 +125,6 @@ class OrderedPages(Generic[P]):
     def expected(self) -> int:
         """Pages the listing is expected to hold, as far as is known now."""
         return self._limit
-
-    def __aiter__(self) -> Self:
-        """The iterator itself."""
-        return self
-
-    async def __aenter__(self) -> Self:
-        """Nothing to open: fetching starts on the first ``__anext__``."""
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Stop every fetch still running."""
-        await self.aclose()
 
     async def __anext__(self) -> P:
         """The next page, in order.

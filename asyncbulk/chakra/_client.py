@@ -7,7 +7,7 @@ import itertools
 import math
 import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import attrs
@@ -21,7 +21,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
-from asyncbulk._pagination import OrderedPages, check_prefetch
+from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
 from asyncbulk.chakra._models import (
     ENTRY_STATUSES,
@@ -664,7 +664,7 @@ class _EntriesFetcher:
         return page.size < self.page_size
 
 
-class JobEntryPages:
+class JobEntryPages(ClosingIterator):
     """An async iterator over a job's entries, a list per page, read ahead concurrently.
 
     Made by `ChakraClient.iter_job_entry_pages`; see there. Use it in ``async for``, and
@@ -699,18 +699,6 @@ class JobEntryPages:
         fetcher = self._fetcher
         return f"<JobEntryPages {fetcher.path} params={fetcher.params} {self._pages!r}>"
 
-    def __aiter__(self) -> Self:
-        """The iterator itself."""
-        return self
-
-    async def __aenter__(self) -> Self:
-        """Nothing to open: fetching starts on the first ``__anext__``."""
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Stop every fetch still running."""
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Stop the fetches ahead and end the iteration; idempotent."""
         await self._pages.aclose()
@@ -743,7 +731,7 @@ class JobEntryPages:
                 raise StopAsyncIteration
 
 
-class JobEntries:
+class JobEntries(ClosingIterator):
     """An async iterator over a job's entries, one `JobEntry` at a time.
 
     Made by `ChakraClient.iter_job_entries`; see there.
@@ -758,18 +746,6 @@ class JobEntries:
     def __repr__(self) -> str:
         """The listing and how far it got."""
         return f"<JobEntries {self._pages!r}>"
-
-    def __aiter__(self) -> Self:
-        """The iterator itself."""
-        return self
-
-    async def __aenter__(self) -> Self:
-        """Nothing to open: fetching starts on the first ``__anext__``."""
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Stop every fetch still running."""
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the fetches ahead and end the iteration; idempotent."""

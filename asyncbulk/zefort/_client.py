@@ -13,7 +13,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -26,7 +26,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
-from asyncbulk._pagination import OrderedPages
+from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
 from asyncbulk.zefort._models import (
@@ -39,7 +39,6 @@ from asyncbulk.zefort._models import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable
-    from types import TracebackType
 
     import aiohttp
 
@@ -502,7 +501,7 @@ def _is_last_page(_: int, page: TaskPage) -> bool:
     return page.next is None
 
 
-class ZefortTaskListing:
+class ZefortTaskListing(ClosingIterator):
     """The pending tasks, page after page, as an async iterator (see `ZefortClient.iter_tasks`)."""
 
     def __init__(
@@ -519,10 +518,6 @@ class ZefortTaskListing:
     def __repr__(self) -> str:
         """How far the listing has been read."""
         return f"ZefortTaskListing(pages_read={self._pages.consumed}, tasks={len(self._seen)})"
-
-    def __aiter__(self) -> Self:
-        """The iterator itself."""
-        return self
 
     async def __anext__(self) -> ZefortTask:
         """The next pending task.
@@ -544,19 +539,6 @@ class ZefortTaskListing:
         """Stop reading; pages still being fetched are cancelled. Idempotent."""
         self._buffer.clear()
         await self._pages.aclose()
-
-    async def __aenter__(self) -> Self:
-        """Nothing to open."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop reading."""
-        await self.aclose()
 
 
 class ZefortTaskSource:
