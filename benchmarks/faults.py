@@ -31,7 +31,7 @@ FAULTS = [
     {"kind": "status", "rate": 0.05, "status": 429, "retry_after": 1, "vendor": "zefort"},
     {"kind": "status", "rate": 0.05, "status": 503, "vendor": "zefort"},
 ]
-_SIZES = {"smoke": (50, 1.0), "quick": (200, 2.0), "full": (2_000, 20.0)}
+_SIZES = {"smoke": (50, 1.0), "quick": (200, 1.5), "full": (2_000, 20.0)}
 
 prepare = tracking.prepare
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from benchmarks._harness import Size
 
 WORKERS = 8
-_SIZES = {"smoke": 400, "quick": 2_000, "full": 10_000}
+_SIZES = {"smoke": 400, "quick": 1_000, "full": 10_000}
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
 
