@@ -72,7 +72,7 @@ def plan(size: Size) -> list[Case]:
         Run("asyncbulk", "asyncbulk track_tasks (shared 429 pause)", params),
         Run("naive-retry", "naive loop, per-request retries", params),
     )
-    title = f"{tasks:,} tasks over {over:.0f} s, 5% 429 + 5% 503"
+    title = f"{tasks:,} tasks over {over:g} s, 5% 429 + 5% 503"
     return [Case(title, runs, server_per_run=size != "smoke")]
 
 
