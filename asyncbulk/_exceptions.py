@@ -138,8 +138,9 @@ class APIError(AsyncBulkError):
         self.status = status
         self.method = method
         self.url = url
-        self.messages = tuple(messages)
-        self.body = body
+        # The server's own words may echo a credential back: scrubbed like every message.
+        self.messages = tuple(scrub(m) for m in messages) if _SECRETS else tuple(messages)
+        self.body = scrub(body) if _SECRETS else body
         detail = "; ".join(self.messages)
         super().__init__(
             f"{method} {url} -> {status}" + (f": {detail}" if detail else ""),

@@ -426,13 +426,6 @@ class Session:
         path = path[len(self._prefix) :]
         return f"{path}?{target.raw_query_string}" if target.raw_query_string else path
 
-    def redact(self, text: str) -> str:
-        """``text`` with every credential replaced by ``<redacted>``."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "<redacted>")
-        return text
-
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError(f"{self._name} is closed")
@@ -544,7 +537,7 @@ class Session:
                 delay,
                 attempt + 1,
                 policy.attempts,
-                self.redact(str(error)),
+                error,
             )
             if policy.wait:
                 await anyio.sleep(delay)
@@ -605,7 +598,7 @@ class Session:
                 retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise TransportError(
-                f"could not connect: {self.redact(str(exc))}",
+                f"could not connect: {exc}",
                 method=method,
                 url=url_text,
                 sent=False,
@@ -616,7 +609,7 @@ class Session:
             ) from None
         except aiohttp.ClientError as exc:
             raise TransportError(
-                f"connection failed: {type(exc).__name__}: {self.redact(str(exc))}",
+                f"connection failed: {type(exc).__name__}: {exc}",
                 method=method,
                 url=url_text,
                 sent=True,
@@ -647,7 +640,7 @@ class Session:
 
     def _status_error(self, method: str, url: str, raw: _RawResponse) -> APIError:
         body = raw.body
-        messages = tuple(self.redact(m) for m in self._envelope.messages(body))
+        messages = self._envelope.messages(body)
         excerpt = self._excerpt(body if isinstance(body, str) else json.dumps(body))
         kwargs: dict[str, Any] = {
             "status": raw.status,
@@ -669,7 +662,7 @@ class Session:
 
     def _excerpt(self, raw: bytes | str) -> str:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return self.redact(text[:_BODY_EXCERPT])
+        return text[:_BODY_EXCERPT]
 
     def _log(self, method: str, url: URL, status: int, attempt: int, started: float) -> None:
         if logger.isEnabledFor(logging.DEBUG):

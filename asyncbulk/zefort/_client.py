@@ -282,7 +282,7 @@ class ZefortClient(ClientBase):
             logger.warning(
                 "ZefortClient: bulk update failed ambiguously (%s); adopted pending task %s, "
                 "whose data is exactly the request's",
-                self._session.redact(str(error)),
+                error,
                 matches[0].id,
             )
             return matches[0]
@@ -473,7 +473,7 @@ class ZefortClient(ClientBase):
                 "ZefortClient: task %s finished but could not be acknowledged; handing it on "
                 "unacknowledged: %s",
                 task.id,
-                self._session.redact(str(exc)),
+                exc,
             )
             return task
 
