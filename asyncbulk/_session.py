@@ -506,7 +506,7 @@ class Session:
             if policy.wait and self._pause.until:
                 await self._pause.wait()
             try:
-                raw = await self._limited(client, method, url, url_text, data, headers)
+                raw = await self._try(client, method, url, url_text, data, headers)
                 self._log(method, url, raw.status, attempt, started)
             except TransportError as exc:
                 # `from None` only hides the context: aiohttp's exception would still hang on
@@ -542,30 +542,6 @@ class Session:
             if policy.wait:
                 await anyio.sleep(delay)
 
-    async def _limited(  # noqa: PLR0917 -- private, mirrors _try
-        self,
-        client: aiohttp.ClientSession,
-        method: str,
-        url: URL,
-        url_text: str,
-        data: bytes | None,
-        headers: Mapping[str, str],
-    ) -> _RawResponse:
-        """One try within the limit on requests in flight."""
-        limiter = self._limiter
-        assert limiter is not None  # noqa: S101 -- created by request() before the first try
-        # A fresh borrower per try: one task may have several requests in flight (the tracker's
-        # polls), and a free slot is taken without the two event-loop turns `async with` costs.
-        borrower = object()
-        try:
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:
-            await limiter.acquire_on_behalf_of(borrower)
-        try:
-            return await self._try(client, method, url, url_text, data, headers)
-        finally:
-            limiter.release_on_behalf_of(borrower)
-
     def _note_rate_limit(self, error: AsyncBulkError, policy: RetryPolicy) -> float | None:
         """Count a 429 and pause every request to the host for its Retry-After."""
         if not isinstance(error, RateLimitedError):
@@ -586,12 +562,22 @@ class Session:
         data: bytes | None,
         headers: Mapping[str, str],
     ) -> _RawResponse:
-        if self._closed:
-            # Closed while this request waited (a retry, the limiter): aiohttp would raise a
-            # bare RuntimeError from its closed session.
-            raise ClientClosedError(f"{self._name} is closed")
-        self.stats.requests += 1
+        """One try, within the limit on requests in flight."""
+        limiter = self._limiter
+        assert limiter is not None  # noqa: S101 -- created by request() before the first try
+        # A fresh borrower per try: one task may have several requests in flight (the tracker's
+        # polls), and a free slot is taken without the two event-loop turns `async with` costs.
+        borrower = object()
         try:
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            await limiter.acquire_on_behalf_of(borrower)
+        try:
+            if self._closed:
+                # Closed while this request waited (a retry, the limiter): aiohttp would raise
+                # a bare RuntimeError from its closed session.
+                raise ClientClosedError(f"{self._name} is closed")
+            self.stats.requests += 1
             async with client.request(method, url, data=data, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -614,6 +600,8 @@ class Session:
                 url=url_text,
                 sent=True,
             ) from None
+        finally:
+            limiter.release_on_behalf_of(borrower)
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         body: Any = None
         if raw.strip():
