@@ -14,12 +14,10 @@ The point is the requests each spends, and whether the faults cost detection lag
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import tracking
-from benchmarks._baselines import POLL_INTERVAL, get_json_with_retries, zefort_session
+from benchmarks._baselines import get_json_with_retries
 from benchmarks._harness import Case, Goal, Row, Run
 
 if TYPE_CHECKING:
@@ -38,24 +36,7 @@ prepare = tracking.prepare
 
 async def naive_with_retries(ctx: Context) -> dict[str, Any]:
     """One coroutine per task, a GET per second, each GET retried on its own."""
-    base = ctx.server["zefort_url"]
-    seen: dict[str, float] = {}
-    async with zefort_session(ctx) as http:
-
-        async def follow(task_id: str) -> None:
-            url = f"{base}/api/tasks/{task_id}/"
-            while True:
-                task = await get_json_with_retries(http, url)
-                if task["backend_status"] != "pending":
-                    seen[task_id] = time.time()
-                    return
-                await asyncio.sleep(POLL_INTERVAL)
-
-        await asyncio.wait_for(
-            asyncio.gather(*(follow(task_id) for task_id in ctx.data["ids"])),
-            tracking.deadline(ctx),
-        )
-    return {"seen": seen, "items": len(seen)}
+    return await tracking.naive_loop(ctx, get_json_with_retries)
 
 
 CONTENDERS = {

@@ -25,6 +25,8 @@ from benchmarks._baselines import POLL_INTERVAL, get_json, zefort_session
 from benchmarks._harness import Case, Goal, Row, Run
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from benchmarks._client import Context
     from benchmarks._harness import Size
 
@@ -67,8 +69,8 @@ async def asyncbulk_tracker(ctx: Context) -> dict[str, Any]:
     return {"seen": seen, "items": len(seen), "note": note}
 
 
-async def naive_loop(ctx: Context) -> dict[str, Any]:
-    """One coroutine per task, `gather`, a GET per task every second."""
+async def naive_loop(ctx: Context, get: Callable[..., Awaitable[Any]] = get_json) -> dict[str, Any]:
+    """One coroutine per task, `gather`, a GET per task every second (through `get`)."""
     base = ctx.server["zefort_url"]
     seen: dict[str, float] = {}
     async with zefort_session(ctx) as http:
@@ -76,7 +78,7 @@ async def naive_loop(ctx: Context) -> dict[str, Any]:
         async def follow(task_id: str) -> None:
             url = f"{base}/api/tasks/{task_id}/"
             while True:
-                task = await get_json(http, url)
+                task = await get(http, url)
                 if task["backend_status"] != "pending":
                     seen[task_id] = time.time()
                     return
