@@ -3,6 +3,7 @@ import datetime as dt
 import anyio
 import pytest
 from aiohttp import web
+from loopback import serve
 
 from asyncbulk import (
     JobTimeoutError,
@@ -296,15 +297,8 @@ async def bare_server():
 
     app = web.Application()
     app.router.add_route("*", "/v1/ext/{kind:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}", answers
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url:
+        yield url, answers
 
 
 @pytest.mark.parametrize(
@@ -509,17 +503,11 @@ async def listing_server():
 
     app = web.Application()
     app.router.add_get("/v1/ext/background-job/{job}/entries", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        async with ChakraClient(
-            "t", base_url=f"http://{host}:{port}", retry=RetryPolicy.testing()
-        ) as client:
-            yield client, holder
-    finally:
-        await runner.cleanup()
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url, retry=RetryPolicy.testing()) as client,
+    ):
+        yield client, holder
 
 
 @pytest.mark.parametrize(

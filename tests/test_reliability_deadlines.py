@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 from aiohttp import web
+from loopback import serve
 
 from asyncbulk import (
     AsyncBulkError,
@@ -185,33 +186,24 @@ def rate_limit_app(retry_after: str) -> web.Application:
     return app
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 @pytest.mark.parametrize("retry_after", ["100000", "1e300", "Fri, 31 Dec 9999 23:59:59 GMT"])
 async def test_absurd_retry_after_cannot_stall_the_client(retry_after):
     """A 429 asking for days of silence fails fast, and later calls keep their deadlines."""
-    runner, url = await serve(rate_limit_app(retry_after))
-    try:
-        policy = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, budget=1.0)
-        async with ZefortClient("key", base_url=url, retry=policy) as zefort:
-            error, took = await timed(zefort.get_task("task_1"))
-            assert isinstance(error, RateLimitedError)
-            assert took < MARGIN
-            error, took = await timed(zefort.wait_for_task("task_1", timeout=0.5))
-            assert isinstance(error, JobTimeoutError)
-            assert took < 0.5 + MARGIN
-            # After the budget's worth of pause, requests flow again.
-            error, took = await timed(zefort.get_task("task_1"))
-            assert error is None
-            assert took < 1.0 + MARGIN
-    finally:
-        await runner.cleanup()
+    policy = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, budget=1.0)
+    async with (
+        serve(rate_limit_app(retry_after)) as url,
+        ZefortClient("key", base_url=url, retry=policy) as zefort,
+    ):
+        error, took = await timed(zefort.get_task("task_1"))
+        assert isinstance(error, RateLimitedError)
+        assert took < MARGIN
+        error, took = await timed(zefort.wait_for_task("task_1", timeout=0.5))
+        assert isinstance(error, JobTimeoutError)
+        assert took < 0.5 + MARGIN
+        # After the budget's worth of pause, requests flow again.
+        error, took = await timed(zefort.get_task("task_1"))
+        assert error is None
+        assert took < 1.0 + MARGIN
 
 
 def stalling_app() -> web.Application:
@@ -228,15 +220,14 @@ def stalling_app() -> web.Application:
 
 async def test_a_stalled_poll_cannot_hold_a_deadline_back():
     """A server that never answers a poll still gets JobTimeoutError at the deadline."""
-    runner, url = await serve(stalling_app())
-    try:
-        async with ZefortClient("key", base_url=url, retry=FAST) as zefort:
-            error, took = await timed(zefort.wait_for_task("task_1", timeout=0.5))
-            assert isinstance(error, JobTimeoutError)
-            assert error.unfinished == ("task_1",)
-            assert took < 0.5 + MARGIN
-    finally:
-        await runner.cleanup()
+    async with (
+        serve(stalling_app()) as url,
+        ZefortClient("key", base_url=url, retry=FAST) as zefort,
+    ):
+        error, took = await timed(zefort.wait_for_task("task_1", timeout=0.5))
+        assert isinstance(error, JobTimeoutError)
+        assert error.unfinished == ("task_1",)
+        assert took < 0.5 + MARGIN
 
 
 # -- cancellation leaves nothing behind ---------------------------------------------------------

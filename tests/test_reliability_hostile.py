@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from loopback import serve
 
 from asyncbulk import AsyncBulkError, RetryPolicy
 from asyncbulk.chakra import ChakraClient
@@ -70,25 +71,13 @@ class Server:
         return response
 
 
-async def start_server() -> tuple[web.AppRunner, Server]:
-    server = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    server.url = f"http://{host}:{port}"
-    return runner, server
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    runner, made = await start_server()
-    try:
+    made = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", made.handle)
+    async with serve(app) as made.url:
         yield made
-    finally:
-        await runner.cleanup()
 
 
 evil = server

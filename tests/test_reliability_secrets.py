@@ -23,6 +23,7 @@ from urllib.parse import quote
 import anyio
 import pytest
 from aiohttp import web
+from loopback import serve
 
 from asyncbulk import (
     AsyncBulkError,
@@ -302,15 +303,8 @@ def echo_app() -> web.Application:
 
 @pytest.fixture
 async def echo_url() -> AsyncIterator[str]:
-    runner = web.AppRunner(echo_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve(echo_app()) as url:
+        yield url
 
 
 #: Error pages and unreadable answers that quote the request's Authorization header.

@@ -14,6 +14,7 @@ import anyio
 import attrs
 import pytest
 from aiohttp import web
+from loopback import serve
 
 import asyncbulk
 from asyncbulk import (
@@ -85,14 +86,8 @@ async def server() -> AsyncIterator[Server]:
     srv = Server()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", srv.dispatch)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    srv.url = f"http://127.0.0.1:{port}"
-    yield srv
-    await runner.cleanup()
+    async with serve(app) as srv.url:
+        yield srv
 
 
 def script(*answers: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Handler:

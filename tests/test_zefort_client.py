@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
+from loopback import serve
 
 from asyncbulk import (
     AuthenticationError,
@@ -495,15 +496,8 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, object]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}", answers
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url:
+        yield url, answers
 
 
 @pytest.mark.anyio
