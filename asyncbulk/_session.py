@@ -374,6 +374,7 @@ class Session:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._secrets = tuple(s for s in auth.secrets() if s)
         register_secrets(self._secrets)
         self._client = session
@@ -494,9 +495,7 @@ class Session:
         if params:
             url = url.update_query(params)
         url_text = str(url)
-        headers = self._headers
-        if data is not None:
-            headers = {**headers, "Content-Type": "application/json"}
+        headers = self._headers if data is None else self._json_headers
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
         started = time.monotonic()
