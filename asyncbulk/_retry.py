@@ -6,14 +6,26 @@ import email.utils
 import math
 import random
 import time
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from asyncbulk._exceptions import ValidationError
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Answers that prove the server did not act on a request: 429 (refused before any work) and
+#: 503 (the service was not there). 502 and 504 come from a gateway that may have passed the
+#: request on, so they prove nothing.
+NOT_ACTED_ON: Final = frozenset({429, 503})
+
+
+def _statuses(value: Iterable[int]) -> frozenset[int]:
+    return frozenset(value)
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool = True) -> None:
@@ -52,7 +64,7 @@ class RetryPolicy:
     budget: float = 120.0
     retry_statuses: frozenset[int] = attrs.field(
         default=frozenset({429, 502, 503, 504}),
-        converter=frozenset,
+        converter=_statuses,
     )
     wait: bool = True
 
@@ -77,6 +89,15 @@ class RetryPolicy:
     def never(cls) -> RetryPolicy:
         """A policy that makes exactly one try."""
         return cls(attempts=1)
+
+    def for_unrepeatable(self) -> RetryPolicy:
+        """This policy for a request that must never take effect twice (a bulk submission).
+
+        Its statuses are narrowed to those that prove the server did not act (`NOT_ACTED_ON`),
+        and the request is to be sent with ``idempotent=False``, so a dropped connection or a
+        read timeout is never retried either.
+        """
+        return attrs.evolve(self, retry_statuses=self.retry_statuses & NOT_ACTED_ON)
 
     def retries_status(self, status: int, *, idempotent: bool) -> bool:
         """Whether an answer with this status is worth another try."""

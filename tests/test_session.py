@@ -683,3 +683,11 @@ def test_errors_scrub_the_credentials_of_live_clients() -> None:
         assert "<redacted>" in text
     anyio.run(session.aclose)
     assert secret in str(ProtocolError(f"later: {secret}"))
+
+
+def test_unrepeatable_requests_retry_only_what_proves_nothing_happened() -> None:
+    """A bulk submission's policy keeps only 429 and 503, and never widens the caller's set."""
+    assert RetryPolicy().for_unrepeatable().retry_statuses == {429, 503}
+    narrowed = RetryPolicy(retry_statuses={429, 502}).for_unrepeatable()
+    assert narrowed.retry_statuses == {429}
+    assert not narrowed.retries_status(502, idempotent=False)

@@ -22,6 +22,7 @@ from asyncbulk._exceptions import (
     ValidationError,
 )
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
+from asyncbulk._retry import NOT_ACTED_ON
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
 from asyncbulk.chakra._models import (
     ENTRY_STATUSES,
@@ -55,9 +56,6 @@ MAX_PAGE_SIZE: Final = 100
 _STALE_PAGES: Final = 10
 #: The largest batch the library will send in one request (the vendor documents no limit).
 MAX_BATCH_SIZE: Final = 10_000
-# Statuses that tell a bulk request was certainly not acted on, so sending it again cannot
-# start a second job: 429 (refused before any work) and 503 (the service was not there).
-_SAFE_TO_RESEND: Final = frozenset({429, 503})
 
 _JOB_PATH: Final = "/v1/ext/background-job/{job_id}"
 _ENTRIES_PATH: Final = "/v1/ext/background-job/{job_id}/entries"
@@ -157,10 +155,8 @@ class ChakraClient(ClientBase):
         ):
             raise ValidationError("poll_interval", "must be a (first, largest) pair of seconds")
         self._poll_interval = poll_interval
-        self._submit_retry = attrs.evolve(
-            self._session.retry,
-            retry_statuses=_SAFE_TO_RESEND,  # type: ignore[arg-type] # attrs' converter hides the type
-        )
+        # A bulk PATCH sent twice starts two jobs: retried only when it was certainly not acted on.
+        self._submit_retry = self._session.retry.for_unrepeatable()
         self.converter = make_chakra_converter()
         self._iterators: weakref.WeakSet[JobEntryPages] = weakref.WeakSet()
         self.job_source = ChakraJobSource(self)
@@ -528,7 +524,7 @@ def _outcome_unknown(error: AsyncBulkError) -> bool:
     if isinstance(error, RateLimitedError):
         return False
     if isinstance(error, APIError):
-        return error.status >= 500 and error.status not in _SAFE_TO_RESEND  # noqa: PLR2004
+        return error.status >= 500 and error.status not in NOT_ACTED_ON  # noqa: PLR2004
     # A 2xx we could not read, or one without a job id: the server took the request.
     return True
 

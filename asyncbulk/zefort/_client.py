@@ -15,8 +15,6 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-import attrs
-
 from asyncbulk._exceptions import (
     AsyncBulkError,
     NotFoundError,
@@ -53,8 +51,6 @@ logger: Final = logging.getLogger("asyncbulk")
 _BULK_UPDATE: Final = "/api/contracts/bulk_update/"
 _TASKS: Final = "/api/tasks/"
 _TASK: Final = "/api/tasks/{task_id}/"
-#: Statuses that prove the server did not act on a request: the only ones a POST is retried on.
-_NOT_ACTED_ON: Final = frozenset({429, 503})
 #: Statuses after which a POST may or may not have been carried out.
 _AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
 _LISTING_PREFETCH: Final = 4
@@ -244,8 +240,7 @@ class ZefortClient(ClientBase):
             APIError: the server refused the request.
         """
         body = _bulk_body(attributes, status, search, extra)
-        changes: dict[str, Any] = {"retry_statuses": _NOT_ACTED_ON}
-        policy = attrs.evolve(self._session.retry, **changes)
+        policy = self._session.retry.for_unrepeatable()
         try:
             response = await self._session.request(
                 "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
