@@ -144,6 +144,7 @@ class SQLiteJournal:
         self._ready: _Waiter | None = None
         self._done: _Waiter | None = None
         self._failure: JournalError | None = None
+        self._lost_writes = False
         self._closed = False
         self._open: set[str] = set()
         self._writes = 0
@@ -321,8 +322,8 @@ class SQLiteJournal:
             await asyncio.shield(self._done.future)
         finally:
             self._thread.join(timeout=0)
-        if self._failure is not None:
-            raise self._failure
+        if self._lost_writes:
+            raise JournalError(f"{self._path}: writes were lost: {self._failure}")
 
     async def _ensure_open(self) -> None:
         if self._closed:
@@ -407,7 +408,9 @@ class SQLiteJournal:
                 return
 
     def _commit(self, db: sqlite3.Connection, batch: list[_Op]) -> None:
-        if self._failure is None:
+        if self._failure is not None:
+            self._lost_writes = True
+        else:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for op in batch:
@@ -417,6 +420,7 @@ class SQLiteJournal:
                 if db.in_transaction:
                     db.rollback()
                 self._failure = JournalError(f"{self._path}: a write failed: {exc}")
+                self._lost_writes = True
             else:
                 self._transactions += 1
         for op in batch:
