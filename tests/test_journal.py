@@ -23,7 +23,7 @@ from asyncbulk import (
     SubmissionRecord,
     ValidationError,
 )
-from asyncbulk._journal import Journal, open_journal
+from asyncbulk._journal import Journal, SubmissionLog, TrackingLog, open_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -313,3 +313,63 @@ async def test_the_file_never_holds_a_credential(tmp_path):
     assert origin.account.encode() in stored
     assert token.encode() not in stored
     assert json.dumps(found.submissions[0].handle()).find(token) == -1
+
+
+# -- the recorders the submission and tracking code call ----------------------------------------
+
+
+def rows(path: os.PathLike[str], query: str) -> list[tuple[object, ...]]:
+    """What another connection to the file reads now."""
+    reader = sqlite3.connect(path)
+    try:
+        return reader.execute(query).fetchall()
+    finally:
+        reader.close()
+
+
+async def test_a_batch_is_on_disk_as_sending_before_its_request_and_accepted_before_reported(
+    tmp_path,
+):
+    """sending() and accepted() return only once another reader of the file sees them."""
+    path = tmp_path / "j.db"
+    async with SQLiteJournal(path, commit_interval=1.0) as journal:
+        log = await SubmissionLog.begin(journal, CHAKRA, target="leads", operation="update")
+        await log.sending(range(5))
+        assert rows(path, "SELECT start, stop, state FROM batches") == [(0, 5, "sending")]
+        await log.accepted(range(5), "j-1")
+        assert rows(path, "SELECT state, job_id FROM batches") == [("accepted", "j-1")]
+        await log.failed(range(5, 10), "unknown", "connection lost")
+        await log.not_sent(range(10, 15))
+        (found,) = (await journal.pending(CHAKRA)).submissions
+        assert [b.state for b in found.batches] == ["accepted", "unknown", "not_sent"]
+        await log.end()
+        assert (await journal.pending(CHAKRA)).submissions == ()
+
+
+async def test_a_failed_batch_error_is_stored_scrubbed_of_live_credentials(tmp_path):
+    """A server that echoes the token into an error cannot make the journal hold it."""
+    from asyncbulk.chakra import ChakraClient  # noqa: PLC0415 -- only this test needs it
+
+    token = "echoed-secret-token-987654321"
+    path = tmp_path / "j.db"
+    async with (
+        ChakraClient(token) as chakra,
+        SQLiteJournal(path) as journal,
+    ):
+        log = await SubmissionLog.begin(journal, chakra._origin, target="t", operation="update")
+        await log.failed(range(1), "rejected", f"400: bad token {token}")
+        await journal.flush()
+        (found,) = (await journal.pending(chakra._origin)).submissions
+    assert found.batches[0].error == "400: bad token <redacted>"
+    assert token.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+
+
+async def test_a_delivery_is_on_disk_before_delivered_returns(tmp_path):
+    """added() and finished() do not wait; delivered() returns once the file says so."""
+    path = tmp_path / "j.db"
+    async with SQLiteJournal(path, commit_interval=1.0) as journal:
+        log = TrackingLog(journal, CHAKRA, "job")
+        await log.added(["j-1", "j-2"])
+        await log.finished("j-1")
+        await log.delivered("j-1")
+        assert rows(path, "SELECT id, finished FROM jobs") == [("j-2", 0)]

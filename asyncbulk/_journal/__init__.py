@@ -1,8 +1,10 @@
 """The journal: submissions and tracked jobs recorded so that work survives a restart.
 
 `Journal` is the protocol; `SQLiteJournal` keeps the records in a file, `MemoryJournal` in
-memory (what a client uses when given no journal). `open_journal` turns a client's ``journal=``
-argument into a journal and says whether the client owns it.
+memory (what a client uses when given no journal). `SubmissionLog` and `TrackingLog` are what
+the submission and tracking code call, so which writes wait for the disk is decided in one
+place. `open_journal` turns a client's ``journal=`` argument into a journal and says whether
+the client owns it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from asyncbulk._exceptions import ValidationError
 from asyncbulk._journal._memory import MemoryJournal
 from asyncbulk._journal._protocol import JobKind, Journal, Pending, SubmissionRecord, TrackedJob
+from asyncbulk._journal._recorders import SubmissionLog, TrackingLog
 from asyncbulk._journal._sqlite import SCHEMA_VERSION, JournalStats, SQLiteJournal
 
 __all__ = [
@@ -22,8 +25,10 @@ __all__ = [
     "MemoryJournal",
     "Pending",
     "SQLiteJournal",
+    "SubmissionLog",
     "SubmissionRecord",
     "TrackedJob",
+    "TrackingLog",
     "open_journal",
 ]
 
