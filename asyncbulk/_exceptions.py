@@ -13,6 +13,7 @@ AsyncBulkError
 ├── ProtocolError            an answer that is not what the API promises
 ├── OutcomeUnknownError      a non-idempotent request may or may not have been carried out
 ├── SubmissionError          a bulk submission was accepted only in part
+├── JournalError             the journal cannot be opened or failed to write
 ├── BatchError               one batch of a submission not accepted (asyncbulk.chakra; in
 │                            SubmissionError.errors, naming the batch's input positions)
 └── JobTimeoutError          (also TimeoutError) a deadline passed with jobs still unfinished
@@ -39,6 +40,7 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedError",
     "JobTimeoutError",
+    "JournalError",
     "NotFoundError",
     "OutcomeUnknownError",
     "ProtocolError",
@@ -250,6 +252,14 @@ class SubmissionError(AsyncBulkError):
         super().__init__(message)
         self.submission = submission
         self.errors = tuple(errors)
+
+
+class JournalError(AsyncBulkError):
+    """The journal cannot be opened (a newer schema, not a journal) or a write to it failed.
+
+    After a failed write the journal refuses every later call with this error: what it holds
+    stops at its last commit, and the work it records must not go on as if it were recorded.
+    """
 
 
 class JobTimeoutError(AsyncBulkError, TimeoutError):

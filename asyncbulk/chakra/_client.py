@@ -21,6 +21,8 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._handles import Origin, fingerprint, read_handle
+from asyncbulk._journal import open_journal
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._retry import NOT_ACTED_ON
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
@@ -34,14 +36,17 @@ from asyncbulk.chakra._models import (
     structure_entry,
     structure_job,
 )
+from asyncbulk.chakra._resume import settle_interrupted, submission_from_handle
 from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
     import datetime as dt
+    import os
     from collections.abc import AsyncGenerator, Callable, Collection, Hashable
 
     import aiohttp
 
+    from asyncbulk._journal import Journal, Pending
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Response, Timeouts
     from asyncbulk._tracker import TrackIterator
@@ -111,6 +116,9 @@ class ChakraClient(ClientBase):
         allow_insecure_http: allow plain http:// to a host that is not loopback.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
+        journal: where submissions and tracked jobs are recorded to resume after a restart: a
+            file path (a `SQLiteJournal` the client opens and closes) or a `Journal` of your own
+            (used as is, never closed here); None keeps them in memory.
 
     Attributes:
         converter: the cattrs converter of the Chakra models (wire names live in its hooks).
@@ -133,6 +141,7 @@ class ChakraClient(ClientBase):
         allow_insecure_http: bool = False,
         max_batches_in_flight: int = 4,
         poll_interval: tuple[float, float] = (0.25, 5.0),
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         """Check the settings; no connection is made before the first request."""
         self._session = Session(
@@ -160,12 +169,72 @@ class ChakraClient(ClientBase):
         self.converter = make_chakra_converter()
         self._iterators: weakref.WeakSet[JobEntryPages] = weakref.WeakSet()
         self.job_source = ChakraJobSource(self)
+        self._origin = Origin(
+            vendor="chakra",
+            base_url=str(self._session.base_url),
+            account=fingerprint("chakra", token),
+        )
+        self._journal, self._owns_journal = open_journal(journal)
 
     async def aclose(self) -> None:
-        """Stop every entries iterator still reading, then close the session; idempotent."""
+        """Stop every entries iterator still reading, close the session and the journal it opened.
+
+        Idempotent.
+        """
         for pages in list(self._iterators):
             await pages.aclose()
-        await super().aclose()
+        try:
+            await super().aclose()
+        finally:
+            if self._owns_journal:
+                await self._journal.aclose()
+
+    @property
+    def journal(self) -> Journal:
+        """Where this client records submissions and tracked jobs."""
+        return self._journal
+
+    # -- handles and resuming ------------------------------------------------------------
+
+    async def resume(self, handle: Mapping[str, Any]) -> BackgroundJob | BulkSubmission:
+        """Rebuild the live object a handle names, fetching its current state.
+
+        A job's handle gives the `BackgroundJob` as it stands now; a submission's gives a
+        `BulkSubmission` whose accepted batches' jobs are fetched, and whose other batches
+        are listed in ``failed_batches`` (their items are not in the handle).
+
+        Args:
+            handle: what `BackgroundJob.handle` or a submission's ``handle()`` gave, possibly
+                after a trip through ``json.dumps`` and ``json.loads``.
+
+        Raises:
+            ValidationError: naming the field, before any request: another handle version,
+                vendor, base URL or account, a kind other than ``job`` or ``submission``, or
+                a malformed field.
+            NotFoundError: a job the handle names does not exist (any more).
+        """
+        kind, fields = read_handle(handle, self._origin, ("job", "submission"))
+        if kind == "job":
+            return await self.get_background_job(fields["job_id"])
+        return await submission_from_handle(fields, self.get_background_job, client=self)
+
+    async def resume_pending(self) -> Pending:
+        """What this client's journal holds unfinished, for this base URL and account.
+
+        Tracked jobs not yet delivered come back as `TrackedJob`s (``id``, ``handle()``, and
+        ``key`` to deduplicate a delivery), to track again: ``track_jobs(j.id for j in
+        pending.jobs)``. Submissions that never ended come back with their batches as
+        recorded, except that a batch left ``sending`` by a crash is settled first: Chakra
+        gives no way to tell whether it was accepted, so it becomes ``unknown``, with an error
+        saying so, and that is recorded. End a submission you have dealt with with
+        ``journal.end_submission(record.id)``.
+
+        Raises:
+            JournalError: the journal cannot be read or written.
+        """
+        pending = await self._journal.pending(self._origin)
+        submissions = [await settle_interrupted(self._journal, s) for s in pending.submissions]
+        return attrs.evolve(pending, submissions=tuple(submissions))
 
     # -- background jobs -----------------------------------------------------------------
 
@@ -178,7 +247,7 @@ class ChakraClient(ClientBase):
             ProtocolError: the answer lacks the job's id or has a field of the wrong type.
         """
         response = await self._session.request("GET", self._session.path(_JOB_PATH, job_id=job_id))
-        return _job_from(response)
+        return attrs.evolve(_job_from(response), origin=self._origin)
 
     async def wait_for_job(
         self,

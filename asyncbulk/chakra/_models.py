@@ -18,6 +18,7 @@ import attrs
 
 from asyncbulk._converter import make_converter
 from asyncbulk._exceptions import ProtocolError, ValidationError
+from asyncbulk._handles import Origin, job_handle  # Origin: cattrs resolves field types
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -507,6 +508,22 @@ class BackgroundJob:
     completed_at: dt.datetime | None = None
     status_counts: Mapping[str, int] = attrs.field(factory=dict, hash=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False, hash=False)
+    # Stamped by the client that built the job, for `handle`: never the client itself.
+    _origin: Origin | None = attrs.field(
+        default=None, alias="origin", kw_only=True, repr=False, eq=False, hash=False
+    )
+
+    def handle(self) -> dict[str, Any]:
+        """The job as a small JSON-serialisable dict, for `ChakraClient.resume`.
+
+        It names the vendor, the base URL, the account (by a fingerprint, not the token) and
+        the job id: ``{"asyncbulk_handle": 1, "vendor": "chakra", ..., "kind": "job",
+        "job_id": ...}``.
+
+        Raises:
+            ValidationError: the job was not built by a client (its origin is unknown).
+        """
+        return job_handle(self._origin, "job", self.id)
 
     @property
     def is_finished(self) -> bool:

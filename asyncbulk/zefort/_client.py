@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
 from asyncbulk._exceptions import (
     AsyncBulkError,
     NotFoundError,
@@ -24,6 +26,8 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._handles import Origin, fingerprint, read_handle
+from asyncbulk._journal import open_journal
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
@@ -36,10 +40,13 @@ from asyncbulk.zefort._models import (
 )
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Collection, Iterable
 
     import aiohttp
 
+    from asyncbulk._handles import BatchRecord
+    from asyncbulk._journal import Journal, Pending, SubmissionRecord
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Timeouts
     from asyncbulk._tracker import TrackerStats
@@ -153,6 +160,9 @@ class ZefortClient(ClientBase):
         polls_in_flight: polls and listing reads a tracker runs at once.
         listing_page_size: the page size asked of the pending listing; the server may answer
             with a smaller one, which is then used.
+        journal: where bulk updates and tracked tasks are recorded to resume after a restart:
+            a file path (a `SQLiteJournal` the client opens and closes) or a `Journal` of your
+            own (used as is, never closed here); None keeps them in memory.
 
     Raises:
         ValidationError: a setting is out of range, or the key is empty.
@@ -173,6 +183,7 @@ class ZefortClient(ClientBase):
         sweep_interval: float = 0.5,
         polls_in_flight: int = 8,
         listing_page_size: int = 1000,
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         """Check the settings; the connection pool opens on first use."""
         self._session = Session(
@@ -200,6 +211,91 @@ class ZefortClient(ClientBase):
         self._converter = make_zefort_converter()
         self._warned: set[str] = set()
         self.task_source = ZefortTaskSource(self)
+        self._origin = Origin(
+            vendor="zefort",
+            base_url=str(self._session.base_url),
+            account=fingerprint("zefort", api_key),
+        )
+        self._journal, self._owns_journal = open_journal(journal)
+
+    async def aclose(self) -> None:
+        """Close the session and the journal the client opened; idempotent."""
+        try:
+            await super().aclose()
+        finally:
+            if self._owns_journal:
+                await self._journal.aclose()
+
+    @property
+    def journal(self) -> Journal:
+        """Where this client records bulk updates and tracked tasks."""
+        return self._journal
+
+    # -- handles and resuming -----------------------------------------------------------------
+
+    async def resume(self, handle: Mapping[str, Any]) -> ZefortTask:
+        """Rebuild the task a handle names, as it stands now.
+
+        Args:
+            handle: what `ZefortTask.handle` gave, possibly after a trip through
+                ``json.dumps`` and ``json.loads``.
+
+        Raises:
+            ValidationError: naming the field, before any request: another handle version,
+                vendor, base URL or account, a kind other than ``task``, or a malformed field.
+            NotFoundError: the task does not exist (any more).
+        """
+        _, fields = read_handle(handle, self._origin, ("task",))
+        return await self.get_task(fields["task_id"])
+
+    async def resume_pending(self) -> Pending:
+        """What this client's journal holds unfinished, for this base URL and account.
+
+        Tracked tasks not yet delivered come back as `TrackedJob`s (``id``, ``handle()``, and
+        ``key`` to deduplicate a delivery), to track again. Bulk updates that never ended come
+        back with their batch as recorded, except that one left ``sending`` by a crash is
+        settled first, by the rule for an ambiguous failure: the pending tasks are searched
+        for one whose data is exactly the recorded request body; exactly one found is adopted
+        (``accepted`` with its id), otherwise the batch is ``unknown`` with the reason. The
+        settlement is recorded. End a bulk update you have dealt with with
+        ``journal.end_submission(record.id)``.
+
+        Raises:
+            JournalError: the journal cannot be read or written.
+        """
+        pending = await self._journal.pending(self._origin)
+        submissions = []
+        for submission in pending.submissions:
+            batches = []
+            for batch in submission.batches:
+                if batch.state == "sending":
+                    settled = await self._settle_sending(submission, batch)
+                    await self._journal.record_batch(submission.id, settled)
+                    batches.append(settled)
+                else:
+                    batches.append(batch)
+            submissions.append(attrs.evolve(submission, batches=tuple(batches)))
+        await self._journal.flush()
+        return attrs.evolve(pending, submissions=tuple(submissions))
+
+    async def _settle_sending(
+        self, submission: SubmissionRecord, batch: BatchRecord
+    ) -> BatchRecord:
+        """A batch a crash left ``sending``, settled by adoption with proof, or ``unknown``."""
+        body = (submission.request or {}).get("body")
+        if not isinstance(body, Mapping):
+            return attrs.evolve(
+                batch, state="unknown", error="the journal holds no request body to look for"
+            )
+        interrupted = AsyncBulkError("the process stopped while the request was being sent")
+        url = f"{self._session.base_url}{_BULK_UPDATE}"
+        try:
+            # The same proof as after an ambiguous failure: one pending task with exactly
+            # this body.
+            task = await self._adopt(dict(body), url, interrupted)
+        except OutcomeUnknownError as exc:
+            return attrs.evolve(batch, state="unknown", error=str(exc))
+        return attrs.evolve(batch, state="accepted", job_id=task.id, error=None)
 
     # -- bulk operations ----------------------------------------------------------------------
 
@@ -376,11 +472,12 @@ class ZefortClient(ClientBase):
 
     def _task(self, response: Response, method: str) -> ZefortTask:
         try:
-            return self._converter.structure(response.data, ZefortTask)
+            task = self._converter.structure(response.data, ZefortTask)
         except ProtocolError as exc:
             raise ProtocolError(
                 str(exc), method=method, url=response.url, status=response.status
             ) from None
+        return attrs.evolve(task, origin=self._origin)
 
     # -- following tasks ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import attrs
 
 from asyncbulk._converter import make_converter
 from asyncbulk._exceptions import ProtocolError
+from asyncbulk._handles import Origin, job_handle  # Origin: cattrs resolves field types
 
 if TYPE_CHECKING:
     import cattrs
@@ -67,6 +68,20 @@ class ZefortTask:
     description: str = ""
     details: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    # Stamped by the client that built the task, for `handle`: never the client itself.
+    _origin: Origin | None = attrs.field(default=None, alias="origin", repr=False, eq=False)
+
+    def handle(self) -> dict[str, Any]:
+        """The task as a small JSON-serialisable dict, for `ZefortClient.resume`.
+
+        It names the vendor, the base URL, the account (by a fingerprint, not the API key) and
+        the task id: ``{"asyncbulk_handle": 1, "vendor": "zefort", ..., "kind": "task",
+        "task_id": ...}``.
+
+        Raises:
+            ValidationError: the task was not built by a client (its origin is unknown).
+        """
+        return job_handle(self._origin, "task", self.id)
 
     @property
     def is_done(self) -> bool:

@@ -1,0 +1,124 @@
+"""`MemoryJournal`: the journal a client uses when given none; it lasts as long as the process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self
+
+import attrs
+
+from asyncbulk._exceptions import ValidationError
+from asyncbulk._journal._protocol import JobKind, Pending, SubmissionRecord, TrackedJob
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from asyncbulk._handles import BatchRecord, Origin
+
+__all__ = ["MemoryJournal"]
+
+
+class MemoryJournal:
+    """A `Journal` in memory: every write is as durable as the process, at once.
+
+    Nothing survives a restart; it gives a process the same records a file would, so code that
+    reads `pending` works the same with either.
+    """
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._submissions: dict[str, SubmissionRecord] = {}
+        self._jobs: dict[tuple[Origin, str], TrackedJob] = {}
+
+    def __repr__(self) -> str:
+        """What it holds, in counts."""
+        return f"MemoryJournal(submissions={len(self._submissions)}, jobs={len(self._jobs)})"
+
+    async def begin_submission(
+        self,
+        submission: SubmissionRecord,
+        *,
+        durable: bool = False,  # noqa: ARG002 -- every write is durable here
+    ) -> None:
+        """Record a new submission.
+
+        Raises:
+            ValidationError: a submission with this id is already recorded.
+        """
+        if submission.id in self._submissions:
+            raise ValidationError("submission.id", f"{submission.id!r} is already recorded")
+        self._submissions[submission.id] = submission
+
+    async def record_batch(
+        self,
+        submission_id: str,
+        batch: BatchRecord,
+        *,
+        durable: bool = False,  # noqa: ARG002 -- every write is durable here
+    ) -> None:
+        """Record a batch's state.
+
+        Raises:
+            ValidationError: no such submission.
+        """
+        submission = self._get(submission_id)
+        kept = [b for b in submission.batches if b.start != batch.start]
+        kept.append(batch)
+        kept.sort(key=lambda b: b.start)
+        self._submissions[submission_id] = attrs.evolve(submission, batches=tuple(kept))
+
+    async def end_submission(self, submission_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
+        """Record that a submission has nothing more to send: it is forgotten.
+
+        Raises:
+            ValidationError: no such submission.
+        """
+        self._get(submission_id)
+        del self._submissions[submission_id]
+
+    async def add_jobs(
+        self,
+        origin: Origin,
+        kind: JobKind,
+        job_ids: Sequence[str],
+        *,
+        durable: bool = False,  # noqa: ARG002 -- every write is durable here
+    ) -> None:
+        """Record jobs a tracker starts following."""
+        for job_id in job_ids:
+            self._jobs.setdefault((origin, job_id), TrackedJob(origin=origin, kind=kind, id=job_id))
+
+    async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
+        """Record that a tracker saw a job finished."""
+        job = self._jobs.get((origin, job_id))
+        if job is not None:
+            self._jobs[origin, job_id] = attrs.evolve(job, finished=True)
+
+    async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
+        """Record that the consumer took a job: it is forgotten."""
+        self._jobs.pop((origin, job_id), None)
+
+    async def pending(self, origin: Origin) -> Pending:
+        """Submissions not ended and jobs not delivered, for this origin."""
+        return Pending(
+            submissions=tuple(s for s in self._submissions.values() if s.origin == origin),
+            jobs=tuple(j for (o, _), j in self._jobs.items() if o == origin),
+        )
+
+    async def flush(self) -> None:
+        """Nothing to wait for: every write is done when it returns."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def __aenter__(self) -> Self:
+        """Nothing to open."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Nothing to close."""
+
+    def _get(self, submission_id: str) -> SubmissionRecord:
+        submission = self._submissions.get(submission_id)
+        if submission is None:
+            raise ValidationError("submission_id", f"no submission {submission_id!r} is recorded")
+        return submission
