@@ -13,7 +13,9 @@ import pytest
 from test_cli import EXAMPLE_JOB, Result, environment, run, write_lines
 from yarl import URL
 
+from asyncbulk import ValidationError
 from asyncbulk.cli._app import cli
+from asyncbulk.cli._input import UpdateFile
 from asyncbulk.testing import Simulator
 
 pytestmark = pytest.mark.anyio
@@ -259,3 +261,6 @@ async def test_chakra_job_takes_several_ids_and_writes_failures(sim, tmp_path):
     assert "NOPE-1" in written[3]["_error"]
     assert written[3]["update"] == {"data": {"city": "Nowhere"}}
     assert f"Wrote 4 updates to resubmit to {failed}." in result.stderr
+    # Read back, the entry that names no process stops the file at its line: never guessed.
+    with pytest.raises(ValidationError, match=r"failed\.jsonl line 4: "):
+        UpdateFile(str(failed)).check()

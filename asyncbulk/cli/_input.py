@@ -219,7 +219,9 @@ class UpdateFile:
                     if not any(cell.strip() for cell in row):
                         start = reader.line_num + 1
                         continue
-                    raise ValidationError(self._where(start), self._width_error(row, width))
+                    raise ValidationError(
+                        self._where(start), f"{len(row)} cells, but the header has {width} columns"
+                    )
                 yield build(start, row)
                 start = reader.line_num + 1
         except csv.Error as exc:
@@ -227,14 +229,6 @@ class UpdateFile:
                 "; a quote opened on this line is never closed" if "end of data" in str(exc) else ""
             )
             raise ValidationError(self._where(start), f"not valid CSV: {exc}{hint}") from None
-
-    def _width_error(self, row: list[str], width: int) -> str:
-        message = f"{len(row)} cells, but the header has {width} columns"
-        if any("\n" in cell for cell in row):
-            # The csv module reads an unclosed quote as one cell running on to the end of the
-            # file; that cell's newlines are the sign.
-            message += "; a quote opened on this line is never closed"
-        return message
 
     def _column(self, name: str) -> tuple[str, str | None]:
         """A header cell as the column's name and its declared type (``score:int``)."""
