@@ -285,8 +285,9 @@ def check_base_url(base_url: object, *, allow_insecure_http: bool) -> URL:
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
         raise ValidationError(
             "base_url",
-            f"plain http:// to {url.host} would send credentials in clear; use https:// "
-            "or pass allow_insecure_http=True",
+            f"plain http:// to {url.host} would send credentials in clear; use https://, or "
+            "allow it (allow_insecure_http=True in Python, --allow-insecure-http on the command "
+            "line)",
         )
     return url
 

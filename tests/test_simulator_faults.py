@@ -270,7 +270,7 @@ def test_public_names_are_sorted_and_complete():
 
 
 def test_standalone_server_serves_and_stops():
-    """`python -m asyncbulk.testing` prints both URLs and exits cleanly on Ctrl-C."""
+    """`python -m asyncbulk.testing` prints export lines and exits cleanly on Ctrl-C."""
     root = Path(__file__).resolve().parent.parent
     env = {
         **os.environ,
@@ -283,11 +283,10 @@ def test_standalone_server_serves_and_stops():
         env=env,
     )
     try:
-        chakra_line = process.stdout.readline()
-        zefort_line = process.stdout.readline()
-        assert chakra_line.startswith("Chakra: http://127.0.0.1:")
-        assert "Bearer chakra-sim-token" in chakra_line
-        assert zefort_line.startswith("Zefort: http://127.0.0.1:")
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("export CHAKRA_BASE_URL=http://127.0.0.1:")
+        assert lines[1] == "export CHAKRA_TOKEN=chakra-sim-token\n"
+        assert lines[2].startswith("export ZEFORT_BASE_URL=http://127.0.0.1:")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
     finally:

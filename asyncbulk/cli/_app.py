@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -18,7 +18,8 @@ from asyncbulk.cli._chakra import chakra_client, entries_command, job_command, u
 from asyncbulk.cli._demo import DemoPlan, run_demo
 from asyncbulk.cli._input import FORMATS, UpdateFile
 from asyncbulk.cli._output import Output
-from asyncbulk.cli._runner import EXIT_OK, EXIT_USAGE, Ledger, run_async
+from asyncbulk.cli._runner import EXIT_OK, Ledger, run_async
+from asyncbulk.cli._simulate import Delay, FaultOptions, SimulatorOptions, serve
 from asyncbulk.cli._zefort import (
     bulk_update_command,
     read_task_ids,
@@ -26,13 +27,22 @@ from asyncbulk.cli._zefort import (
     wait_command,
     zefort_client,
 )
-from asyncbulk.testing import Simulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 __all__ = ["cli", "run"]
 
+# The contract statuses Zefort documents: a value outside them is refused before any request.
+CONTRACT_STATUSES: Final = (
+    "archived",
+    "done",
+    "error",
+    "limited",
+    "processing",
+    "queued",
+    "review",
+)
 _CONTEXT: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -78,15 +88,17 @@ def _configure_logging(verbosity: int) -> None:
     help="-v logs each retry and warning on stderr; -vv every request.",
 )
 def cli(*, verbose: int) -> None:
-    r"""Push bulk changes through ChakraHQ and Zefort, follow every job, get the failures back.
+    """Push bulk changes through ChakraHQ and Zefort, follow every job, get the failures back.
 
     Start with `asyncbulk demo`: it runs the whole flow offline against the built-in simulator.
 
     \b
-    Exit status: 0 all succeeded; 1 some items or tasks failed (or the work met an error);
-    2 usage, input or authentication error (nothing sent); 130 interrupted (the ids already
-    submitted are printed on stderr).
-    """
+    Exit status:
+      0    all succeeded
+      1    some items or tasks failed (or the work met an error)
+      2    usage, input or authentication error (nothing sent)
+      130  interrupted (the ids already submitted are printed on stderr)
+    """  # noqa: D301 -- click's paragraph marker is the \b character itself, not a backslash
     _configure_logging(verbose)
 
 
@@ -116,13 +128,40 @@ def demo(*, updates: int, tasks: int, seed: int, json_mode: bool) -> int:
     then a summary. Status 0 when everything worked as designed.
     """
     output = Output(json_mode=json_mode)
-    ledger = Ledger()
+    # The demo's ids belong to its own simulator, gone when it stops: counts say enough.
+    ledger = Ledger(list_ids=False)
     plan = DemoPlan(updates=updates, tasks=tasks, seed=seed)
 
     async def work() -> int:
         return await run_demo(plan, output=output, ledger=ledger)
 
     return run_async(work, output=output, ledger=ledger)
+
+
+def _delay(_ctx: click.Context, _parameter: click.Parameter, value: str | None) -> Delay | None:
+    """Seconds as ``0.5`` or a range drawn uniformly as ``0.1-0.5``."""
+    if value is None:
+        return None
+    low, dash, high = value.partition("-")
+    try:
+        bounds = (float(low), float(high)) if dash else (float(value),) * 2
+    except ValueError:
+        raise click.BadParameter(
+            f"expected seconds such as 0.5 or 0.1-0.5, not {value!r}"
+        ) from None
+    if not 0 <= bounds[0] <= bounds[1] or not all(map(math.isfinite, bounds)):
+        raise click.BadParameter(f"expected 0 <= low <= high, not {value!r}")
+    return bounds if dash else bounds[0]
+
+
+def _fraction(help_text: str, *names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        *names,
+        type=click.FloatRange(0, 1),
+        default=0.0,
+        metavar="FRACTION",
+        help=help_text,
+    )
 
 
 @cli.command(context_settings=_CONTEXT)
@@ -133,57 +172,118 @@ def demo(*, updates: int, tasks: int, seed: int, json_mode: bool) -> int:
     show_default=True,
     help="Chakra's port; Zefort listens on the next one. 0 picks free ports.",
 )
+@click.option(
+    "--chakra-port", type=click.IntRange(0, 65535), help="Chakra's port (instead of --port)."
+)
+@click.option(
+    "--zefort-port", type=click.IntRange(0, 65535), help="Zefort's port (instead of --port + 1)."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Simulated seconds per real second (jobs and tasks run faster above 1).",
+)
+@click.option(
+    "--chakra-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20_000.0,
+    show_default=True,
+    help="Entries a Chakra job finishes per simulated second.",
+)
+@_fraction("Fraction of valid Chakra entries that end in ERROR.", "--chakra-error-rate")
+@click.option(
+    "--zefort-delay",
+    callback=_delay,
+    default="0.2-1",
+    show_default=True,
+    metavar="SECONDS",
+    help="Simulated seconds a Zefort task takes: 0.5, or a range 0.2-1.",
+)
+@_fraction('Fraction of Zefort tasks that end in "error".', "--zefort-failure-rate")
+@_fraction("Fraction of requests answered 429 with Retry-After.", "--rate-429", "rate_429")
+@click.option(
+    "--retry-after",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="The Retry-After those 429s send.",
+)
+@_fraction("Fraction of requests answered 503.", "--rate-503", "rate_503")
+@click.option(
+    "--latency",
+    callback=_delay,
+    metavar="SECONDS",
+    help="Delay before every request is handled: 0.05, or a range 0.01-0.2.",
+)
+@_fraction("Fraction of connections closed before the request is handled.", "--drop-before")
+@_fraction(
+    "Fraction of requests handled (a job or task is created), then the connection closed "
+    "without an answer.",
+    "--drop-after",
+)
+@_fraction(
+    "Fraction of requests handled, then answered with a body that is not JSON.", "--malformed"
+)
 @json_option
-def simulate(*, port: int, host: str, seed: int, json_mode: bool) -> int:
-    """Serve the simulated Chakra and Zefort APIs until Ctrl-C.
+def simulate(
+    *,
+    port: int,
+    chakra_port: int | None,
+    zefort_port: int | None,
+    host: str,
+    seed: int,
+    time_scale: float,
+    chakra_rate: float,
+    chakra_error_rate: float,
+    zefort_delay: Delay,
+    zefort_failure_rate: float,
+    rate_429: float,
+    retry_after: float,
+    rate_503: float,
+    latency: Delay | None,
+    drop_before: float,
+    drop_after: float,
+    malformed: float,
+    json_mode: bool,
+) -> int:
+    """Serve the simulated Chakra and Zefort APIs until Ctrl-C, with faults if asked.
 
     Prints the base URLs and credentials as the `export` lines the other commands read: paste
     them into another shell and run `asyncbulk chakra ...` or `asyncbulk zefort ...`. The
     simulator starts with the vendors' documentation examples: Chakra procedures
     `tele_sales` (primary key `lead_id`: EXT-TEST-143, LEAD-001, LEAD-910, LEAD-100) and
     `field_sales`, and Zefort contracts tagged "contracts of service", "nda", "lease".
+
+    The fault options make every request a candidate, each fault drawn at its rate (seeded
+    by --seed): for example `--rate-429 0.05 --rate-503 0.02 --drop-after 0.01`.
+    `python -m asyncbulk.testing` runs this same command.
     """
-    output = Output(json_mode=json_mode)
-
-    async def serve() -> int:
-        simulator = Simulator(
-            seed=seed,
-            host=host,
-            chakra_port=port,
-            zefort_port=port + 1 if port else 0,
-            keep_requests=False,
-        )
-        try:
-            await simulator.start()
-        except OSError as exc:
-            hint = " (try another --port, or --port 0)" if exc.errno == errno.EADDRINUSE else ""
-            output.error(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}")
-            return EXIT_USAGE
-        try:
-            settings = {
-                "CHAKRA_BASE_URL": simulator.chakra_url,
-                "CHAKRA_TOKEN": simulator.chakra_token,
-                "ZEFORT_BASE_URL": simulator.zefort_url,
-                "ZEFORT_API_KEY": simulator.zefort_api_key,
-            }
-            if json_mode:
-                output.json({name.lower(): value for name, value in settings.items()})
-            else:
-                output.stdout.print(
-                    "\n".join(f"export {name}={value}" for name, value in settings.items()),
-                    markup=False,
-                )
-                output.stdout.file.flush()
-                output.note("Serving the simulated Chakra and Zefort APIs; Ctrl-C stops.")
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await simulator.aclose()
-        return EXIT_OK  # pragma: no cover -- sleep_forever only ends by cancellation
-
-    return run_async(serve, output=output, ledger=Ledger(), stop_ok=True)
+    options = SimulatorOptions(
+        host=host,
+        chakra_port=port if chakra_port is None else chakra_port,
+        zefort_port=(port + 1 if port else 0) if zefort_port is None else zefort_port,
+        seed=seed,
+        time_scale=time_scale,
+        chakra_entries_per_second=chakra_rate,
+        chakra_error_rate=chakra_error_rate,
+        zefort_task_delay=zefort_delay,
+        zefort_failure_rate=zefort_failure_rate,
+        faults=FaultOptions(
+            rate_429=rate_429,
+            retry_after=retry_after,
+            rate_503=rate_503,
+            latency=latency,
+            drop_before=drop_before,
+            drop_after=drop_after,
+            malformed=malformed,
+        ),
+    )
+    return serve(options, output=Output(json_mode=json_mode))
 
 
 @cli.group(context_settings=_CONTEXT)
@@ -220,6 +320,12 @@ def _vendor_options(
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for option in (
             json_option,
+            click.option(
+                "--allow-insecure-http",
+                is_flag=True,
+                help="Allow a plain http:// base URL to a host other than this machine "
+                "(the credential then travels in clear).",
+            ),
             click.option(flag, envvar=flag_env, show_envvar=True, help=flag_help),
             click.option(
                 "--base-url",
@@ -271,6 +377,12 @@ _zefort_options = _vendor_options(
     show_default=True,
     help="Updates per request (one background job each).",
 )
+@click.option(
+    "--infer-types",
+    is_flag=True,
+    help="Send CSV cells that read as numbers or true/false as such (else every cell is a "
+    "string, unless its column is typed: score:int).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the jobs, then summarise what failed.")
 @click.option(
     "--failed-out",
@@ -286,33 +398,43 @@ def chakra_update(
     file: str,
     fmt: str | None,
     key: str | None,
+    infer_types: bool,
     batch_size: int,
     wait: bool,
     failed_out: Path | None,
     timeout: float,
     token: str | None,
+    allow_insecure_http: bool,
     base_url: str | None,
     json_mode: bool,
 ) -> int:
-    r"""Update processes of PROCEDURE from FILE (JSON Lines or CSV; - for stdin).
+    """Update processes of PROCEDURE from FILE (JSON Lines or CSV; - for stdin).
 
     \b
     JSON Lines: one update a line, naming the process by "id" or by its primary
     key, with the changes flat or under "update":
       {"lead_id": "LEAD-001", "data": {"city": "Goa"}, "status": "COMPLETED"}
+
+    \b
     CSV: a header row; the "id" or primary-key column (--key) names the process;
     state, status, assignedTo, nextActionAt and isDeleted set those fields, every
     other column is an attribute in "data"; an empty cell changes nothing.
 
+    \b
+    CSV cells are sent as strings, unless the column names a type after a colon
+    (score:int; types str, int, float, bool, json) or --infer-types is given:
+      lead_id,score:int,tags:json,vip:bool
+      LEAD-001,42,"[""north""]",true
+
     The whole file is checked before anything is sent: a bad line stops the command
     (status 2) with nothing submitted. It is read as a stream, never held whole.
-    """
+    """  # noqa: D301 -- click's paragraph marker is the \b character itself, not a backslash
     output = Output(json_mode=json_mode)
     ledger = Ledger()
 
     async def work() -> int:
-        client = chakra_client(token, base_url)
-        with UpdateFile(file, format=fmt, key=key) as source:
+        client = chakra_client(token, base_url, allow_insecure_http=allow_insecure_http)
+        with UpdateFile(file, format=fmt, key=key, infer_types=infer_types) as source:
             total = await anyio.to_thread.run_sync(source.check)
             if not total:
                 raise ValidationError(source.name, "holds no updates")
@@ -333,30 +455,45 @@ def chakra_update(
 
 
 @chakra.command("job", context_settings=_CONTEXT)
-@click.argument("job_id")
-@click.option("--wait", is_flag=True, help="Wait until the job has finished.")
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
+@click.option("--wait", is_flag=True, help="Wait until every job has finished.")
+@click.option(
+    "--failed-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the updates of the INVALID, ERROR and CANCELLED entries here, as JSON Lines "
+    "to resubmit (implies --wait).",
+)
 @_timeout_option
 @_chakra_options
 def chakra_job(
     *,
-    job_id: str,
+    job_ids: tuple[str, ...],
     wait: bool,
+    failed_out: Path | None,
     timeout: float,
     token: str | None,
+    allow_insecure_http: bool,
     base_url: str | None,
     json_mode: bool,
 ) -> int:
-    """Show background job JOB_ID and its entries per status.
+    """Show background jobs and their entries per status (one JSON object a line with --json).
 
-    Status 1 when the job failed or has INVALID, ERROR or CANCELLED entries.
+    Status 1 when a job failed or has INVALID, ERROR or CANCELLED entries.
     """
     output = Output(json_mode=json_mode)
     ledger = Ledger()
+    ids = read_task_ids(job_ids)
 
     async def work() -> int:
-        client = chakra_client(token, base_url)
+        client = chakra_client(token, base_url, allow_insecure_http=allow_insecure_http)
         return await job_command(
-            client, job_id=job_id, wait=wait, wait_seconds=timeout, output=output, ledger=ledger
+            client,
+            job_ids=ids,
+            wait=wait or failed_out is not None,
+            wait_seconds=timeout,
+            failed_out=failed_out,
+            output=output,
+            ledger=ledger,
         )
 
     return run_async(work, output=output, ledger=ledger)
@@ -383,6 +520,7 @@ def chakra_entries(
     status: str | None,
     fmt: str | None,
     token: str | None,
+    allow_insecure_http: bool,
     base_url: str | None,
     json_mode: bool,
 ) -> int:
@@ -397,7 +535,7 @@ def chakra_entries(
         fmt = "table" if output.stdout.is_terminal and not json_mode else "jsonl"
 
     async def work() -> int:
-        client = chakra_client(token, base_url)
+        client = chakra_client(token, base_url, allow_insecure_http=allow_insecure_http)
         return await entries_command(
             client, job_id=job_id, status=status and status.upper(), fmt=fmt, output=output
         )
@@ -428,7 +566,8 @@ def _json_object(
 )
 @click.option(
     "--status",
-    help="The contract status to set (archived, done, error, limited, processing, queued, review).",
+    type=click.Choice(CONTRACT_STATUSES, case_sensitive=False),
+    help="The contract status to set.",
 )
 @click.option(
     "--search",
@@ -451,6 +590,7 @@ def zefort_bulk_update(
     ack: bool,
     timeout: float,
     api_key: str | None,
+    allow_insecure_http: bool,
     base_url: str | None,
     json_mode: bool,
 ) -> int:
@@ -464,11 +604,11 @@ def zefort_bulk_update(
     ledger = Ledger()
 
     async def work() -> int:
-        client = zefort_client(api_key, base_url)
+        client = zefort_client(api_key, base_url, allow_insecure_http=allow_insecure_http)
         return await bulk_update_command(
             client,
             attributes=attributes,
-            status=status,
+            status=status and status.lower(),
             search=search,
             wait=wait or ack,
             acknowledge=ack,
@@ -491,6 +631,7 @@ def zefort_wait(
     ack: bool,
     timeout: float,
     api_key: str | None,
+    allow_insecure_http: bool,
     base_url: str | None,
     json_mode: bool,
 ) -> int:
@@ -511,7 +652,7 @@ def zefort_wait(
     ledger = Ledger()
 
     async def work() -> int:
-        client = zefort_client(api_key, base_url)
+        client = zefort_client(api_key, base_url, allow_insecure_http=allow_insecure_http)
         return await wait_command(
             client,
             task_ids=ids,
@@ -526,12 +667,16 @@ def zefort_wait(
 
 @zefort.command("tasks", context_settings=_CONTEXT)
 @_zefort_options
-def zefort_tasks(*, api_key: str | None, base_url: str | None, json_mode: bool) -> int:
+def zefort_tasks(
+    *, api_key: str | None, allow_insecure_http: bool, base_url: str | None, json_mode: bool
+) -> int:
     """List the pending tasks (those not yet acknowledged), all pages."""
     output = Output(json_mode=json_mode)
 
     async def work() -> int:
-        return await tasks_command(zefort_client(api_key, base_url), output=output)
+        return await tasks_command(
+            zefort_client(api_key, base_url, allow_insecure_http=allow_insecure_http), output=output
+        )
 
     return run_async(work, output=output, ledger=Ledger())
 

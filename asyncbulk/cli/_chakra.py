@@ -59,7 +59,9 @@ _ENTRY_COLUMNS: Final = (
 _TABLE_CHUNK: Final = 500
 
 
-def chakra_client(token: str | None, base_url: str | None) -> ChakraClient:
+def chakra_client(
+    token: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+) -> ChakraClient:
     """A client from the options (or CHAKRA_TOKEN and CHAKRA_BASE_URL).
 
     Raises:
@@ -68,7 +70,7 @@ def chakra_client(token: str | None, base_url: str | None) -> ChakraClient:
     if not token:
         raise ValidationError("--token", "no Chakra token: set CHAKRA_TOKEN or pass --token")
     if base_url:
-        return ChakraClient(token, base_url=base_url)
+        return ChakraClient(token, base_url=base_url, allow_insecure_http=allow_insecure_http)
     return ChakraClient(token)
 
 
@@ -356,39 +358,86 @@ def _write_line(
 async def job_command(
     client: ChakraClient,
     *,
-    job_id: str,
+    job_ids: Sequence[str],
     wait: bool,
     wait_seconds: float | None,
+    failed_out: Path | None,
     output: Output,
     ledger: Ledger,
 ) -> int:
-    """Show one background job; with `wait`, once it has finished."""
+    """Show background jobs; with `wait`, once each has finished (tracked together).
+
+    With `failed_out`, the entries of every job that failed (INVALID, ERROR, CANCELLED) are
+    written there as JSON Lines to resubmit.
+    """
     async with client:
         if wait:
-            ledger.waiting([job_id])
-            job = await client.wait_for_job(job_id, timeout=wait_seconds)
-            ledger.finished(job_id)
+            ledger.waiting(job_ids)
+            finished: dict[str, BackgroundJob] = {}
+            async with client.track_jobs(job_ids, timeout=wait_seconds) as tracked:
+                async for job in tracked:
+                    ledger.finished(job.id)
+                    finished[job.id] = job
+            jobs = [finished[job_id] for job_id in job_ids]
         else:
-            job = await client.get_background_job(job_id)
-    failed = _failed_count(job.status_counts)
+            jobs = [await client.get_background_job(job_id) for job_id in job_ids]
+        written = (
+            None if failed_out is None else await _write_failed_entries(client, failed_out, jobs)
+        )
     if output.json_mode:
-        output.json(_job_json(job))
+        output.json_lines(_job_json(job) for job in jobs)
     else:
-        state = "finished" if job.is_finished else "running"
-        output.show(f"Job {job.id}: {job.completion_status or 'unknown'} ({state})")
-        for label, when in (
-            ("created", job.created_at),
-            ("started", job.started_at),
-            ("completed", job.completed_at),
-        ):
-            if when is not None:
-                output.show(f"  {label}: {when.isoformat()}")
-        if job.status_counts:
-            output.show(_counts_table("Entries per status", job.status_counts))
-        if failed:
-            status = next(s for s in _FAILED_STATUSES if job.status_counts.get(s))
-            output.show(f"See them with: asyncbulk chakra entries {job.id} --status {status}")
-    return EXIT_FAILED if job.is_failed or failed else EXIT_OK
+        for job in jobs:
+            _show_job(output, job)
+    if written is not None:
+        output.note(f"Wrote {written:,} updates to resubmit to {failed_out}.")
+    failed = any(job.is_failed or _failed_count(job.status_counts) for job in jobs)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _show_job(output: Output, job: BackgroundJob) -> None:
+    state = "finished" if job.is_finished else "running"
+    output.show(f"Job {job.id}: {job.completion_status or 'unknown'} ({state})")
+    for label, when in (
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("completed", job.completed_at),
+    ):
+        if when is not None:
+            output.show(f"  {label}: {when.isoformat()}")
+    if job.status_counts:
+        output.show(_counts_table("Entries per status", job.status_counts))
+    if _failed_count(job.status_counts):
+        status = next(s for s in _FAILED_STATUSES if job.status_counts.get(s))
+        output.show(f"See them with: asyncbulk chakra entries {job.id} --status {status}")
+
+
+async def _write_failed_entries(
+    client: ChakraClient, path: Path, jobs: Sequence[BackgroundJob]
+) -> int:
+    """Write each failed entry of `jobs` as the update it recorded, as JSON Lines to resubmit.
+
+    An entry names its process by id when the server resolved one; one that does not (an
+    unknown primary key) is written with a ``_note`` and no identifier, so that reading the
+    file back stops at that line rather than guess.
+    """
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for job in jobs:
+            for status in _FAILED_STATUSES:
+                if not job.status_counts.get(status):
+                    continue
+                async for entry in client.iter_job_entries(job.id, completion_status=status):
+                    item: dict[str, Any] = {"update": dict(entry.process_update or {})}
+                    note = None
+                    if entry.process_id:
+                        item["id"] = entry.process_id
+                    else:
+                        note = f"entry {entry.id} of job {job.id} names no process: add its id"
+                    message = entry.validation_message or entry.completion_message or ""
+                    _write_line(out, item, status, message, note)
+                    count += 1
+    return count
 
 
 def entry_row(entry: JobEntry) -> dict[str, Any]:

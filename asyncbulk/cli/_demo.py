@@ -275,7 +275,8 @@ async def run_demo(plan: DemoPlan, *, output: Output, ledger: Ledger) -> int:
     output.note(
         f"asyncbulk demo: {plan.updates:,} Chakra process updates and {plan.tasks:,} Zefort bulk "
         f"updates against the built-in simulator (seed {plan.seed}), with 2% 429s (at most 60) "
-        "and 2% 503s injected."
+        "and 2% 503s injected.",
+        wrap=True,
     )
     progress = LiveProgress(output.stderr)
     async with Simulator(

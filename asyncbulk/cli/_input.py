@@ -11,6 +11,8 @@ import contextlib
 import csv
 import io
 import json
+import math
+import re
 import shutil
 import sys
 import tempfile
@@ -22,7 +24,7 @@ from asyncbulk import ValidationError
 from asyncbulk.chakra import ProcessUpdate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
 __all__ = ["FORMATS", "UpdateFile"]
@@ -66,22 +68,37 @@ class UpdateFile:
     set those fields; every other column is an attribute in ``data``. An empty cell changes
     nothing.
 
+    CSV cells are sent as strings, unless the column's header names a type after a colon
+    (``score:int``; types ``str``, ``int``, ``float``, ``bool``, ``json``) or `infer_types` is
+    set: then a cell that reads as an integer, a decimal number, ``true`` or ``false`` is sent
+    as that (a number with a leading zero, such as ``007``, stays a string). A typed column's
+    type wins over inference.
+
     Args:
         path: the file, or ``-`` for standard input.
         format: ``jsonl`` or ``csv``; by default from the file's extension (``jsonl`` for stdin).
         key: the primary-key attribute that identifies processes (a CSV column, or the only key
             JSON Lines objects may name besides ``id``).
+        infer_types: read numbers and booleans in CSV attribute cells as such.
 
     Raises:
         ValidationError: the format cannot be told from the name.
     """
 
-    def __init__(self, path: str, *, format: str | None = None, key: str | None = None) -> None:  # noqa: A002 -- the option's name
+    def __init__(
+        self,
+        path: str,
+        *,
+        format: str | None = None,  # noqa: A002 -- the option's name
+        key: str | None = None,
+        infer_types: bool = False,
+    ) -> None:
         """Remember the file; nothing is read yet."""
         self.name = "<stdin>" if path == "-" else path
         self._path = None if path == "-" else Path(path)
         self._spool: IO[bytes] | None = None
         self.key = key
+        self.infer_types = infer_types
         if format is None:
             suffix = "" if self._path is None else self._path.suffix.lower()
             format = "jsonl" if self._path is None else _EXTENSIONS.get(suffix)  # noqa: A001
@@ -180,28 +197,56 @@ class UpdateFile:
                 raise ValidationError(f"{where}: {exc.field}", exc.reason) from None
 
     def _csv(self, stream: IO[str]) -> Iterator[ProcessUpdate]:
-        reader = csv.reader(stream)
+        # strict: a quote never closed is an error, not one cell running on to the end of the
+        # file (which would send the rest of the file as one attribute value).
+        reader = csv.reader(stream, strict=True)
         try:
             header = [name.strip() for name in next(reader)]
         except StopIteration:
             raise ValidationError(self._where(1), "empty file: expected a header row") from None
         except csv.Error as exc:
             raise ValidationError(self._where(reader.line_num), f"not valid CSV: {exc}") from None
-        column = self._id_column(header)
-        build = self._csv_row_builder(header, column)
+        columns = [self._column(name) for name in header]
+        column = self._id_column([name for name, _ in columns])
+        build = self._csv_row_builder(columns, column)
         width = len(header)
+        # A record may span lines (a quoted cell holding a newline): errors name the line where
+        # it starts, which is where an unclosed quote is.
+        start = reader.line_num + 1
         try:
             for row in reader:
                 if len(row) != width:
                     if not any(cell.strip() for cell in row):
+                        start = reader.line_num + 1
                         continue
                     raise ValidationError(
-                        self._where(reader.line_num),
-                        f"{len(row)} cells, but the header has {width} columns",
+                        self._where(start), f"{len(row)} cells, but the header has {width} columns"
                     )
-                yield build(reader.line_num, row)
+                yield build(start, row)
+                start = reader.line_num + 1
         except csv.Error as exc:
-            raise ValidationError(self._where(reader.line_num), f"not valid CSV: {exc}") from None
+            hint = (
+                "; a quote opened on this line is never closed" if "end of data" in str(exc) else ""
+            )
+            raise ValidationError(self._where(start), f"not valid CSV: {exc}{hint}") from None
+
+    def _column(self, name: str) -> tuple[str, str | None]:
+        """A header cell as the column's name and its declared type (``score:int``)."""
+        base, colon, kind = name.rpartition(":")
+        if not colon:
+            return name, None
+        if kind not in _CSV_TYPES:
+            raise ValidationError(
+                self._where(1, name),
+                f"unknown type {kind!r} after the colon: expected one of {', '.join(_CSV_TYPES)}",
+            )
+        if not base:
+            raise ValidationError(self._where(1, name), "a column has no name before its type")
+        if base in _CSV_FIELDS:
+            raise ValidationError(
+                self._where(1, name), f"{base!r} sets a field of its own type: drop ':{kind}'"
+            )
+        return base, kind
 
     def _id_column(self, header: list[str]) -> int:
         seen: set[str] = set()
@@ -227,13 +272,16 @@ class UpdateFile:
             f"--key COLUMN (the header has {', '.join(header)})",
         )
 
-    def _csv_row_builder(self, header: list[str], id_column: int) -> Any:
-        id_name = header[id_column]
+    def _csv_row_builder(
+        self, columns: list[tuple[str, str | None]], id_column: int
+    ) -> Callable[[int, list[str]], ProcessUpdate]:
+        id_name = columns[id_column][0]
         by_id = id_name == "id"
+        infer = _infer if self.infer_types else None
         # Each column's role is decided once, not per row.
         roles = [
-            (index, name, _CSV_FIELDS.get(name))
-            for index, name in enumerate(header)
+            (index, name, _CSV_FIELDS.get(name), _CSV_TYPES[kind] if kind else infer)
+            for index, (name, kind) in enumerate(columns)
             if index != id_column
         ]
 
@@ -242,15 +290,17 @@ class UpdateFile:
             if not identifier:
                 raise ValidationError(self._where(line, id_name), "the identifier is empty")
             fields: dict[str, Any] = {"id": identifier} if by_id else {"key": (id_name, identifier)}
-            data: dict[str, str] = {}
-            for index, name, field in roles:
+            data: dict[str, Any] = {}
+            for index, name, field, convert in roles:
                 cell = row[index]
                 if cell == "":
                     continue
-                if field is None:
+                if field is not None:
+                    fields[field] = _csv_value(self._where(line, name), field, cell)
+                elif convert is None:
                     data[name] = cell
                 else:
-                    fields[field] = _csv_value(self._where(line, name), field, cell)
+                    data[name] = convert(self._where(line, name), cell)
             if data:
                 fields["data"] = data
             return self._build(self._where(line), fields)
@@ -258,14 +308,72 @@ class UpdateFile:
         return build
 
 
+def _as_int(where: str, cell: str) -> int:
+    try:
+        return int(cell.strip())
+    except ValueError:
+        raise ValidationError(where, f"expected an integer, not {cell!r}") from None
+
+
+def _as_float(where: str, cell: str) -> float:
+    try:
+        value = float(cell.strip())
+    except ValueError:
+        raise ValidationError(where, f"expected a number, not {cell!r}") from None
+    if not math.isfinite(value):
+        raise ValidationError(where, f"expected a finite number, not {cell!r}")
+    return value
+
+
+def _as_bool(where: str, cell: str) -> bool:
+    folded = cell.strip().lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise ValidationError(where, f"expected true or false, not {cell!r}")
+
+
+def _as_json(where: str, cell: str) -> Any:
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(where, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def _as_str(_where: str, cell: str) -> str:
+    return cell
+
+
+_CSV_TYPES: Final[Mapping[str, Callable[[str, str], Any]]] = {
+    "str": _as_str,
+    "int": _as_int,
+    "float": _as_float,
+    "bool": _as_bool,
+    "json": _as_json,
+}
+# What --infer-types reads as a number: no sign but minus, no leading zero (a postal code or an
+# account number such as 007 stays text), no exponent, no "nan" or "inf".
+_INTEGER: Final = re.compile(r"-?(0|[1-9][0-9]*)")
+_DECIMAL: Final = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+")
+
+
+def _infer(_where: str, cell: str) -> Any:
+    if _INTEGER.fullmatch(cell):
+        return int(cell)
+    if _DECIMAL.fullmatch(cell):
+        return float(cell)
+    folded = cell.lower()
+    if folded == "true":
+        return True
+    if folded == "false":
+        return False
+    return cell
+
+
 def _csv_value(where: str, field: str, cell: str) -> Any:
     if field == "is_deleted":
-        folded = cell.strip().lower()
-        if folded in _TRUE:
-            return True
-        if folded in _FALSE:
-            return False
-        raise ValidationError(where, f"expected true or false, not {cell!r}")
+        return _as_bool(where, cell)
     if field == "next_action_at" and not cell.strip().isdigit():
         # Besides epoch milliseconds, a CSV may hold an ISO 8601 time with its offset.
         try:

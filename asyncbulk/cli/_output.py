@@ -7,8 +7,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
+from rich.cells import cell_len
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -39,11 +41,13 @@ class Output:
     def __init__(self, *, json_mode: bool) -> None:
         """Open consoles on the two streams."""
         self.json_mode = json_mode
-        self.stdout = Console(highlight=False, soft_wrap=True)
+        # Text wraps at word boundaries, to the terminal (or COLUMNS); lines pasted into a shell
+        # are printed with soft_wrap=True where they are written.
+        self.stdout = Console(highlight=False)
         if not self.stdout.is_terminal and "COLUMNS" not in os.environ:
             # Piped or redirected, tables get room for whole ids rather than rich's 80 columns.
             self.stdout.width = _PIPE_WIDTH
-        self.stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.stderr = Console(stderr=True, highlight=False)
 
     @property
     def stderr_is_terminal(self) -> bool:
@@ -63,17 +67,56 @@ class Output:
             write(dumps(document) + "\n")
 
     def show(self, *renderables: RenderableType) -> None:
-        """Print tables or text for a person on stdout (nothing in ``--json`` mode)."""
-        if not self.json_mode:
-            self.stdout.print(*renderables)
+        """Print tables or text for a person on stdout (nothing in ``--json`` mode).
 
-    def note(self, message: str) -> None:
-        """One line of information on stderr, printed as is (no markup)."""
-        self.stderr.print(message, markup=False, highlight=False)
+        Text wraps between words. A table too wide for the terminal even with every cell
+        wrapped between words is printed as one paragraph a row instead, rather than have rich
+        cut words (and ids) in two.
+        """
+        if self.json_mode:
+            return
+        for renderable in renderables:
+            if isinstance(renderable, Table) and not _fits(self.stdout, renderable):
+                self.stdout.print(*_rows_as_text(renderable), sep="\n")
+            else:
+                self.stdout.print(renderable)
+
+    def note(self, message: str, *, wrap: bool = False) -> None:
+        """Information on stderr, printed as is (no markup).
+
+        Args:
+            message: the text.
+            wrap: wrap it between words to the terminal's width; by default it stays one line
+                (ids to paste, a line a log reader greps).
+        """
+        self.stderr.print(message, markup=False, highlight=False, soft_wrap=not wrap)
 
     def error(self, message: str) -> None:
         """One line naming an error, on stderr."""
-        self.stderr.print(f"asyncbulk: error: {message}", markup=False, highlight=False)
+        self.stderr.print(
+            f"asyncbulk: error: {message}", markup=False, highlight=False, soft_wrap=True
+        )
+
+
+def _fits(console: Console, grid: Table) -> bool:
+    # The least width at which no word is cut: each column's longest word, plus " │ " between
+    # columns (the tables `table` makes have no outer edge and no outer padding).
+    def longest(column: Column) -> int:
+        texts = (str(column.header), *(str(cell) for cell in column.cells))
+        return max((cell_len(word) for text in texts for word in text.split()), default=0)
+
+    least = sum(map(longest, grid.columns)) + 3 * (len(grid.columns) - 1)
+    return least <= console.width
+
+
+def _rows_as_text(grid: Table) -> list[Text]:
+    headers = [str(column.header) for column in grid.columns]
+    cells = [[str(cell) for cell in column.cells] for column in grid.columns]
+    lines = [Text(str(grid.title), style="bold")] if grid.title else []
+    for row in zip(*cells, strict=True):
+        pairs = [f"{header}: {cell}" for header, cell in zip(headers, row, strict=True) if cell]
+        lines.append(Text("- " + "; ".join(pairs)))
+    return lines
 
 
 def table(

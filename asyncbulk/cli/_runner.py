@@ -38,10 +38,15 @@ class Ledger:
 
     Filled as the work goes, so that whatever stops it (Ctrl-C, an error, a deadline) the user
     is told every job and task already submitted: nothing submitted is lost track of.
+
+    Args:
+        list_ids: print the ids themselves; without, only how many (the demo's ids belong to a
+            simulator that stops with it, and ten thousand of them would flood the terminal).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, list_ids: bool = True) -> None:
         """Start empty."""
+        self.list_ids = list_ids
         self.jobs: list[str] = []
         self.tasks: list[str] = []
         self._waiting: dict[str, None] = {}
@@ -67,17 +72,33 @@ class Ledger:
         """The ids waited for that have not finished."""
         return list(self._waiting)
 
-    def as_json(self) -> dict[str, list[str]]:
-        """The ids, for a JSON report."""
-        return {"chakra_jobs": self.jobs, "zefort_tasks": self.tasks, "unfinished": self.unfinished}
+    def as_json(self) -> dict[str, list[str] | int]:
+        """The ids (or their counts, without `list_ids`), for a JSON report."""
+        report = {
+            "chakra_jobs": self.jobs,
+            "zefort_tasks": self.tasks,
+            "unfinished": self.unfinished,
+        }
+        if self.list_ids:
+            return dict(report)
+        return {name: len(ids) for name, ids in report.items()}
 
     def tell(self, output: Output) -> None:
-        """Print the ids on stderr, one category a line, ready to paste into another command."""
-        for label, ids in (
+        """Print the ids on stderr, one category a line, ready to paste into another command.
+
+        Without `list_ids`, one line of counts.
+        """
+        categories = (
             ("Chakra jobs submitted", self.jobs),
             ("Zefort tasks submitted", self.tasks),
             ("still unfinished", self.unfinished),
-        ):
+        )
+        if not self.list_ids:
+            counts = [f"{label}: {len(ids):,}" for label, ids in categories if ids]
+            if counts:
+                output.note("; ".join(counts))
+            return
+        for label, ids in categories:
             if ids:
                 output.note(f"{label} ({len(ids)}): {' '.join(ids)}")
 

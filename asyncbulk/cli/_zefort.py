@@ -6,10 +6,10 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
-from asyncbulk import JobTimeoutError, ValidationError
+from asyncbulk import JobTimeoutError, NotFoundError, ValidationError
 from asyncbulk.cli._output import table
 from asyncbulk.cli._progress import LiveProgress
-from asyncbulk.cli._runner import EXIT_FAILED, EXIT_OK
+from asyncbulk.cli._runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from asyncbulk.zefort import ZefortClient
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ _SHOWN_FAILURES: Final = 10
 _TABLE_CHUNK: Final = 500
 
 
-def zefort_client(api_key: str | None, base_url: str | None) -> ZefortClient:
+def zefort_client(
+    api_key: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+) -> ZefortClient:
     """A client from the options (or ZEFORT_API_KEY and ZEFORT_BASE_URL).
 
     Raises:
@@ -43,7 +45,7 @@ def zefort_client(api_key: str | None, base_url: str | None) -> ZefortClient:
             "--api-key", "no Zefort API key: set ZEFORT_API_KEY or pass --api-key"
         )
     if base_url:
-        return ZefortClient(api_key, base_url=base_url)
+        return ZefortClient(api_key, base_url=base_url, allow_insecure_http=allow_insecure_http)
     return ZefortClient(api_key)
 
 
@@ -130,6 +132,7 @@ async def wait_command(
     progress.add("retries", read=lambda: client.stats.retries)
     finished: list[ZefortTask] = []
     timed_out: JobTimeoutError | None = None
+    missing: list[str] = []
     ledger.waiting(task_ids)
     async with client:
         with progress:
@@ -145,6 +148,10 @@ async def wait_command(
                             output.stdout.print(_describe(task), markup=False)
             except JobTimeoutError as exc:
                 timed_out = exc
+            except NotFoundError:
+                missing = await _missing(client, ledger.unfinished)
+                for task_id in missing:
+                    ledger.finished(task_id)
     counts = Counter(task.backend_status for task in finished)
     failed = [task for task in finished if task.is_failed]
     if output.json_mode:
@@ -153,17 +160,35 @@ async def wait_command(
                 "tasks": [task_json(task) for task in finished],
                 "counts": dict(counts),
                 "unfinished": ledger.unfinished,
-                "ok": not failed and timed_out is None,
+                "missing": missing,
+                "ok": not failed and timed_out is None and not missing,
                 "seconds": round(time.monotonic() - started, 3),
             }
         )
     else:
         summary = ", ".join(f"{n:,} {status}" for status, n in counts.most_common())
         output.show(f"{len(finished):,} of {len(task_ids):,} tasks finished: {summary or 'none'}.")
+    if missing:
+        output.error(
+            f"no such task{'s' if len(missing) > 1 else ''}: "
+            f"{' '.join(missing)} (check the ids and ZEFORT_BASE_URL)"
+        )
+        return EXIT_USAGE
     if timed_out is not None:
         output.error(f"{len(ledger.unfinished):,} tasks still unfinished after the deadline")
         ledger.tell(output)
     return EXIT_OK if not failed and timed_out is None else EXIT_FAILED
+
+
+async def _missing(client: ZefortClient, task_ids: Sequence[str]) -> list[str]:
+    """Which of the tasks not delivered the server says do not exist, asked one by one."""
+    missing = []
+    for task_id in task_ids:
+        try:
+            await client.get_task(task_id)
+        except NotFoundError:
+            missing.append(task_id)
+    return missing
 
 
 async def tasks_command(client: ZefortClient, *, output: Output) -> int:
