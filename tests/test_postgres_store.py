@@ -1,5 +1,7 @@
 """`asyncbulk.postgres.PostgresStore` against the real PostgreSQL: claims, fencing, delivery."""
 
+# ruff: noqa: S608 -- the statements name the test's own schema, never outside input
+
 from __future__ import annotations
 
 import anyio
@@ -72,7 +74,7 @@ async def test_tables_are_created_once_with_a_version(pg_dsn, pg_schema) -> None
     connection = await asyncpg.connect(pg_dsn)
     try:
         version = await connection.fetchval(
-            f'SELECT value FROM "{pg_schema}".meta WHERE name = $1',  # noqa: S608 -- the test's own schema
+            f'SELECT value FROM "{pg_schema}".meta WHERE name = $1',
             "schema_version",
         )
         tables = await connection.fetchval(
@@ -88,10 +90,10 @@ async def test_a_newer_schema_is_refused(pg_dsn, pg_schema, store) -> None:
     """Tables stamped by a newer asyncbulk raise SchemaVersionError and are left as they are."""
     connection = await asyncpg.connect(pg_dsn)
     try:
-        await connection.execute(f'UPDATE "{pg_schema}".meta SET value = 99')  # noqa: S608 -- the test's own schema
+        await connection.execute(f'UPDATE "{pg_schema}".meta SET value = 99')
         with pytest.raises(SchemaVersionError) as caught:
             await PostgresStore(pg_dsn, schema=pg_schema).open()
-        assert await connection.fetchval(f'SELECT value FROM "{pg_schema}".meta') == 99  # noqa: S608 -- the test's own schema
+        assert await connection.fetchval(f'SELECT value FROM "{pg_schema}".meta') == 99
     finally:
         await connection.close()
     assert caught.value.found == 99
@@ -152,7 +154,7 @@ async def test_a_claim_skips_rows_another_transaction_locks(pg_dsn, pg_schema, s
     try:
         async with locker.transaction():
             await locker.execute(
-                f'SELECT 1 FROM "{pg_schema}".jobs WHERE id = ANY($1::text[]) FOR UPDATE',  # noqa: S608 -- the test's own schema
+                f'SELECT 1 FROM "{pg_schema}".jobs WHERE id = ANY($1::text[]) FOR UPDATE',
                 ids[:5],
             )
             with anyio.fail_after(5):
@@ -180,7 +182,7 @@ async def test_a_fenced_off_worker_records_nothing(pg_dsn, pg_schema, store) -> 
     connection = await asyncpg.connect(pg_dsn)
     try:
         row = await connection.fetchrow(
-            f'SELECT finished_by, finished_epoch, result::text FROM "{pg_schema}".jobs'  # noqa: S608 -- the test's own schema
+            f'SELECT finished_by, finished_epoch, result::text FROM "{pg_schema}".jobs'
         )
     finally:
         await connection.close()

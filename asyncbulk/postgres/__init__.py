@@ -2,7 +2,9 @@
 
 Needs the ``postgres`` extra (``pip install 'asyncbulk[postgres]'``). `PostgresStore` keeps
 workers and their heartbeats, claims fenced by an epoch, finishes recorded once, deliveries to
-one consumer at a time, and the journal's submissions and batches.
+one consumer at a time, and the journal's submissions and batches. `Worker` is the engine the
+``asyncbulk worker`` command runs: it tracks a share of the store's jobs, polling them from
+memory, and delivers the finished ones to a hook.
 """
 
 from asyncbulk.postgres._records import (
@@ -21,6 +23,7 @@ from asyncbulk.postgres._records import (
 )
 from asyncbulk.postgres._schema import SCHEMA_VERSION, SchemaVersionError
 from asyncbulk.postgres._store import PostgresStore
+from asyncbulk.postgres._worker import JobPoller, Worker, WorkerStats, ZefortPoller
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -28,6 +31,7 @@ __all__ = [
     "Claim",
     "Delivery",
     "JobKey",
+    "JobPoller",
     "OriginLike",
     "PostgresStore",
     "SchemaVersionError",
@@ -38,4 +42,7 @@ __all__ = [
     "StoredSubmission",
     "SubmissionLike",
     "SweepResult",
+    "Worker",
+    "WorkerStats",
+    "ZefortPoller",
 ]

@@ -231,21 +231,31 @@ class PostgresStore:
 
     # Claims and finishes.
 
-    async def claim(self, worker_id: str, *, limit: int) -> list[Claim]:
+    async def claim(
+        self, worker_id: str, *, limit: int, origin: OriginLike | None = None
+    ) -> list[Claim]:
         """Claim up to ``limit`` unclaimed, unfinished jobs for a registered worker.
 
         Workers claiming at the same moment take disjoint shares and never wait for one
         another (``FOR UPDATE SKIP LOCKED``). Each claim increments the job's epoch. A worker
         that is not registered (it was swept) claims nothing.
 
+        Args:
+            worker_id: the claiming worker.
+            limit: the most jobs to claim.
+            origin: claim only jobs of this vendor, base URL and account (the ones the
+                worker's client can poll); None claims any.
+
         Raises:
             ValidationError: ``limit`` is not a positive integer.
         """
         _check_count("limit", limit)
+        where = (None, None, None) if origin is None else _origin(origin)
         rows = await self._fetch(
             "claims",
             f"WITH picked AS (SELECT vendor, base_url, account, id FROM {self._s}.jobs "  # noqa: S608 -- schema checked
             "  WHERE finished_at IS NULL AND owner IS NULL "
+            "  AND ($3::text IS NULL OR (vendor, base_url, account) = ($3, $4, $5)) "
             f"  AND EXISTS (SELECT 1 FROM {self._s}.workers WHERE id = $1) "
             "  ORDER BY added_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
             f"UPDATE {self._s}.jobs j SET owner = $1, epoch = j.epoch + 1 FROM picked "
@@ -254,6 +264,7 @@ class PostgresStore:
             "RETURNING j.vendor, j.base_url, j.account, j.id, j.kind, j.epoch",
             worker_id,
             limit,
+            *where,
         )
         return [
             Claim(key=_key(row), kind=cast("JobKind", row["kind"]), epoch=row["epoch"])
@@ -620,6 +631,10 @@ class PostgresStore:
         return TransportError(
             type(error).__name__, method="SQL", url=self._where, sent=self._pool is not None
         )
+
+
+def _origin(origin: OriginLike) -> tuple[str, str, str]:
+    return (origin.vendor, origin.base_url, origin.account)
 
 
 def _key(row: asyncpg.Record) -> JobKey:
