@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from asyncbulk import ValidationError, ZefortClient
 from asyncbulk.postgres import PostgresStore, Worker, ZefortPoller
+from asyncbulk.redis import RedisRateLimit
 from asyncbulk.testing import Simulator
 
 pytestmark = pytest.mark.anyio
@@ -242,3 +244,52 @@ async def test_four_workers_one_killed(pg_dsn, pg_schema, tmp_path) -> None:
 async def test_four_workers_one_killed_at_scale(pg_dsn, pg_schema, tmp_path) -> None:
     """3,000 tasks, 4 worker processes, one SIGKILLed mid-run: 0 lost, 0 finished twice."""
     await run_kill_test(pg_dsn, pg_schema, tmp_path, 3000)
+
+
+async def test_workers_keep_to_a_limit_shared_through_redis(
+    pg_dsn, pg_schema, redis_address, redis_prefix
+) -> None:
+    """Two workers polling through one RedisRateLimit of 20/s: no second above 22 polls."""
+    async with (
+        Simulator(zefort_task_delay=3600) as sim,
+        PostgresStore(pg_dsn, schema=pg_schema) as store,
+        ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url) as zefort,
+    ):
+        origin = Origin("zefort", sim.zefort_url)
+        await store.add_jobs(origin, "task", make_tasks(sim, 60))
+        stop = anyio.Event()
+        limits = [
+            RedisRateLimit(
+                redis_address,
+                per_second=20,
+                vendor="zefort",
+                account=origin.account,
+                key_prefix=redis_prefix,
+            )
+            for _ in range(2)
+        ]
+        workers = [
+            Worker(
+                store,
+                ZefortPoller(zefort, limiter=limit),
+                claim_batch=30,
+                heartbeat_interval=0.2,
+                expiry=2,
+                poll_interval=0.1,
+            )
+            for limit in limits
+        ]
+        try:
+            async with anyio.create_task_group() as group:
+                for worker in workers:
+                    group.start_soon(lambda w=worker: w.run(stop=stop))
+                await anyio.sleep(3)
+                stop.set()
+        finally:
+            for limit in limits:
+                await limit.aclose()
+        arrivals = sorted(r.at for r in sim.records.requests if r.route == "/api/tasks/{id}/")
+    busiest = max(bisect.bisect_left(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
+    print(f"{len(arrivals)} polls in 3 s, busiest second {busiest}")
+    assert all(worker.statistics().polls > 0 for worker in workers)
+    assert busiest <= 22

@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import attrs
 
-from asyncbulk._exceptions import AsyncBulkError, ValidationError
+from asyncbulk._exceptions import AsyncBulkError, RateLimitedError, ValidationError
 
 if TYPE_CHECKING:
     from asyncbulk.postgres._records import Claim, Delivery, JobKey, OriginLike
     from asyncbulk.postgres._store import PostgresStore
+    from asyncbulk.redis import SharedLimiter
     from asyncbulk.zefort import ZefortClient
 
 __all__ = ["JobPoller", "Worker", "WorkerStats", "ZefortPoller"]
@@ -51,19 +52,51 @@ class JobPoller(Protocol):
 
 
 class ZefortPoller:
-    """A `JobPoller` reading each task with `ZefortClient.get_task`."""
+    """A `JobPoller` reading each task with `ZefortClient.get_task`.
 
-    def __init__(self, client: ZefortClient) -> None:
-        """Poll through ``client`` (the caller opens and closes it)."""
+    Given a shared limiter (`asyncbulk.redis.RedisRateLimit`), every poll first waits for it,
+    and a 429 pauses every process sharing it, so the workers together keep to the account's
+    rate.
+    """
+
+    def __init__(
+        self,
+        client: ZefortClient,
+        *,
+        limiter: SharedLimiter | None = None,
+        limiter_wait: float = 30.0,
+    ) -> None:
+        """Poll through ``client`` (the caller opens and closes it).
+
+        Args:
+            client: the client of the account the tasks belong to.
+            limiter: the limit shared with the other workers, or None.
+            limiter_wait: the longest one poll waits for the limiter; past it, the poll is
+                skipped until the next round.
+        """
         self._client = client
+        self._limiter = limiter
+        self._limiter_wait = limiter_wait
 
     def __repr__(self) -> str:
         """Name the client."""
         return f"ZefortPoller({self._client!r})"
 
     async def poll(self, claim: Claim) -> Mapping[str, Any] | None:
-        """The task's id and status once it finished; None while it runs."""
-        task = await self._client.get_task(claim.key.id)
+        """The task's id and status once it finished; None while it runs.
+
+        Raises:
+            TimeoutError: the shared limiter did not let the poll through in time.
+            AsyncBulkError: the client's errors, as `ZefortClient.get_task` raises them.
+        """
+        if self._limiter is not None:
+            await self._limiter.acquire(deadline=anyio.current_time() + self._limiter_wait)
+        try:
+            task = await self._client.get_task(claim.key.id)
+        except RateLimitedError as error:
+            if self._limiter is not None and error.retry_after:
+                await self._limiter.note_throttled(error.retry_after)
+            raise
         if not task.is_finished:
             return None
         return {"id": task.id, "backend_status": task.backend_status, "failed": task.is_failed}
@@ -264,7 +297,7 @@ class Worker:
             self._counts["polls"] += 1
             try:
                 result = await self._poller.poll(claim)
-            except AsyncBulkError as error:
+            except (AsyncBulkError, TimeoutError) as error:
                 logger.warning("polling %s failed, polling again next round: %s", claim.key, error)
                 return
         if result is not None and self._owned.get(claim.key) is claim:
