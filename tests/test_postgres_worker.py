@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from asyncbulk.testing import Simulator
 pytestmark = pytest.mark.anyio
 
 PROCESS = Path(__file__).with_name("postgres_worker_process.py")
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "scaling_out.py"
 
 
 @attrs.frozen
@@ -293,3 +295,21 @@ async def test_workers_keep_to_a_limit_shared_through_redis(
     print(f"{len(arrivals)} polls in 3 s, busiest second {busiest}")
     assert all(worker.statistics().polls > 0 for worker in workers)
     assert busiest <= 22
+
+
+async def test_the_scaling_out_example_runs(pg_dsn, pg_schema, redis_address, redis_prefix) -> None:
+    """examples/scaling_out.py delivers each of its 100 tasks once, with two workers."""
+    env = {
+        **os.environ,
+        "ASYNCBULK_POSTGRES": pg_dsn,
+        "ASYNCBULK_REDIS": redis_address,
+        "ASYNCBULK_SCHEMA": pg_schema,
+        "ASYNCBULK_REDIS_PREFIX": redis_prefix,
+    }
+    with anyio.fail_after(120):
+        process = await anyio.run_process(
+            [sys.executable, str(EXAMPLE)], check=False, env=env, stderr=subprocess.STDOUT
+        )
+    out = process.stdout.decode()
+    assert process.returncode == 0, out
+    assert "100 of 100 tasks delivered, each once: True" in out
