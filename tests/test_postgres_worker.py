@@ -126,6 +126,38 @@ async def test_a_clean_stop_releases_unfinished_jobs(pg_dsn, pg_schema) -> None:
         assert len(await store.claim("next", limit=10)) == 5
 
 
+async def test_polls_never_touch_the_database(pg_dsn, pg_schema) -> None:
+    """Tracking 200 running tasks costs 3 statements a heartbeat, however many polls are sent."""
+    async with (
+        Simulator(zefort_task_delay=3600) as sim,
+        PostgresStore(pg_dsn, schema=pg_schema) as store,
+        ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url) as zefort,
+    ):
+        await store.add_jobs(Origin("zefort", sim.zefort_url), "task", make_tasks(sim, 200))
+        stop = anyio.Event()
+        worker = Worker(
+            store, ZefortPoller(zefort), heartbeat_interval=0.5, expiry=2, poll_interval=0.2
+        )
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: worker.run(stop=stop))
+            with anyio.fail_after(60):
+                while worker.statistics().polls < 1000:  # noqa: ASYNC110 -- a statistics snapshot
+                    await anyio.sleep(0.05)
+            stop.set()
+        polls = sim.records.count(route="/api/tasks/{id}/")
+    stats = store.statistics()
+    rounds = stats.claims
+    print(
+        f"{polls} polls of 200 tasks, {stats.statements - stats.journal} statements: "
+        f"{(stats.statements - stats.journal) / polls:.4f} per tracked task per poll round"
+    )
+    assert worker.statistics().polls == polls >= 1000
+    assert (stats.finishes, stats.deliveries) == (0, 0)
+    assert stats.statements - stats.journal == stats.claims + stats.heartbeats
+    # A round is a heartbeat, a sweep and a claim; a stop may cut the last one short.
+    assert stats.heartbeats <= 2 * rounds + 4, "register, release, two a round"
+
+
 async def wait_for(dsn: str, sql: str, satisfied) -> list:
     """Read ``sql`` every 50 ms until ``satisfied(rows)``; the database has no event to wait on."""
     while not satisfied(rows := await db_rows(dsn, sql)):  # noqa: ASYNC110
