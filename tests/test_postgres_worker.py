@@ -184,7 +184,9 @@ def handled_events(tmp_path: Path) -> dict[str, list[dict]]:
     return handled
 
 
-async def run_kill_test(dsn: str, schema: str, tmp_path: Path, count: int) -> None:
+async def run_kill_test(
+    dsn: str, schema: str, tmp_path: Path, count: int, delay: tuple[float, float]
+) -> None:
     """Four worker processes, one SIGKILLed mid-run: nothing lost, finished once, delivered once.
 
     The exception is the stated window: a job the killed worker handed to its hook but had not
@@ -193,7 +195,7 @@ async def run_kill_test(dsn: str, schema: str, tmp_path: Path, count: int) -> No
     jobs = f'"{schema}".jobs'
     names = [f"w{n}" for n in range(4)]
     async with (
-        Simulator(zefort_task_delay=(0.5, 4.0), seed=16) as sim,
+        Simulator(zefort_task_delay=delay, seed=16) as sim,
         PostgresStore(dsn, schema=schema) as store,
     ):
         ids = make_tasks(sim, count)
@@ -271,13 +273,13 @@ async def run_kill_test(dsn: str, schema: str, tmp_path: Path, count: int) -> No
 
 async def test_four_workers_one_killed(pg_dsn, pg_schema, tmp_path) -> None:
     """300 tasks, 4 worker processes, one SIGKILLed mid-run: 0 lost, 0 finished twice."""
-    await run_kill_test(pg_dsn, pg_schema, tmp_path, 300)
+    await run_kill_test(pg_dsn, pg_schema, tmp_path, 300, (0.5, 4.0))
 
 
 @pytest.mark.slow
 async def test_four_workers_one_killed_at_scale(pg_dsn, pg_schema, tmp_path) -> None:
-    """3,000 tasks, 4 worker processes, one SIGKILLed mid-run: 0 lost, 0 finished twice."""
-    await run_kill_test(pg_dsn, pg_schema, tmp_path, 3000)
+    """3,000 tasks of 2-15 s, 4 worker processes, one SIGKILLed mid-run: 0 lost, 0 twice."""
+    await run_kill_test(pg_dsn, pg_schema, tmp_path, 3000, (2.0, 15.0))
 
 
 async def test_workers_keep_to_a_limit_shared_through_redis(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any, Final, Self, cast
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -287,13 +288,8 @@ class PostgresStore:
         """
         if not finished:
             return []
-        columns: list[list[Any]] = [[], [], [], [], [], []]
-        for claim, result in finished:
-            key = claim.key
-            values = (key.vendor, key.base_url, key.account, key.id, claim.epoch)
-            for column, value in zip(columns, values, strict=False):
-                column.append(value)
-            columns[5].append(None if result is None else orjson.dumps(result).decode())
+        claims = [claim for claim, _ in finished]
+        results = [None if r is None else orjson.dumps(r).decode() for _, r in finished]
         rows = await self._fetch(
             "finishes",
             f"UPDATE {self._s}.jobs j SET finished_at = now(), finished_by = $1, "  # noqa: S608 -- schema checked
@@ -305,7 +301,9 @@ class PostgresStore:
             "  AND j.owner = $1 AND j.epoch = f.epoch AND j.finished_at IS NULL "
             "RETURNING j.vendor, j.base_url, j.account, j.id",
             worker_id,
-            *columns,
+            *_key_columns(c.key for c in claims),
+            [c.epoch for c in claims],
+            results,
         )
         return [_key(row) for row in rows]
 
@@ -362,7 +360,6 @@ class PostgresStore:
         """
         if not deliveries:
             return []
-        columns = _key_columns(d.key for d in deliveries)
         rows = await self._fetch(
             "deliveries",
             f"UPDATE {self._s}.jobs j SET delivered_at = now(), delivery_until = NULL "  # noqa: S608 -- schema checked
@@ -374,7 +371,7 @@ class PostgresStore:
             "  AND j.delivered_at IS NULL "
             "RETURNING j.vendor, j.base_url, j.account, j.id",
             consumer_id,
-            *columns,
+            *_key_columns(d.key for d in deliveries),
             [d.attempt for d in deliveries],
         )
         return [_key(row) for row in rows]
@@ -674,8 +671,6 @@ def _check_seconds(name: str, value: float) -> None:
 
 def _redacted(dsn: str) -> str:
     """The DSN's host, port and database: never its user's password."""
-    from urllib.parse import urlsplit  # noqa: PLC0415 -- only for the repr and errors
-
     parts = urlsplit(dsn)
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
