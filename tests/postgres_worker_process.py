@@ -52,7 +52,7 @@ async def main(argv: list[str]) -> None:
             claim_batch=40,
             poll_interval=0.3,
             delivery_batch=20,
-            delivery_lease=3.0,
+            delivery_lease=5.0,
         )
         await worker.run(stop=stop)
         group.cancel_scope.cancel()
