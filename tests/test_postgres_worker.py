@@ -158,6 +158,43 @@ async def test_polls_never_touch_the_database(pg_dsn, pg_schema) -> None:
     assert stats.heartbeats <= 2 * rounds + 4, "register, release, two a round"
 
 
+async def test_a_swept_worker_drops_its_jobs_and_starts_again(pg_dsn, pg_schema) -> None:
+    """A worker swept as if stalled learns it at its next heartbeat; every task finishes once."""
+    async with (
+        Simulator(zefort_task_delay=1.5) as sim,
+        PostgresStore(pg_dsn, schema=pg_schema) as store,
+        ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url) as zefort,
+    ):
+        await store.add_jobs(Origin("zefort", sim.zefort_url), "task", make_tasks(sim, 10))
+        settings = {"heartbeat_interval": 0.2, "expiry": 1, "poll_interval": 0.1}
+        first = Worker(store, ZefortPoller(zefort), worker_id="first", **settings)
+        second = Worker(store, ZefortPoller(zefort), worker_id="second", **settings)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: first.run(stop=stop))
+            with anyio.fail_after(30):
+                while first.statistics().owned < 10:  # noqa: ASYNC110 -- a statistics snapshot
+                    await anyio.sleep(0.02)
+            await db_rows(
+                pg_dsn,
+                f"UPDATE \"{pg_schema}\".workers SET last_seen = now() - interval '1 hour' "
+                "WHERE id = 'first'",
+            )
+            assert (await store.sweep(expiry=1)).workers == ("first",)
+            group.start_soon(lambda: second.run(stop=stop))
+            with anyio.fail_after(30):
+                await wait_for(
+                    pg_dsn,
+                    f'SELECT count(finished_at) FROM "{pg_schema}".jobs',
+                    lambda rows: rows[0][0] == 10,
+                )
+            stop.set()
+    rows = await db_rows(pg_dsn, f'SELECT finished_by, epoch FROM "{pg_schema}".jobs')
+    assert first.statistics().swept == 1
+    assert first.statistics().finished + second.statistics().finished == 10
+    assert all(r["finished_by"] in {"first", "second"} and r["epoch"] == 2 for r in rows)
+
+
 async def wait_for(dsn: str, sql: str, satisfied) -> list:
     """Read ``sql`` every 50 ms until ``satisfied(rows)``; the database has no event to wait on."""
     while not satisfied(rows := await db_rows(dsn, sql)):  # noqa: ASYNC110
