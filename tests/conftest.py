@@ -2,6 +2,9 @@
 
 import pytest
 
+# The PostgreSQL and Redis fixtures (tests/services.py).
+pytest_plugins = ("services",)
+
 
 @pytest.fixture
 def anyio_backend() -> str:

@@ -1,0 +1,48 @@
+"""asyncbulk.postgres: tracking shared by many workers through PostgreSQL.
+
+Needs the ``postgres`` extra (``pip install 'asyncbulk[postgres]'``). `PostgresStore` keeps
+workers and their heartbeats, claims fenced by an epoch, finishes recorded once, deliveries to
+one consumer at a time, and the journal's submissions and batches. `Worker` is the engine the
+``asyncbulk worker`` command runs: it tracks a share of the store's jobs, polling them from
+memory, and delivers the finished ones to a hook.
+"""
+
+from asyncbulk.postgres._records import (
+    BatchLike,
+    Claim,
+    Delivery,
+    JobKey,
+    OriginLike,
+    StoredBatch,
+    StoredJob,
+    StoredPending,
+    StoredSubmission,
+    StoreStats,
+    SubmissionLike,
+    SweepResult,
+)
+from asyncbulk.postgres._schema import SCHEMA_VERSION, SchemaVersionError
+from asyncbulk.postgres._store import PostgresStore
+from asyncbulk.postgres._worker import JobPoller, Worker, WorkerStats, ZefortPoller
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BatchLike",
+    "Claim",
+    "Delivery",
+    "JobKey",
+    "JobPoller",
+    "OriginLike",
+    "PostgresStore",
+    "SchemaVersionError",
+    "StoreStats",
+    "StoredBatch",
+    "StoredJob",
+    "StoredPending",
+    "StoredSubmission",
+    "SubmissionLike",
+    "SweepResult",
+    "Worker",
+    "WorkerStats",
+    "ZefortPoller",
+]
