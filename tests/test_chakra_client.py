@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 
 import anyio
@@ -6,6 +7,7 @@ from aiohttp import web
 from loopback import serve
 
 from asyncbulk import (
+    IncompleteListingError,
     JobTimeoutError,
     NotFoundError,
     ProtocolError,
@@ -62,6 +64,18 @@ def patches(sim):
 
 def entry_requests(sim):
     return [r for r in sim.records.requests if r.route == ENTRIES_ROUTE]
+
+
+async def read_into(out, iterator):
+    """Append every item to `out` as it comes, so a test sees what came before an error."""
+    async for item in iterator:
+        out.append(item)
+
+
+async def ids_into(out, iterator):
+    """Append every entry id to `out` as it comes."""
+    async for entry in iterator:
+        out.append(entry.id)
 
 
 # -- bulk updates --------------------------------------------------------------------------------
@@ -454,6 +468,50 @@ async def test_a_running_job_listing_yields_each_entry_at_most_once():
             assert len(seen) == len(set(seen))
 
 
+async def test_a_short_page_mid_way_is_read_on_at_the_next_offset(sim, chakra):
+    """97 entries instead of 100 at skip 1200: the 3 missing are read at 1297, none lost."""
+    sim.chakra.short_page(1200, keep=97)
+    ids = [e.id async for e in chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8)]
+    assert ids == [e.id async for e in chakra.iter_job_entries(BIG_EXAMPLE_JOB)]
+    assert len(ids) == len(set(ids)) == 2500
+    reads = [dict(r.query) for r in entry_requests(sim)]
+    assert {"skip": "1297", "limit": "3"} in reads
+
+
+async def test_an_empty_page_mid_way_is_read_again_once(sim, chakra):
+    """An empty page at skip 1200 before the total of 2,500 is read again, and nothing lost."""
+    sim.chakra.short_page(1200, keep=0, times=1)
+    ids = [e.id async for e in chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8)]
+    assert len(ids) == len(set(ids)) == 2500
+    skips = [dict(r.query)["skip"] for r in entry_requests(sim)]
+    assert skips.count("1200") == 2
+
+
+async def test_a_page_that_stays_empty_raises_after_every_entry_before_it(sim, chakra):
+    """A page still empty when read again raises IncompleteListingError with read, total, offset."""
+    sim.chakra.short_page(1200, keep=0, times=None)
+    ids = []
+    with pytest.raises(IncompleteListingError) as caught:
+        await ids_into(ids, chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8))
+    assert len(ids) == len(set(ids)) == 1200
+    error = caught.value
+    assert (error.read, error.total, error.offset) == (1200, 2500, 1200)
+    assert isinstance(error, ProtocolError)
+    assert "1200 of 2500" in str(error)
+    assert chakra._session._limiter.borrowed_tokens == 0
+
+
+async def test_a_short_page_that_cannot_be_completed_yields_what_it_has_then_raises(sim, chakra):
+    """97 entries at skip 1200 and nothing from 1297: the 97 come, then the error names 1297."""
+    sim.chakra.short_page(1200, keep=97, times=None)
+    sim.chakra.short_page(1297, keep=0, times=None)
+    pages = []
+    with pytest.raises(IncompleteListingError) as caught:
+        await read_into(pages, chakra.iter_job_entry_pages(BIG_EXAMPLE_JOB, prefetch=4))
+    assert [len(page) for page in pages] == [100] * 12 + [97]
+    assert (caught.value.read, caught.value.offset) == (1297, 1297)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -511,25 +569,36 @@ async def listing_server():
 
 
 @pytest.mark.parametrize(
-    ("listing", "expected"),
+    ("listing", "expected", "incomplete"),
     [
-        pytest.param({"size": 250, "total": 10_000}, 250, id="total-too-large"),
-        pytest.param({"size": 450, "total": 30}, 450, id="total-too-small"),
-        pytest.param({"size": 300, "total": None}, 300, id="no-total-read-on"),
-        pytest.param({"size": 500, "total": 500, "shift": 7}, 500, id="listing-shifts-back"),
-        pytest.param({"size": 500, "total": 500, "ignore_skip": True}, 100, id="ignores-skip"),
-        pytest.param({"size": 500, "total": 50, "ignore_skip": True}, 100, id="ignores-and-lies"),
+        pytest.param({"size": 250, "total": 10_000}, 250, (250, 10_000, 250), id="total-too-large"),
+        pytest.param({"size": 450, "total": 30}, 450, None, id="total-too-small"),
+        pytest.param({"size": 300, "total": None}, 300, None, id="no-total-read-on"),
+        pytest.param({"size": 500, "total": 500, "shift": 7}, 500, None, id="listing-shifts-back"),
+        pytest.param(
+            {"size": 500, "total": 500, "ignore_skip": True},
+            100,
+            (100, 500, 100),
+            id="ignores-skip",
+        ),
+        pytest.param(
+            {"size": 500, "total": 50, "ignore_skip": True}, 100, None, id="ignores-and-lies"
+        ),
     ],
 )
 async def test_lying_totals_and_shifting_listings_end_with_each_id_once(
-    listing_server, listing, expected
+    listing_server, listing, expected, incomplete
 ):
-    """Whatever `_meta.total` claims, the listing ends, and no id comes twice."""
+    """Whatever `_meta.total` claims, the listing ends, no id comes twice, and short is said."""
     client, holder = listing_server
     holder["handler"], calls = lying_listing(**listing)
-    ids = [e.id async for e in client.iter_job_entries("j", prefetch=4)]
+    ids = []
+    with pytest.raises(IncompleteListingError) if incomplete else contextlib.nullcontext() as got:
+        await ids_into(ids, client.iter_job_entries("j", prefetch=4))
     assert len(ids) == len(set(ids)) == expected
     assert len(calls) < 30
+    if incomplete:
+        assert (got.value.read, got.value.total, got.value.offset) == incomplete
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import attrs
 from asyncbulk._exceptions import (
     APIError,
     AsyncBulkError,
+    IncompleteListingError,
     ProtocolError,
     RateLimitedError,
     SubmissionError,
@@ -255,8 +256,14 @@ class ChakraClient(ClientBase):
         here; the server's ``_meta.next`` is never followed. Each entry id is yielded at most
         once (the ids seen are remembered, about 100 bytes each).
 
+        The stream never ends short of ``_meta.total`` without saying so: a page answered short
+        before the total is read on from the next offset, an empty one is read once more, and
+        when entries still cannot be read an `IncompleteListingError` (naming how many were
+        read, the total and the offset) is raised after every entry that could be read.
+
         A consistent listing needs a finished job: while a job runs, its entries change status,
-        so a filtered listing shifts between pages and an entry may be missed (never repeated).
+        so a filtered listing shifts between pages and an entry may be missed (never repeated);
+        each page's own ``_meta.total`` is taken as the end.
 
         ``async for entry in chakra.iter_job_entries(job_id)``; breaking out stops the fetches
         ahead (use ``async with`` around it to stop them at once whatever holds the iterator).
@@ -269,6 +276,7 @@ class ChakraClient(ClientBase):
 
         Raises:
             ValidationError: before any request, for a bad argument.
+            IncompleteListingError: while iterating, the listing broke off before its total.
         """
         return JobEntries(
             self.iter_job_entry_pages(
@@ -294,6 +302,7 @@ class ChakraClient(ClientBase):
 
         Raises:
             ValidationError: before any request, for a bad argument.
+            IncompleteListingError: while iterating, the listing broke off before its total.
         """
         path = self._session.path(_ENTRIES_PATH, job_id=job_id)
         pages = JobEntryPages(
@@ -607,12 +616,23 @@ def _job_from(response: Response, *, acknowledgement: str | None = None) -> Back
 @attrs.frozen
 class _Page:
     entries: list[JobEntry]
+    #: Where the page's slot starts (``skip``) and how much of the slot the server filled.
+    offset: int
     size: int
+    #: ``_meta.total`` as the page's last answer gave it.
     total: int | None
+    url: str
+    #: The offset from which the slot could not be read, before the total; None when whole.
+    missing_from: int | None = None
 
 
 class _EntriesFetcher:
-    """Fetches one page of entries.
+    """Fetches the slot of one page of entries: ``page_size`` entries from ``index x page_size``.
+
+    A server may answer a slot short, or empty, before the end its ``_meta.total`` announces.
+    The slot is then read on from where the answer broke off, and an empty answer is read once
+    more, so every page task fills its own slot and the pages around it stay concurrent. A slot
+    that still cannot be filled is handed out with ``missing_from`` set.
 
     Kept apart from the iterator so that the fetch tasks never keep a dropped iterator alive.
     """
@@ -627,7 +647,32 @@ class _EntriesFetcher:
         self.expected: int | None = None
 
     async def __call__(self, index: int) -> _Page:
-        params = {**self.params, "skip": index * self.page_size}
+        start = index * self.page_size
+        stop = start + self.page_size
+        entries, total, url = await self._read(start, self.page_size)
+        offset = start + len(entries)
+        ids: set[str] | None = None
+        again = False
+        while offset < stop and total is not None and offset < total:
+            # Short or empty before the total: read on from where the answer broke off.
+            more, total, url = await self._read(offset, stop - offset)
+            if ids is None:
+                ids = {e.id for e in entries}
+            fresh = [e for e in more if e.id not in ids]
+            if not fresh:
+                if again or (total is not None and offset >= total):
+                    break
+                again = True
+                continue
+            again = False
+            ids.update(e.id for e in fresh)
+            entries.extend(fresh)
+            offset += len(more)
+        missing = offset if total is not None and offset < min(stop, total) else None
+        return _Page(entries, start, offset - start, total, url, missing)
+
+    async def _read(self, skip: int, limit: int) -> tuple[list[JobEntry], int | None, str]:
+        params = {**self.params, "skip": skip, "limit": limit}
         response = await self.session.request("GET", self.path, params=params)
         data = response.data
         if not isinstance(data, list):
@@ -648,7 +693,7 @@ class _EntriesFetcher:
                 except ProtocolError as exc:
                     raise ProtocolError(str(exc), method="GET", url=response.url) from None
             raise
-        return _Page(entries, len(data), _total(response.meta, response.url))
+        return entries, _total(response.meta, response.url), response.url
 
     def count(self, page: _Page) -> int | None:
         if page.total is None:
@@ -657,6 +702,7 @@ class _EntriesFetcher:
         return self.expected
 
     def is_last(self, _index: int, page: _Page) -> bool:
+        # A slot is left short only at the total, without one, or when it could not be read.
         return page.size < self.page_size
 
 
@@ -683,6 +729,9 @@ class JobEntryPages(ClosingIterator):
         self._fetcher = _EntriesFetcher(session, path, params)
         self._seen: set[str] = set()
         self._stale = 0
+        self._stale_from = 0
+        self._yielded = 0
+        self._broken: IncompleteListingError | None = None
         self._pages: OrderedPages[_Page] = OrderedPages(
             self._fetcher,
             count=self._fetcher.count,
@@ -697,6 +746,7 @@ class JobEntryPages(ClosingIterator):
 
     async def aclose(self) -> None:
         """Stop the fetches ahead and end the iteration; idempotent."""
+        self._broken = None
         await self._pages.aclose()
 
     async def __anext__(self) -> list[JobEntry]:
@@ -704,27 +754,50 @@ class JobEntryPages(ClosingIterator):
 
         Raises:
             StopAsyncIteration: the listing has ended.
+            IncompleteListingError: after the last entries that could be read, when the
+                listing broke off before its ``_meta.total``.
             APIError, TransportError, ProtocolError: a page could not be read.
         """
+        if self._broken is not None:
+            broken, self._broken = self._broken, None
+            raise broken
         seen = self._seen
         add = seen.add
         while True:
             page = await self._pages.__anext__()
             # One pass: keep an entry only the first time its id shows up.
             fresh = [e for e in page.entries if not (e.id in seen or add(e.id))]
+            if page.missing_from is not None:
+                self._yielded += len(fresh)
+                broken = self._incomplete(page, page.missing_from)
+                if not fresh:
+                    raise broken
+                self._broken = broken
+                return fresh
             if fresh:
                 self._stale = 0
+                self._yielded += len(fresh)
                 return fresh
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
+            if not page.entries or self._stale == 0:
+                self._stale_from = page.offset
             self._stale = self._stale + 1 if page.entries else 0
             # A server that ignores `skip` and claims a huge total repeats one page for ever:
             # so many full pages in a row with nothing new cannot be a listing shifting.
             if page.entries and (beyond or self._stale >= _STALE_PAGES):
                 # Past the total, a full page of entries already seen means the server is
-                # repeating itself: stop rather than read forever.
+                # repeating itself: stop rather than read forever, and say so when the
+                # entries read fall short of its total.
                 await self._pages.aclose()
+                if page.total is not None and self._yielded < page.total:
+                    raise self._incomplete(page, self._stale_from)
                 raise StopAsyncIteration
+
+    def _incomplete(self, page: _Page, offset: int) -> IncompleteListingError:
+        return IncompleteListingError(
+            read=self._yielded, total=page.total or 0, offset=offset, method="GET", url=page.url
+        )
 
 
 class JobEntries(ClosingIterator):
@@ -753,6 +826,8 @@ class JobEntries(ClosingIterator):
 
         Raises:
             StopAsyncIteration: the listing has ended.
+            IncompleteListingError: after the last entry that could be read, when the listing
+                broke off before its ``_meta.total``.
             APIError, TransportError, ProtocolError: a page could not be read.
         """
         if self._next >= len(self._page):
