@@ -365,6 +365,50 @@ async def test_wait_for_job_and_track_jobs_see_jobs_finish(chakra):
     assert sorted(finished) == sorted(submission.job_ids)
 
 
+@pytest.mark.parametrize("shape", ["extended", "documented", "lagging"])
+@pytest.mark.parametrize("invalid", [False, True], ids=["valid", "only-invalid"])
+async def test_wait_for_job_finishes_on_each_documented_shape(sim, chakra, shape, invalid):
+    """Counts only, a status that lags its counts, or the extended shape: each job finishes."""
+    sim.chakra.job_shape = shape
+    items = [
+        ProcessUpdate.by_id("no-such-process" if invalid else f"pid-{i}", state="S")
+        for i in range(50)
+    ]
+    submission = await chakra.bulk_update_processes("leads", items, batch_size=50)
+    job = await chakra.wait_for_job(submission.jobs[0].id, timeout=10)
+    assert job.is_finished
+    assert job.status_counts == ({"INVALID": 50} if invalid else {"SUCCESS": 50})
+    polled = sim.records.count(route=JOB_ROUTE)
+    assert polled >= 1
+    if shape == "documented":
+        assert "completionStatus" not in job.raw
+        assert "completedAt" not in job.raw
+    if shape != "extended":
+        assert job.raw["type"] == "bulk_api_job"
+        assert job.completed_at is None
+    if shape == "lagging":
+        assert job.completion_status == "IN_PROGRESS"
+
+
+async def test_a_lagging_job_is_not_finished_while_its_counts_run():
+    """IN_PROGRESS with completedAt 0 and counts still running: the wait times out."""
+    async with (
+        Simulator(chakra_entries_per_second=5.0) as slow,
+        ChakraClient(
+            slow.chakra_token, base_url=slow.chakra_url, poll_interval=(0.01, 0.05)
+        ) as client,
+    ):
+        slow.chakra.job_shape = "lagging"
+        items = [ProcessUpdate.by_key("lead_id", "LEAD-001", state=f"S{i}") for i in range(100)]
+        submission = await client.bulk_update_processes("tele_sales", items, batch_size=100)
+        with pytest.raises(JobTimeoutError):
+            await client.wait_for_job(submission.jobs[0].id, timeout=0.3)
+        job = await client.get_background_job(submission.jobs[0].id)
+        assert job.completion_status == "IN_PROGRESS"
+        assert set(job.status_counts) & {"NOT_STARTED", "IN_PROGRESS"}
+        assert not job.is_finished
+
+
 async def test_waits_have_deadlines():
     """A job that does not finish in time raises JobTimeoutError naming it."""
     async with (

@@ -270,6 +270,47 @@ def test_is_finished_follows_the_documented_rule(data, counts, finished, failed)
     assert (job.is_finished, job.is_failed) == (finished, failed)
 
 
+DOCUMENTED_FETCH = {
+    "id": "19632427-908f-4bf3-a6f5-69b9a0bbfc63",
+    "createdAt": 1617966536310,
+    "updatedAt": 1617966539528,
+    "startedAt": 1617966536310,
+    "team": "d3e64510-b75a-43a0-8ae5-dde78dac56c0",
+    "type": "bulk_api_job",
+}
+LAGGING = {**DOCUMENTED_FETCH, "completionStatus": "IN_PROGRESS", "completedAt": 0}
+
+
+@pytest.mark.parametrize(
+    ("data", "counts", "finished"),
+    [
+        pytest.param(
+            DOCUMENTED_FETCH,
+            {"INVALID": 100, "NOT_STARTED": 120, "SUCCESS": 389, "ERROR": 3},
+            False,
+            id="counts-only-running",
+        ),
+        pytest.param(
+            DOCUMENTED_FETCH, {"INVALID": 100, "SUCCESS": 509, "ERROR": 3}, True, id="counts-only"
+        ),
+        pytest.param(
+            LAGGING, {"IN_PROGRESS": 1, "NOT_STARTED": 9, "SUCCESS": 2}, False, id="in-progress"
+        ),
+        pytest.param(LAGGING, {"SUCCESS": 10, "ERROR": 2}, True, id="status-lags-counts"),
+        pytest.param(DOCUMENTED_FETCH, {"INVALID": 12}, True, id="only-invalid"),
+        pytest.param(LAGGING, {"INVALID": 12}, True, id="only-invalid-in-progress"),
+    ],
+)
+def test_each_documented_job_shape_is_decided(data, counts, finished):
+    """The documented shapes: counts only, IN_PROGRESS running or lagging, INVALID only."""
+    job = make_chakra_converter().structure(
+        {"_data": data, "_meta": {"bjEntryCompletionStatusVsCount": counts}}, BackgroundJob
+    )
+    assert job.is_finished is finished
+    assert job.is_failed is False
+    assert job.raw["type"] == "bulk_api_job"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

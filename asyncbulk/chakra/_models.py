@@ -515,6 +515,19 @@ class BackgroundJob:
         The vendor documents no terminal status, so any of these counts: ``completedAt`` is
         set; ``completionStatus`` is neither ``IN_PROGRESS`` nor ``NOT_STARTED``; the entry
         counts are there, not empty, and hold no ``NOT_STARTED`` or ``IN_PROGRESS`` entry.
+
+        For each shape the vendor documents:
+
+        - counts only, no ``completionStatus`` or ``completedAt`` (the documented fetch
+          example): finished once the counts hold no ``NOT_STARTED`` or ``IN_PROGRESS``.
+        - ``completionStatus: IN_PROGRESS`` and ``completedAt: 0`` while the counts still hold
+          ``NOT_STARTED`` or ``IN_PROGRESS`` entries: not finished.
+        - the same status with counts that are all final (the job's status lags its entries):
+          finished. Every entry has its final status, so the entries can be read as final; the
+          job-level status may still change afterwards.
+        - counts with only ``INVALID`` (nothing passed validation): finished.
+
+        An answer with neither a status nor counts (an acknowledgement) is not finished.
         """
         if self.completed_at is not None:
             return True
