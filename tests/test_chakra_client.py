@@ -25,7 +25,7 @@ from asyncbulk.chakra import (
     ProcessCreate,
     ProcessUpdate,
 )
-from asyncbulk.testing import Fault, Simulator
+from asyncbulk.testing import Fault, ManualClock, Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -554,6 +554,69 @@ async def test_a_short_page_that_cannot_be_completed_yields_what_it_has_then_rai
         await read_into(pages, chakra.iter_job_entry_pages(BIG_EXAMPLE_JOB, prefetch=4))
     assert [len(page) for page in pages] == [100] * 12 + [97]
     assert (caught.value.read, caught.value.offset) == (1297, 1297)
+
+
+def big_job(sim, count):
+    """A job of `count` entries made straight in the simulator's state (no HTTP)."""
+    items = [{"id": f"pid-{i % LEADS}", "update": {"state": "S"}} for i in range(count)]
+    return sim.chakra.submit_update(sim.chakra.procedures["leads"], items).id
+
+
+async def test_a_finished_job_streams_each_id_once_without_keeping_them_all(sim, chakra):
+    """Past 10,000 ids the job is asked once; finished, later pages' ids are checked, not kept."""
+    job_id = big_job(sim, 25_000)
+    await chakra.wait_for_job(job_id, timeout=10)
+    polls = sim.records.count(route=JOB_ROUTE)
+    async with chakra.iter_job_entry_pages(job_id) as pages:
+        ids = [e.id for page in [p async for p in pages] for e in page]
+        kept = pages._seen.kept
+    assert len(ids) == len(set(ids)) == 25_000
+    assert ids == [sim.chakra.jobs[job_id].entry_id(i) for i in range(25_000)]
+    assert sim.records.count(route=JOB_ROUTE) == polls + 1
+    assert kept <= 10_000 + 17 * 100  # what was read before the answer, and the pages in flight
+
+
+async def test_a_running_job_keeps_every_id_as_16_bytes():
+    """While the job runs, every id is kept past 10,000, as the UUID's 16 bytes."""
+    async with (
+        Simulator(clock=ManualClock()) as running,
+        ChakraClient(running.chakra_token, base_url=running.chakra_url) as client,
+    ):
+        running.chakra.add_procedure("leads", primary_key="lead_id")
+        running.chakra.add_process("leads", {"lead_id": "L0"}, id="pid-0")
+        items = [{"id": "pid-0", "update": {"state": f"S{i}"}} for i in range(12_000)]
+        job_id = running.chakra.submit_update(running.chakra.procedures["leads"], items).id
+        async with client.iter_job_entry_pages(job_id) as pages:
+            ids = [e.id for page in [p async for p in pages] for e in page]
+            seen = pages._seen
+        assert len(ids) == len(set(ids)) == 12_000
+        assert seen.kept == 12_000
+        assert seen.compacted
+        assert all(type(key) is bytes and len(key) == 16 for key in seen.compacted)
+        assert not (await client.get_background_job(job_id)).is_finished
+
+
+async def test_a_finished_job_answering_more_than_asked_still_yields_each_id_once():
+    """A server whose pages overlap (limit + 5 entries) past the check yields no id twice."""
+    size = 12_500
+
+    async def handle(request):
+        if not request.path.endswith("/entries"):
+            body = {
+                "_data": {"id": "j"},
+                "_meta": {"bjEntryCompletionStatusVsCount": {"SUCCESS": size}},
+            }
+            return web.json_response(body)
+        skip = int(request.query["skip"])
+        limit = int(request.query["limit"]) + 5
+        data = [{"id": f"e{i}"} for i in range(skip, min(size, skip + limit))]
+        return web.json_response({"_data": data, "_meta": {"total": size}})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    async with serve(app) as url, ChakraClient("t", base_url=url) as client:
+        ids = [e.id async for e in client.iter_job_entries("j")]
+    assert ids == [f"e{i}" for i in range(size)]
 
 
 @pytest.mark.parametrize(

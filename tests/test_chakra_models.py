@@ -1,6 +1,8 @@
 import datetime as dt
 import math
+import pickle
 
+import attrs
 import pytest
 
 from asyncbulk import ProtocolError, ValidationError
@@ -11,6 +13,7 @@ from asyncbulk.chakra import (
     ProcessUpdate,
     make_chakra_converter,
 )
+from asyncbulk.chakra._models import entries_from
 
 PID = "1e50dd73-9ce6-405b-932a-9c4c5e7b5599"
 AWARE = dt.datetime(2021, 3, 20, 15, 25, 10, 842000, tzinfo=dt.UTC)
@@ -393,3 +396,40 @@ def test_job_entry_protocol_errors_name_the_field(raw, message):
     """A malformed entry is a ProtocolError naming the field, never a KeyError."""
     with pytest.raises(ProtocolError, match=message):
         make_chakra_converter().structure(raw, JobEntry)
+
+
+def test_job_entry_is_a_frozen_value():
+    """Entries compare, hash, print and pickle by their fields, and refuse changes."""
+    entry = make_chakra_converter().structure(ENTRY, JobEntry)
+    same = JobEntry(
+        ENTRY["id"],
+        completion_status="SUCCESS",
+        completion_message="",
+        validation_status="SUCCESS",
+        validation_message="",
+        process_id=PID,
+        procedure_id="f3eb37a9-b54e-4088-bc5f-948d37f8aa62",
+        process_update={"data": {"lead_id": "100"}},
+        api_type="process:ext-update",
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+    )
+    assert entry == same
+    assert hash(entry) == hash(same)
+    assert entry != JobEntry("other")
+    assert repr(JobEntry("e")).startswith("JobEntry(id='e', completion_status=None,")
+    assert pickle.loads(pickle.dumps(entry)) == entry  # noqa: S301 -- our own bytes
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        entry.completion_status = "ERROR"
+
+
+def test_entries_of_a_page_are_read_lazily_and_checked_on_use():
+    """A page's entries need only an id; a bad field is a ProtocolError naming it when read."""
+    good, bad = entries_from([ENTRY, {"id": "e2", "completionStatus": 3}])
+    assert good.completion_status == "SUCCESS"
+    assert good.updated_at == dt.datetime(2021, 4, 9, 11, 8, 59, 528000, tzinfo=dt.UTC)
+    assert bad.id == "e2"
+    with pytest.raises(ProtocolError, match="completionStatus"):
+        _ = bad.completion_status
+    with pytest.raises(ProtocolError, match=r"_data\[1\]\.id"):
+        entries_from([ENTRY, {"completionStatus": "SUCCESS"}])

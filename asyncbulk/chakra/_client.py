@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -31,14 +32,13 @@ from asyncbulk.chakra._models import (
     JobEntry,
     ProcessCreate,
     ProcessUpdate,
+    entries_from,
     make_chakra_converter,
-    structure_entry,
     structure_job,
 )
 from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
-    import datetime as dt
     from collections.abc import AsyncGenerator, Callable, Collection, Hashable
 
     import aiohttp
@@ -55,6 +55,10 @@ MAX_PAGE_SIZE: Final = 100
 #: Full pages in a row holding only entries seen before, after which a listing is taken to
 #: repeat itself and ends.
 _STALE_PAGES: Final = 10
+#: Entry ids kept before the job is asked whether it has finished (then again at each doubling
+#: while it runs): a finished job's offsets are stable, so its later ids need not be kept.
+_KEEP_BEFORE_ASKING: Final = 10_000
+_UUID_TEXT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: The largest batch the library will send in one request (the vendor documents no limit).
 MAX_BATCH_SIZE: Final = 10_000
 
@@ -254,7 +258,10 @@ class ChakraClient(ClientBase):
         flight or waiting), and yields entries in listing order, so memory stays bounded by
         about ``prefetch x page_size`` entries however large the job. ``skip`` is computed
         here; the server's ``_meta.next`` is never followed. Each entry id is yielded at most
-        once (the ids seen are remembered, about 100 bytes each).
+        once: the first 10,000 ids are remembered; past them the job is asked (one GET) whether
+        it has finished. A finished job's offsets are stable, so the ids of the pages read after
+        that are checked but not kept; a running job's are kept, a UUID in 16 bytes.
+        Entries are built straight from the parsed JSON, their fields read on first use.
 
         The stream never ends short of ``_meta.total`` without saying so: a page answered short
         before the total is read on from the next offset, an empty one is read once more, and
@@ -308,6 +315,7 @@ class ChakraClient(ClientBase):
         pages = JobEntryPages(
             self._session,
             path,
+            job_path=self._session.path(_JOB_PATH, job_id=job_id),
             completion_status=_check_completion_status(completion_status),
             page_size=_check_int("page_size", page_size, 1, MAX_PAGE_SIZE),
             prefetch=check_prefetch(prefetch),
@@ -682,17 +690,10 @@ class _EntriesFetcher:
                 url=response.url,
                 status=response.status,
             )
-        times: dict[int, dt.datetime] = {}
         try:
-            entries = [structure_entry(raw, "entry", times) for raw in data]
-        except ProtocolError:
-            # Off the hot path: find the culprit again, to name its index.
-            for position, raw in enumerate(data):
-                try:
-                    structure_entry(raw, f"_data[{position}]")
-                except ProtocolError as exc:
-                    raise ProtocolError(str(exc), method="GET", url=response.url) from None
-            raise
+            entries = entries_from(data)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), method="GET", url=response.url) from None
         return entries, _total(response.meta, response.url), response.url
 
     def count(self, page: _Page) -> int | None:
@@ -704,6 +705,69 @@ class _EntriesFetcher:
     def is_last(self, _index: int, page: _Page) -> bool:
         # A slot is left short only at the total, without one, or when it could not be read.
         return page.size < self.page_size
+
+
+def _compact(entry_id: str) -> bytes | str:
+    """A UUID as its 16 bytes (a third of the text's size); any other id as it is."""
+    if len(entry_id) == 36 and _UUID_TEXT.fullmatch(entry_id):  # noqa: PLR2004 -- a UUID's text
+        return bytes.fromhex(entry_id.replace("-", ""))
+    return entry_id
+
+
+class _SeenIds:
+    """The ids a listing has yielded, kept in as little memory as the job allows.
+
+    While the job may be running, a filtered listing shifts and an entry can come back at any
+    later offset, so every id is kept: as text at first, then (past `_KEEP_BEFORE_ASKING`, when
+    the job still runs) as 16 bytes per UUID. Once the job is known to be finished, the pages
+    asked for afterwards (from offset `stable_from`) read a listing that no longer changes, so
+    their ids are checked against those kept and against the page before (which an answer
+    longer than asked for overlaps), but no longer kept.
+    """
+
+    __slots__ = ("ask_at", "compact", "compacted", "previous", "stable_from", "texts")
+
+    def __init__(self) -> None:
+        self.texts: set[str] = set()
+        self.compacted: set[bytes | str] = set()
+        self.compact = False
+        self.previous: set[str] = set()
+        self.stable_from: float = math.inf
+        self.ask_at: int | None = _KEEP_BEFORE_ASKING
+
+    @property
+    def kept(self) -> int:
+        return len(self.texts) + len(self.compacted)
+
+    def fresh(self, entries: list[JobEntry], *, keep: bool) -> list[JobEntry]:
+        """The entries whose id was not seen before, in order; keeps their ids when `keep`."""
+        texts = self.texts
+        compacted = self.compacted
+        if keep and not self.compact:
+            add_text = texts.add
+            # One pass: keep an entry only the first time its id shows up.
+            return [e for e in entries if not (e.id in texts or add_text(e.id))]
+        if keep:
+            fresh = []
+            for entry in entries:
+                if entry.id in texts:
+                    continue
+                key = _compact(entry.id)
+                if key not in compacted:
+                    compacted.add(key)
+                    fresh.append(entry)
+            return fresh
+        previous = self.previous
+        page: set[str] = set()
+        add = page.add
+        fresh = [
+            e
+            for e in entries
+            if not (e.id in texts or e.id in previous or e.id in page or add(e.id))
+            and not (compacted and _compact(e.id) in compacted)
+        ]
+        self.previous = page
+        return fresh
 
 
 class JobEntryPages(ClosingIterator):
@@ -718,6 +782,7 @@ class JobEntryPages(ClosingIterator):
         session: Session,
         path: str,
         *,
+        job_path: str,
         completion_status: str | None,
         page_size: int,
         prefetch: int,
@@ -727,7 +792,8 @@ class JobEntryPages(ClosingIterator):
         if completion_status is not None:
             params["completionStatus"] = completion_status
         self._fetcher = _EntriesFetcher(session, path, params)
-        self._seen: set[str] = set()
+        self._job_path = job_path
+        self._seen = _SeenIds()
         self._stale = 0
         self._stale_from = 0
         self._yielded = 0
@@ -762,11 +828,11 @@ class JobEntryPages(ClosingIterator):
             broken, self._broken = self._broken, None
             raise broken
         seen = self._seen
-        add = seen.add
         while True:
             page = await self._pages.__anext__()
-            # One pass: keep an entry only the first time its id shows up.
-            fresh = [e for e in page.entries if not (e.id in seen or add(e.id))]
+            fresh = seen.fresh(page.entries, keep=page.offset < seen.stable_from)
+            if seen.ask_at is not None and seen.kept >= seen.ask_at:
+                await self._ask_if_finished()
             if page.missing_from is not None:
                 self._yielded += len(fresh)
                 broken = self._incomplete(page, page.missing_from)
@@ -793,6 +859,22 @@ class JobEntryPages(ClosingIterator):
                 if page.total is not None and self._yielded < page.total:
                     raise self._incomplete(page, self._stale_from)
                 raise StopAsyncIteration
+
+    async def _ask_if_finished(self) -> None:
+        """Ask the job whether it has finished: from then on, its offsets are stable."""
+        seen = self._seen
+        try:
+            response = await self._fetcher.session.request("GET", self._job_path)
+            finished = _job_from(response).is_finished
+        except AsyncBulkError:
+            finished = False  # unknown: keep every id, and ask again later
+        if finished:
+            # Pages asked for from now on read a listing that no longer changes.
+            seen.stable_from = self._pages.launched * self._fetcher.page_size
+            seen.ask_at = None
+        else:
+            seen.compact = True
+            seen.ask_at = 2 * seen.kept
 
     def _incomplete(self, page: _Page, offset: int) -> IncompleteListingError:
         return IncompleteListingError(
