@@ -13,6 +13,7 @@ host is never followed (a second, "evil" server proves it saw nothing).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loopback import serve
 
-from asyncbulk import AsyncBulkError, IncompleteListingError, JobTimeoutError, RetryPolicy
+from asyncbulk import (
+    AsyncBulkError,
+    IncompleteListingError,
+    JobTimeoutError,
+    ProtocolError,
+    RetryPolicy,
+)
 from asyncbulk.chakra import ChakraClient
 from asyncbulk.zefort import ZefortClient
 
@@ -237,6 +244,31 @@ async def drain(iterator: Any, out: list[Any] | None = None, cap: int = 10_000) 
     return out
 
 
+ENTRY_FIELDS = (
+    "completion_status",
+    "completion_message",
+    "validation_status",
+    "validation_message",
+    "process_id",
+    "procedure_id",
+    "process_update",
+    "api_type",
+    "created_at",
+    "updated_at",
+)
+
+
+def read_every_field(entry: Any) -> None:
+    """Read each field of a lazily built entry: a value of its type, or a ProtocolError."""
+    try:
+        values = [getattr(entry, name) for name in ENTRY_FIELDS]
+    except ProtocolError:
+        return
+    assert all(v is None or isinstance(v, str | dict | dt.datetime) for v in values)
+    assert entry == entry  # noqa: PLR0124 -- equality reads every field too
+    hash(entry)
+
+
 @given(answer=answers(CHAKRA_BODIES))
 @CHECKS
 async def test_chakra_survives_any_answer(server, answer):
@@ -256,6 +288,8 @@ async def test_chakra_survives_any_answer(server, answer):
         )
         if isinstance(entries, list):
             assert len({e.id for e in entries}) == len(entries)
+            for entry in entries:
+                read_every_field(entry)
         await survive(lambda: chakra.wait_for_job("j", timeout=0.05))
 
 
