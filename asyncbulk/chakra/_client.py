@@ -846,7 +846,7 @@ class JobEntryPages(ClosingIterator):
                 return fresh
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
-            if not page.entries or self._stale == 0:
+            if self._stale == 0:
                 self._stale_from = page.offset
             self._stale = self._stale + 1 if page.entries else 0
             # A server that ignores `skip` and claims a huge total repeats one page for ever:

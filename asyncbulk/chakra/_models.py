@@ -3,7 +3,9 @@
 Models are frozen attrs classes with snake_case fields. Wire names (camelCase, ``_data``,
 ``apiData``) live only in the converter hooks at the bottom of this module, registered on the one
 converter `make_chakra_converter` builds. Every model read from the server keeps the whole object
-it came from in `raw`, so a field the server adds is never lost.
+it came from in `raw`, so a field the server adds is never lost. `JobEntry` alone is a
+hand-written frozen class: entry streaming builds it straight from the parsed object and reads
+its fields on first use, which attrs cannot do.
 """
 
 from __future__ import annotations
