@@ -11,6 +11,7 @@ AsyncBulkError
 │   └── ServerError          5xx
 ├── TransportError           the request did not get an answer: connection failure, timeout
 ├── ProtocolError            an answer that is not what the API promises
+│   └── IncompleteListingError  a listing ended before the entries its total promised
 ├── OutcomeUnknownError      a non-idempotent request may or may not have been carried out
 ├── SubmissionError          a bulk submission was accepted only in part
 ├── JournalError             the journal cannot be opened or failed to write
@@ -39,6 +40,7 @@ __all__ = [
     "AsyncBulkError",
     "AuthenticationError",
     "ClientClosedError",
+    "IncompleteListingError",
     "JobTimeoutError",
     "JournalError",
     "NotFoundError",
@@ -217,6 +219,39 @@ class ProtocolError(AsyncBulkError):
         self.method = method
         self.url = url
         self.status = status
+
+
+class IncompleteListingError(ProtocolError):
+    """A listing could not be read to the end its server announced.
+
+    Raised after every entry that could be read was yielded: a page stayed empty (or held
+    only entries already read) before ``_meta.total`` was reached, even when read again.
+
+    Attributes:
+        read: the entries yielded before the listing broke off.
+        total: the total the server announced.
+        offset: the offset (``skip``) from which entries could not be read.
+    """
+
+    def __init__(
+        self,
+        *,
+        read: int,
+        total: int,
+        offset: int,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        """Say how far the listing got and what it promised."""
+        super().__init__(
+            f"listing incomplete: {read} of {total} entries read; "
+            f"none could be read from offset {offset}",
+            method=method,
+            url=url,
+        )
+        self.read = read
+        self.total = total
+        self.offset = offset
 
 
 class OutcomeUnknownError(AsyncBulkError):

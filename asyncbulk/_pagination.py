@@ -122,6 +122,11 @@ class OrderedPages(ClosingIterator, Generic[P]):
         return self._consumed
 
     @property
+    def launched(self) -> int:
+        """Pages whose fetch has started so far."""
+        return self._launched
+
+    @property
     def expected(self) -> int:
         """Pages the listing is expected to hold, as far as is known now."""
         return self._limit

@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 
 import anyio
@@ -6,6 +7,7 @@ from aiohttp import web
 from loopback import serve
 
 from asyncbulk import (
+    IncompleteListingError,
     JobTimeoutError,
     NotFoundError,
     ProtocolError,
@@ -23,7 +25,7 @@ from asyncbulk.chakra import (
     ProcessCreate,
     ProcessUpdate,
 )
-from asyncbulk.testing import Fault, Simulator
+from asyncbulk.testing import Fault, ManualClock, Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +64,18 @@ def patches(sim):
 
 def entry_requests(sim):
     return [r for r in sim.records.requests if r.route == ENTRIES_ROUTE]
+
+
+async def read_into(out, iterator):
+    """Append every item to `out` as it comes, so a test sees what came before an error."""
+    async for item in iterator:
+        out.append(item)
+
+
+async def ids_into(out, iterator):
+    """Append every entry id to `out` as it comes."""
+    async for entry in iterator:
+        out.append(entry.id)
 
 
 # -- bulk updates --------------------------------------------------------------------------------
@@ -351,6 +365,50 @@ async def test_wait_for_job_and_track_jobs_see_jobs_finish(chakra):
     assert sorted(finished) == sorted(submission.job_ids)
 
 
+@pytest.mark.parametrize("shape", ["extended", "documented", "lagging"])
+@pytest.mark.parametrize("invalid", [False, True], ids=["valid", "only-invalid"])
+async def test_wait_for_job_finishes_on_each_documented_shape(sim, chakra, shape, invalid):
+    """Counts only, a status that lags its counts, or the extended shape: each job finishes."""
+    sim.chakra.job_shape = shape
+    items = [
+        ProcessUpdate.by_id("no-such-process" if invalid else f"pid-{i}", state="S")
+        for i in range(50)
+    ]
+    submission = await chakra.bulk_update_processes("leads", items, batch_size=50)
+    job = await chakra.wait_for_job(submission.jobs[0].id, timeout=10)
+    assert job.is_finished
+    assert job.status_counts == ({"INVALID": 50} if invalid else {"SUCCESS": 50})
+    polled = sim.records.count(route=JOB_ROUTE)
+    assert polled >= 1
+    if shape == "documented":
+        assert "completionStatus" not in job.raw
+        assert "completedAt" not in job.raw
+    if shape != "extended":
+        assert job.raw["type"] == "bulk_api_job"
+        assert job.completed_at is None
+    if shape == "lagging":
+        assert job.completion_status == "IN_PROGRESS"
+
+
+async def test_a_lagging_job_is_not_finished_while_its_counts_run():
+    """IN_PROGRESS with completedAt 0 and counts still running: the wait times out."""
+    async with (
+        Simulator(chakra_entries_per_second=5.0) as slow,
+        ChakraClient(
+            slow.chakra_token, base_url=slow.chakra_url, poll_interval=(0.01, 0.05)
+        ) as client,
+    ):
+        slow.chakra.job_shape = "lagging"
+        items = [ProcessUpdate.by_key("lead_id", "LEAD-001", state=f"S{i}") for i in range(100)]
+        submission = await client.bulk_update_processes("tele_sales", items, batch_size=100)
+        with pytest.raises(JobTimeoutError):
+            await client.wait_for_job(submission.jobs[0].id, timeout=0.3)
+        job = await client.get_background_job(submission.jobs[0].id)
+        assert job.completion_status == "IN_PROGRESS"
+        assert set(job.status_counts) & {"NOT_STARTED", "IN_PROGRESS"}
+        assert not job.is_finished
+
+
 async def test_waits_have_deadlines():
     """A job that does not finish in time raises JobTimeoutError naming it."""
     async with (
@@ -454,6 +512,113 @@ async def test_a_running_job_listing_yields_each_entry_at_most_once():
             assert len(seen) == len(set(seen))
 
 
+async def test_a_short_page_mid_way_is_read_on_at_the_next_offset(sim, chakra):
+    """97 entries instead of 100 at skip 1200: the 3 missing are read at 1297, none lost."""
+    sim.chakra.short_page(1200, keep=97)
+    ids = [e.id async for e in chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8)]
+    assert ids == [e.id async for e in chakra.iter_job_entries(BIG_EXAMPLE_JOB)]
+    assert len(ids) == len(set(ids)) == 2500
+    reads = [dict(r.query) for r in entry_requests(sim)]
+    assert {"skip": "1297", "limit": "3"} in reads
+
+
+async def test_an_empty_page_mid_way_is_read_again_once(sim, chakra):
+    """An empty page at skip 1200 before the total of 2,500 is read again, and nothing lost."""
+    sim.chakra.short_page(1200, keep=0, times=1)
+    ids = [e.id async for e in chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8)]
+    assert len(ids) == len(set(ids)) == 2500
+    skips = [dict(r.query)["skip"] for r in entry_requests(sim)]
+    assert skips.count("1200") == 2
+
+
+async def test_a_page_that_stays_empty_raises_after_every_entry_before_it(sim, chakra):
+    """A page still empty when read again raises IncompleteListingError with read, total, offset."""
+    sim.chakra.short_page(1200, keep=0, times=None)
+    ids = []
+    with pytest.raises(IncompleteListingError) as caught:
+        await ids_into(ids, chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8))
+    assert len(ids) == len(set(ids)) == 1200
+    error = caught.value
+    assert (error.read, error.total, error.offset) == (1200, 2500, 1200)
+    assert isinstance(error, ProtocolError)
+    assert "1200 of 2500" in str(error)
+    assert chakra._session._limiter.borrowed_tokens == 0
+
+
+async def test_a_short_page_that_cannot_be_completed_yields_what_it_has_then_raises(sim, chakra):
+    """97 entries at skip 1200 and nothing from 1297: the 97 come, then the error names 1297."""
+    sim.chakra.short_page(1200, keep=97, times=None)
+    sim.chakra.short_page(1297, keep=0, times=None)
+    pages = []
+    with pytest.raises(IncompleteListingError) as caught:
+        await read_into(pages, chakra.iter_job_entry_pages(BIG_EXAMPLE_JOB, prefetch=4))
+    assert [len(page) for page in pages] == [100] * 12 + [97]
+    assert (caught.value.read, caught.value.offset) == (1297, 1297)
+
+
+def big_job(sim, count):
+    """A job of `count` entries made straight in the simulator's state (no HTTP)."""
+    items = [{"id": f"pid-{i % LEADS}", "update": {"state": "S"}} for i in range(count)]
+    return sim.chakra.submit_update(sim.chakra.procedures["leads"], items).id
+
+
+async def test_a_finished_job_streams_each_id_once_without_keeping_them_all(sim, chakra):
+    """Past 10,000 ids the job is asked once; finished, later pages' ids are checked, not kept."""
+    job_id = big_job(sim, 25_000)
+    await chakra.wait_for_job(job_id, timeout=10)
+    polls = sim.records.count(route=JOB_ROUTE)
+    async with chakra.iter_job_entry_pages(job_id) as pages:
+        ids = [e.id for page in [p async for p in pages] for e in page]
+        kept = pages._seen.kept
+    assert len(ids) == len(set(ids)) == 25_000
+    assert ids == [sim.chakra.jobs[job_id].entry_id(i) for i in range(25_000)]
+    assert sim.records.count(route=JOB_ROUTE) == polls + 1
+    assert kept <= 10_000 + 17 * 100  # what was read before the answer, and the pages in flight
+
+
+async def test_a_running_job_keeps_every_id_as_16_bytes():
+    """While the job runs, every id is kept past 10,000, as the UUID's 16 bytes."""
+    async with (
+        Simulator(clock=ManualClock()) as running,
+        ChakraClient(running.chakra_token, base_url=running.chakra_url) as client,
+    ):
+        running.chakra.add_procedure("leads", primary_key="lead_id")
+        running.chakra.add_process("leads", {"lead_id": "L0"}, id="pid-0")
+        items = [{"id": "pid-0", "update": {"state": f"S{i}"}} for i in range(12_000)]
+        job_id = running.chakra.submit_update(running.chakra.procedures["leads"], items).id
+        async with client.iter_job_entry_pages(job_id) as pages:
+            ids = [e.id for page in [p async for p in pages] for e in page]
+            seen = pages._seen
+        assert len(ids) == len(set(ids)) == 12_000
+        assert seen.kept == 12_000
+        assert seen.compacted
+        assert all(type(key) is bytes and len(key) == 16 for key in seen.compacted)
+        assert not (await client.get_background_job(job_id)).is_finished
+
+
+async def test_a_finished_job_answering_more_than_asked_still_yields_each_id_once():
+    """A server whose pages overlap (limit + 5 entries) past the check yields no id twice."""
+    size = 12_500
+
+    async def handle(request):
+        if not request.path.endswith("/entries"):
+            body = {
+                "_data": {"id": "j"},
+                "_meta": {"bjEntryCompletionStatusVsCount": {"SUCCESS": size}},
+            }
+            return web.json_response(body)
+        skip = int(request.query["skip"])
+        limit = int(request.query["limit"]) + 5
+        data = [{"id": f"e{i}"} for i in range(skip, min(size, skip + limit))]
+        return web.json_response({"_data": data, "_meta": {"total": size}})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    async with serve(app) as url, ChakraClient("t", base_url=url) as client:
+        ids = [e.id async for e in client.iter_job_entries("j")]
+    assert ids == [f"e{i}" for i in range(size)]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -511,25 +676,36 @@ async def listing_server():
 
 
 @pytest.mark.parametrize(
-    ("listing", "expected"),
+    ("listing", "expected", "incomplete"),
     [
-        pytest.param({"size": 250, "total": 10_000}, 250, id="total-too-large"),
-        pytest.param({"size": 450, "total": 30}, 450, id="total-too-small"),
-        pytest.param({"size": 300, "total": None}, 300, id="no-total-read-on"),
-        pytest.param({"size": 500, "total": 500, "shift": 7}, 500, id="listing-shifts-back"),
-        pytest.param({"size": 500, "total": 500, "ignore_skip": True}, 100, id="ignores-skip"),
-        pytest.param({"size": 500, "total": 50, "ignore_skip": True}, 100, id="ignores-and-lies"),
+        pytest.param({"size": 250, "total": 10_000}, 250, (250, 10_000, 250), id="total-too-large"),
+        pytest.param({"size": 450, "total": 30}, 450, None, id="total-too-small"),
+        pytest.param({"size": 300, "total": None}, 300, None, id="no-total-read-on"),
+        pytest.param({"size": 500, "total": 500, "shift": 7}, 500, None, id="listing-shifts-back"),
+        pytest.param(
+            {"size": 500, "total": 500, "ignore_skip": True},
+            100,
+            (100, 500, 100),
+            id="ignores-skip",
+        ),
+        pytest.param(
+            {"size": 500, "total": 50, "ignore_skip": True}, 100, None, id="ignores-and-lies"
+        ),
     ],
 )
 async def test_lying_totals_and_shifting_listings_end_with_each_id_once(
-    listing_server, listing, expected
+    listing_server, listing, expected, incomplete
 ):
-    """Whatever `_meta.total` claims, the listing ends, and no id comes twice."""
+    """Whatever `_meta.total` claims, the listing ends, no id comes twice, and short is said."""
     client, holder = listing_server
     holder["handler"], calls = lying_listing(**listing)
-    ids = [e.id async for e in client.iter_job_entries("j", prefetch=4)]
+    ids = []
+    with pytest.raises(IncompleteListingError) if incomplete else contextlib.nullcontext() as got:
+        await ids_into(ids, client.iter_job_entries("j", prefetch=4))
     assert len(ids) == len(set(ids)) == expected
     assert len(calls) < 30
+    if incomplete:
+        assert (got.value.read, got.value.total, got.value.offset) == incomplete
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 import datetime as dt
 import math
+import pickle
 
+import attrs
 import pytest
 
 from asyncbulk import ProtocolError, ValidationError
@@ -11,6 +13,7 @@ from asyncbulk.chakra import (
     ProcessUpdate,
     make_chakra_converter,
 )
+from asyncbulk.chakra._models import entries_from
 
 PID = "1e50dd73-9ce6-405b-932a-9c4c5e7b5599"
 AWARE = dt.datetime(2021, 3, 20, 15, 25, 10, 842000, tzinfo=dt.UTC)
@@ -270,6 +273,47 @@ def test_is_finished_follows_the_documented_rule(data, counts, finished, failed)
     assert (job.is_finished, job.is_failed) == (finished, failed)
 
 
+DOCUMENTED_FETCH = {
+    "id": "19632427-908f-4bf3-a6f5-69b9a0bbfc63",
+    "createdAt": 1617966536310,
+    "updatedAt": 1617966539528,
+    "startedAt": 1617966536310,
+    "team": "d3e64510-b75a-43a0-8ae5-dde78dac56c0",
+    "type": "bulk_api_job",
+}
+LAGGING = {**DOCUMENTED_FETCH, "completionStatus": "IN_PROGRESS", "completedAt": 0}
+
+
+@pytest.mark.parametrize(
+    ("data", "counts", "finished"),
+    [
+        pytest.param(
+            DOCUMENTED_FETCH,
+            {"INVALID": 100, "NOT_STARTED": 120, "SUCCESS": 389, "ERROR": 3},
+            False,
+            id="counts-only-running",
+        ),
+        pytest.param(
+            DOCUMENTED_FETCH, {"INVALID": 100, "SUCCESS": 509, "ERROR": 3}, True, id="counts-only"
+        ),
+        pytest.param(
+            LAGGING, {"IN_PROGRESS": 1, "NOT_STARTED": 9, "SUCCESS": 2}, False, id="in-progress"
+        ),
+        pytest.param(LAGGING, {"SUCCESS": 10, "ERROR": 2}, True, id="status-lags-counts"),
+        pytest.param(DOCUMENTED_FETCH, {"INVALID": 12}, True, id="only-invalid"),
+        pytest.param(LAGGING, {"INVALID": 12}, True, id="only-invalid-in-progress"),
+    ],
+)
+def test_each_documented_job_shape_is_decided(data, counts, finished):
+    """The documented shapes: counts only, IN_PROGRESS running or lagging, INVALID only."""
+    job = make_chakra_converter().structure(
+        {"_data": data, "_meta": {"bjEntryCompletionStatusVsCount": counts}}, BackgroundJob
+    )
+    assert job.is_finished is finished
+    assert job.is_failed is False
+    assert job.raw["type"] == "bulk_api_job"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -352,3 +396,40 @@ def test_job_entry_protocol_errors_name_the_field(raw, message):
     """A malformed entry is a ProtocolError naming the field, never a KeyError."""
     with pytest.raises(ProtocolError, match=message):
         make_chakra_converter().structure(raw, JobEntry)
+
+
+def test_job_entry_is_a_frozen_value():
+    """Entries compare, hash, print and pickle by their fields, and refuse changes."""
+    entry = make_chakra_converter().structure(ENTRY, JobEntry)
+    same = JobEntry(
+        ENTRY["id"],
+        completion_status="SUCCESS",
+        completion_message="",
+        validation_status="SUCCESS",
+        validation_message="",
+        process_id=PID,
+        procedure_id="f3eb37a9-b54e-4088-bc5f-948d37f8aa62",
+        process_update={"data": {"lead_id": "100"}},
+        api_type="process:ext-update",
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+    )
+    assert entry == same
+    assert hash(entry) == hash(same)
+    assert entry != JobEntry("other")
+    assert repr(JobEntry("e")).startswith("JobEntry(id='e', completion_status=None,")
+    assert pickle.loads(pickle.dumps(entry)) == entry  # noqa: S301 -- our own bytes
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        entry.completion_status = "ERROR"
+
+
+def test_entries_of_a_page_are_read_lazily_and_checked_on_use():
+    """A page's entries need only an id; a bad field is a ProtocolError naming it when read."""
+    good, bad = entries_from([ENTRY, {"id": "e2", "completionStatus": 3}])
+    assert good.completion_status == "SUCCESS"
+    assert good.updated_at == dt.datetime(2021, 4, 9, 11, 8, 59, 528000, tzinfo=dt.UTC)
+    assert bad.id == "e2"
+    with pytest.raises(ProtocolError, match="completionStatus"):
+        _ = bad.completion_status
+    with pytest.raises(ProtocolError, match=r"_data\[1\]\.id"):
+        entries_from([ENTRY, {"completionStatus": "SUCCESS"}])

@@ -13,6 +13,7 @@ host is never followed (a second, "evil" server proves it saw nothing).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loopback import serve
 
-from asyncbulk import AsyncBulkError, RetryPolicy
+from asyncbulk import (
+    AsyncBulkError,
+    IncompleteListingError,
+    JobTimeoutError,
+    ProtocolError,
+    RetryPolicy,
+)
 from asyncbulk.chakra import ChakraClient
 from asyncbulk.zefort import ZefortClient
 
@@ -228,13 +235,38 @@ async def survive(call: Callable[[], Awaitable[object]]) -> object:
         pytest.fail(f"{call} hung for {LIMIT} s")
 
 
-async def drain(iterator: Any, cap: int = 10_000) -> list[Any]:
-    out = []
+async def drain(iterator: Any, out: list[Any] | None = None, cap: int = 10_000) -> list[Any]:
+    out = [] if out is None else out
     async with iterator:
         async for item in iterator:
             out.append(item)
             assert len(out) <= cap, "the listing never ends"
     return out
+
+
+ENTRY_FIELDS = (
+    "completion_status",
+    "completion_message",
+    "validation_status",
+    "validation_message",
+    "process_id",
+    "procedure_id",
+    "process_update",
+    "api_type",
+    "created_at",
+    "updated_at",
+)
+
+
+def read_every_field(entry: Any) -> None:
+    """Read each field of a lazily built entry: a value of its type, or a ProtocolError."""
+    try:
+        values = [getattr(entry, name) for name in ENTRY_FIELDS]
+    except ProtocolError:
+        return
+    assert all(v is None or isinstance(v, str | dict | dt.datetime) for v in values)
+    assert entry == entry  # noqa: PLR0124 -- equality reads every field too
+    hash(entry)
 
 
 @given(answer=answers(CHAKRA_BODIES))
@@ -256,6 +288,8 @@ async def test_chakra_survives_any_answer(server, answer):
         )
         if isinstance(entries, list):
             assert len({e.id for e in entries}) == len(entries)
+            for entry in entries:
+                read_every_field(entry)
         await survive(lambda: chakra.wait_for_job("j", timeout=0.05))
 
 
@@ -333,13 +367,25 @@ def chakra_listing(
 async def test_chakra_entries_with_a_lying_total_end_with_every_entry(
     server, real, total, honour_skip
 ):
-    """A wrong _meta.total neither loops forever nor drops entries; each entry comes once."""
+    """A wrong _meta.total neither loops forever nor drops entries; each entry comes once.
+
+    When fewer entries can be read than the total announces, the stream says so with an
+    IncompleteListingError after the last of them.
+    """
     server.route = chakra_listing(real, total=total, honour_skip=honour_skip)
+    entries: list[Any] = []
     async with ChakraClient("chakra-test-token", base_url=server.url, retry=NO_RETRY) as chakra:
         with anyio.fail_after(LIMIT):
-            entries = await drain(chakra.iter_job_entries("j", page_size=100, prefetch=4))
+            outcome = await survive(
+                lambda: drain(chakra.iter_job_entries("j", page_size=100, prefetch=4), entries)
+            )
     expected = real if honour_skip else min(real, 100)
     assert [e.id for e in entries] == [f"e-{i}" for i in range(expected)]
+    if total is not None and expected < total:
+        assert isinstance(outcome, IncompleteListingError)
+        assert (outcome.read, outcome.total) == (expected, total)
+    else:
+        assert isinstance(outcome, list)
     assert len(server.seen) < 50
 
 
@@ -420,7 +466,7 @@ async def test_zefort_listing_with_a_lying_count_ends_with_every_task(
 async def test_a_next_link_to_another_host_is_never_followed(server, evil):
     """Links to another host in _meta.next or a listing's next are never requested."""
     link = f"{evil.url}/v1/ext/background-job/j/entries?skip=100&limit=100"
-    server.route = chakra_listing(250, total=10**6, next_link=link)
+    server.route = chakra_listing(250, total=250, next_link=link)
     async with ChakraClient("chakra-test-token", base_url=server.url, retry=NO_RETRY) as chakra:
         with anyio.fail_after(LIMIT):
             entries = await drain(chakra.iter_job_entries("j"))
@@ -439,3 +485,110 @@ async def test_a_next_link_to_another_host_is_never_followed(server, evil):
             await survive(lambda: zefort.bulk_update_contracts(status="done", search={}))
     assert len(tasks) == 95
     assert evil.seen == []
+
+
+# -- short and empty pages, and each documented job shape ---------------------------------------
+
+
+@attrs.define
+class Cut:
+    """The answer at one `skip` holds `keep` entries at most, `times` times (None: always)."""
+
+    keep: int
+    times: int | None
+
+
+def cut_listing(real: int, cuts: dict[int, Cut]) -> Callable[[web.Request], web.Response]:
+    """Serve `real` entries with an honest total, cutting the answers at the offsets in `cuts`."""
+
+    def route(request: web.Request) -> web.Response:
+        limit = int(request.query.get("limit", "100"))
+        skip = int(request.query.get("skip", "0"))
+        cut = cuts.get(skip)
+        if cut is not None and cut.times != 0:
+            limit = min(limit, cut.keep)
+            if cut.times is not None:
+                cut.times -= 1
+        data = [{**ENTRY, "id": f"e-{i}"} for i in range(skip, min(real, skip + limit))]
+        return web.json_response({"_data": data, "_meta": {"total": real, "next": None}})
+
+    return route
+
+
+CUTS = st.dictionaries(
+    st.integers(0, 300),
+    st.builds(Cut, st.integers(0, 120), st.one_of(st.none(), st.integers(0, 3))),
+    max_size=6,
+)
+
+
+@given(
+    real=st.integers(0, 300),
+    cuts=CUTS,
+    page_size=st.integers(1, 100),
+    prefetch=st.integers(1, 6),
+)
+@example(real=300, cuts={100: Cut(97, 1)}, page_size=100, prefetch=4)
+@example(real=300, cuts={100: Cut(0, 1)}, page_size=100, prefetch=4)
+@example(real=300, cuts={100: Cut(0, None)}, page_size=100, prefetch=4)
+@CHECKS
+async def test_short_and_empty_pages_never_end_the_stream_silently(
+    server, real, cuts, page_size, prefetch
+):
+    """Short or empty answers mid-way: every entry in order, or the error names where it broke."""
+    transient = all(cut.times is not None and cut.times <= 1 for cut in cuts.values())
+    server.route = cut_listing(real, cuts)
+    entries: list[Any] = []
+    async with ChakraClient("chakra-test-token", base_url=server.url, retry=NO_RETRY) as chakra:
+        outcome = await survive(
+            lambda: drain(
+                chakra.iter_job_entries("j", page_size=page_size, prefetch=prefetch), entries
+            )
+        )
+    ids = [e.id for e in entries]
+    if isinstance(outcome, IncompleteListingError):
+        assert not transient, "an answer cut once is read again"
+        assert ids == [f"e-{i}" for i in range(outcome.read)]
+        assert (outcome.total, outcome.offset) == (real, outcome.read)
+        assert outcome.read < real
+    else:
+        assert isinstance(outcome, list)
+        assert ids == [f"e-{i}" for i in range(real)]
+
+
+STATUS_COUNTS = st.dictionaries(
+    st.sampled_from(["INVALID", "NOT_STARTED", "IN_PROGRESS", "SUCCESS", "ERROR", "CANCELLED"]),
+    st.integers(0, 1000),
+    max_size=6,
+)
+DOCUMENTED_JOB = {k: v for k, v in JOB.items() if k not in {"completionStatus", "completedAt"}}
+SHAPES = st.sampled_from(
+    [
+        DOCUMENTED_JOB,
+        {**DOCUMENTED_JOB, "type": "bulk_api_job"},
+        JOB,
+        {**JOB, "completionStatus": "NOT_STARTED"},
+        {**JOB, "completionStatus": "COMPLETED", "completedAt": 1700000001000},
+    ]
+)
+
+
+@given(data=SHAPES, counts=STATUS_COUNTS)
+@CHECKS
+async def test_each_job_shape_is_finished_exactly_when_the_rule_says(server, data, counts):
+    """Counts only, IN_PROGRESS lagging or not, INVALID only: waiting ends exactly when finished."""
+    body = {"_data": data, "_meta": {"bjEntryCompletionStatusVsCount": counts}}
+    server.answer = Answer(body=json.dumps(body).encode())
+    settled = bool(counts) and not (counts.get("NOT_STARTED") or counts.get("IN_PROGRESS"))
+    terminal = data.get("completionStatus") not in {None, "IN_PROGRESS", "NOT_STARTED"}
+    finished = settled or terminal or bool(data.get("completedAt"))
+    async with ChakraClient(
+        "chakra-test-token", base_url=server.url, retry=NO_RETRY, poll_interval=(0.01, 0.02)
+    ) as chakra:
+        job = await survive(lambda: chakra.get_background_job("j"))
+        waited = await survive(lambda: chakra.wait_for_job("j", timeout=0.05))
+    assert job.is_finished is finished
+    if finished:
+        assert waited.id == job.id
+    else:
+        assert isinstance(waited, JobTimeoutError)

@@ -463,3 +463,35 @@ async def test_created_processes_can_be_updated_next(sim, clock, http):
         "city": "Ooty",
         "score": "2",
     }
+
+
+async def test_job_shapes_as_served(sim, clock, http):
+    """Documented: counts only, type bulk_api_job; lagging: IN_PROGRESS and completedAt 0."""
+    job_id = await submit(http, {"processes": [{"lead_id": "LEAD-001", "state": "s"}]})
+    clock.advance(10)
+    sim.chakra.job_shape = "documented"
+    documented = await job(http, job_id)
+    assert set(documented["_data"]) == {"id", "createdAt", "updatedAt", "startedAt", "team", "type"}
+    assert documented["_data"]["type"] == "bulk_api_job"
+    assert documented["_meta"]["bjEntryCompletionStatusVsCount"] == {"SUCCESS": 1}
+    sim.chakra.job_shape = "lagging"
+    lagging = (await job(http, job_id))["_data"]
+    assert (lagging["completionStatus"], lagging["completedAt"]) == ("IN_PROGRESS", 0)
+    assert lagging["type"] == "bulk_api_job"
+    with pytest.raises(ValueError, match="job_shape"):
+        sim.chakra.job_shape = "finished"
+
+
+async def test_short_and_empty_pages_keep_the_total(sim, http):
+    """A cut page answers fewer entries (or none) at its skip, the announced total unchanged."""
+    job_id = "006af7f9-d5fb-4d1a-8b31-ac6f3a3a1dfc"
+    sim.chakra.short_page(1200, keep=97, job_id=job_id)
+    sim.chakra.short_page(1300, keep=0, times=None)
+    short = await entries(http, job_id, "?skip=1200&limit=100")
+    assert (len(short["_data"]), short["_meta"]["total"]) == (97, 2500)
+    again = await entries(http, job_id, "?skip=1200&limit=100")
+    assert len(again["_data"]) == 100
+    for _ in range(2):
+        empty = await entries(http, job_id, "?skip=1300&limit=100")
+        assert (empty["_data"], empty["_meta"]["total"]) == ([], 2500)
+    assert len((await entries(http, job_id, "?skip=1301&limit=100"))["_data"]) == 100

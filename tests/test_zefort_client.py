@@ -467,6 +467,57 @@ async def test_wrong_key_is_an_authentication_error(sim):
                 pass
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "suffix", ["", "/", "/api", "/api/"], ids=["bare", "slash", "api", "api-slash"]
+)
+async def test_base_url_with_or_without_api_requests_the_documented_paths(sim, suffix):
+    """`.../api/` (the vendor's "API base URL") and the bare host both reach /api/..., once."""
+    async with ZefortClient(
+        sim.zefort_api_key, base_url=sim.zefort_url + suffix, retry=RetryPolicy.testing(), **FAST
+    ) as zefort:
+        task = await zefort.bulk_update_contracts(**BODY)
+        await zefort.wait_for_task(task.id, timeout=10, acknowledge=True)
+        [t async for t in zefort.iter_tasks()]
+    paths = {r.path for r in sim.records.requests}
+    assert paths == {BULK, TASKS, f"/api/tasks/{task.id}/"}
+    assert sim.records.count(route=TASK) >= 1
+
+
+DOCUMENTED_SEARCH = {
+    "q": "service",
+    "q_main_documents": "service",
+    "q_attachments": "annex",
+    "q_parties": "Acme",
+    "q_notes": "renewal",
+    "q_tags": "contracts of service",
+    "q_emails": "legal",
+    "tags": ["tag_1"],
+    "owner": "usr_1",
+    "binder": "bnd_1KkRayN40nouuVTujc",
+    "recursive": True,
+    "language": "en",
+    "receive_time": "2023-01-01,2023-12-31",
+    "activities_times": "2023-01-01,2023-12-31",
+    "pending_activities_times": "2023-01-01,",
+    "cover_document_docai_task_status": "done",
+    "esign_status": "signed",
+    "num_parties": 2,
+    "num_attachments": 0,
+    "minimal": True,
+    "sort": "-receive_time",
+}
+
+
+@pytest.mark.anyio
+async def test_every_documented_search_parameter_is_accepted(sim, zefort):
+    """A search with every parameter Zefort's reference documents starts a task, body intact."""
+    task = await zefort.bulk_update_contracts(status="done", search=DOCUMENTED_SEARCH)
+    (submission,) = sim.records.zefort_submissions
+    assert submission.body == {"status": "done", "search": DOCUMENTED_SEARCH}
+    assert submission.task_id == task.id
+
+
 def test_client_settings_are_checked():
     """Bad settings are ValidationErrors naming the field; the key never shows in the repr."""
     with pytest.raises(ValidationError, match="api_key"):

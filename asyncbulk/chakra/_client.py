@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -15,6 +16,7 @@ import attrs
 from asyncbulk._exceptions import (
     APIError,
     AsyncBulkError,
+    IncompleteListingError,
     ProtocolError,
     RateLimitedError,
     SubmissionError,
@@ -32,15 +34,14 @@ from asyncbulk.chakra._models import (
     JobEntry,
     ProcessCreate,
     ProcessUpdate,
+    entries_from,
     make_chakra_converter,
-    structure_entry,
     structure_job,
 )
 from asyncbulk.chakra._resume import settle_interrupted, submission_from_handle
 from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
-    import datetime as dt
     import os
     from collections.abc import AsyncGenerator, Callable, Collection, Hashable
 
@@ -59,6 +60,10 @@ MAX_PAGE_SIZE: Final = 100
 #: Full pages in a row holding only entries seen before, after which a listing is taken to
 #: repeat itself and ends.
 _STALE_PAGES: Final = 10
+#: Entry ids kept before the job is asked whether it has finished (then again at each doubling
+#: while it runs): a finished job's offsets are stable, so its later ids need not be kept.
+_KEEP_BEFORE_ASKING: Final = 10_000
+_UUID_TEXT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: The largest batch the library will send in one request (the vendor documents no limit).
 MAX_BATCH_SIZE: Final = 10_000
 
@@ -322,10 +327,19 @@ class ChakraClient(ClientBase):
         flight or waiting), and yields entries in listing order, so memory stays bounded by
         about ``prefetch x page_size`` entries however large the job. ``skip`` is computed
         here; the server's ``_meta.next`` is never followed. Each entry id is yielded at most
-        once (the ids seen are remembered, about 100 bytes each).
+        once: the first 10,000 ids are remembered; past them the job is asked (one GET) whether
+        it has finished. A finished job's offsets are stable, so the ids of the pages read after
+        that are checked but not kept; a running job's are kept, a UUID in 16 bytes.
+        Entries are built straight from the parsed JSON, their fields read on first use.
+
+        The stream never ends short of ``_meta.total`` without saying so: a page answered short
+        before the total is read on from the next offset, an empty one is read once more, and
+        when entries still cannot be read an `IncompleteListingError` (naming how many were
+        read, the total and the offset) is raised after every entry that could be read.
 
         A consistent listing needs a finished job: while a job runs, its entries change status,
-        so a filtered listing shifts between pages and an entry may be missed (never repeated).
+        so a filtered listing shifts between pages and an entry may be missed (never repeated);
+        each page's own ``_meta.total`` is taken as the end.
 
         ``async for entry in chakra.iter_job_entries(job_id)``; breaking out stops the fetches
         ahead (use ``async with`` around it to stop them at once whatever holds the iterator).
@@ -338,6 +352,7 @@ class ChakraClient(ClientBase):
 
         Raises:
             ValidationError: before any request, for a bad argument.
+            IncompleteListingError: while iterating, the listing broke off before its total.
         """
         return JobEntries(
             self.iter_job_entry_pages(
@@ -363,11 +378,13 @@ class ChakraClient(ClientBase):
 
         Raises:
             ValidationError: before any request, for a bad argument.
+            IncompleteListingError: while iterating, the listing broke off before its total.
         """
         path = self._session.path(_ENTRIES_PATH, job_id=job_id)
         pages = JobEntryPages(
             self._session,
             path,
+            job_path=self._session.path(_JOB_PATH, job_id=job_id),
             completion_status=_check_completion_status(completion_status),
             page_size=_check_int("page_size", page_size, 1, MAX_PAGE_SIZE),
             prefetch=check_prefetch(prefetch),
@@ -676,12 +693,23 @@ def _job_from(response: Response, *, acknowledgement: str | None = None) -> Back
 @attrs.frozen
 class _Page:
     entries: list[JobEntry]
+    #: Where the page's slot starts (``skip``) and how much of the slot the server filled.
+    offset: int
     size: int
+    #: ``_meta.total`` as the page's last answer gave it.
     total: int | None
+    url: str
+    #: The offset from which the slot could not be read, before the total; None when whole.
+    missing_from: int | None = None
 
 
 class _EntriesFetcher:
-    """Fetches one page of entries.
+    """Fetches the slot of one page of entries: ``page_size`` entries from ``index x page_size``.
+
+    A server may answer a slot short, or empty, before the end its ``_meta.total`` announces.
+    The slot is then read on from where the answer broke off, and an empty answer is read once
+    more, so every page task fills its own slot and the pages around it stay concurrent. A slot
+    that still cannot be filled is handed out with ``missing_from`` set.
 
     Kept apart from the iterator so that the fetch tasks never keep a dropped iterator alive.
     """
@@ -696,7 +724,32 @@ class _EntriesFetcher:
         self.expected: int | None = None
 
     async def __call__(self, index: int) -> _Page:
-        params = {**self.params, "skip": index * self.page_size}
+        start = index * self.page_size
+        stop = start + self.page_size
+        entries, total, url = await self._read(start, self.page_size)
+        offset = start + len(entries)
+        ids: set[str] | None = None
+        again = False
+        while offset < stop and total is not None and offset < total:
+            # Short or empty before the total: read on from where the answer broke off.
+            more, total, url = await self._read(offset, stop - offset)
+            if ids is None:
+                ids = {e.id for e in entries}
+            fresh = [e for e in more if e.id not in ids]
+            if not fresh:
+                if again or (total is not None and offset >= total):
+                    break
+                again = True
+                continue
+            again = False
+            ids.update(e.id for e in fresh)
+            entries.extend(fresh)
+            offset += len(more)
+        missing = offset if total is not None and offset < min(stop, total) else None
+        return _Page(entries, start, offset - start, total, url, missing)
+
+    async def _read(self, skip: int, limit: int) -> tuple[list[JobEntry], int | None, str]:
+        params = {**self.params, "skip": skip, "limit": limit}
         response = await self.session.request("GET", self.path, params=params)
         data = response.data
         if not isinstance(data, list):
@@ -706,18 +759,11 @@ class _EntriesFetcher:
                 url=response.url,
                 status=response.status,
             )
-        times: dict[int, dt.datetime] = {}
         try:
-            entries = [structure_entry(raw, "entry", times) for raw in data]
-        except ProtocolError:
-            # Off the hot path: find the culprit again, to name its index.
-            for position, raw in enumerate(data):
-                try:
-                    structure_entry(raw, f"_data[{position}]")
-                except ProtocolError as exc:
-                    raise ProtocolError(str(exc), method="GET", url=response.url) from None
-            raise
-        return _Page(entries, len(data), _total(response.meta, response.url))
+            entries = entries_from(data)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), method="GET", url=response.url) from None
+        return entries, _total(response.meta, response.url), response.url
 
     def count(self, page: _Page) -> int | None:
         if page.total is None:
@@ -726,7 +772,71 @@ class _EntriesFetcher:
         return self.expected
 
     def is_last(self, _index: int, page: _Page) -> bool:
+        # A slot is left short only at the total, without one, or when it could not be read.
         return page.size < self.page_size
+
+
+def _compact(entry_id: str) -> bytes | str:
+    """A UUID as its 16 bytes (a third of the text's size); any other id as it is."""
+    if len(entry_id) == 36 and _UUID_TEXT.fullmatch(entry_id):  # noqa: PLR2004 -- a UUID's text
+        return bytes.fromhex(entry_id.replace("-", ""))
+    return entry_id
+
+
+class _SeenIds:
+    """The ids a listing has yielded, kept in as little memory as the job allows.
+
+    While the job may be running, a filtered listing shifts and an entry can come back at any
+    later offset, so every id is kept: as text at first, then (past `_KEEP_BEFORE_ASKING`, when
+    the job still runs) as 16 bytes per UUID. Once the job is known to be finished, the pages
+    asked for afterwards (from offset `stable_from`) read a listing that no longer changes, so
+    their ids are checked against those kept and against the page before (which an answer
+    longer than asked for overlaps), but no longer kept.
+    """
+
+    __slots__ = ("ask_at", "compact", "compacted", "previous", "stable_from", "texts")
+
+    def __init__(self) -> None:
+        self.texts: set[str] = set()
+        self.compacted: set[bytes | str] = set()
+        self.compact = False
+        self.previous: set[str] = set()
+        self.stable_from: float = math.inf
+        self.ask_at: int | None = _KEEP_BEFORE_ASKING
+
+    @property
+    def kept(self) -> int:
+        return len(self.texts) + len(self.compacted)
+
+    def fresh(self, entries: list[JobEntry], *, keep: bool) -> list[JobEntry]:
+        """The entries whose id was not seen before, in order; keeps their ids when `keep`."""
+        texts = self.texts
+        compacted = self.compacted
+        if keep and not self.compact:
+            add_text = texts.add
+            # One pass: keep an entry only the first time its id shows up.
+            return [e for e in entries if not (e.id in texts or add_text(e.id))]
+        if keep:
+            fresh = []
+            for entry in entries:
+                if entry.id in texts:
+                    continue
+                key = _compact(entry.id)
+                if key not in compacted:
+                    compacted.add(key)
+                    fresh.append(entry)
+            return fresh
+        previous = self.previous
+        page: set[str] = set()
+        add = page.add
+        fresh = [
+            e
+            for e in entries
+            if not (e.id in texts or e.id in previous or e.id in page or add(e.id))
+            and not (compacted and _compact(e.id) in compacted)
+        ]
+        self.previous = page
+        return fresh
 
 
 class JobEntryPages(ClosingIterator):
@@ -741,6 +851,7 @@ class JobEntryPages(ClosingIterator):
         session: Session,
         path: str,
         *,
+        job_path: str,
         completion_status: str | None,
         page_size: int,
         prefetch: int,
@@ -750,8 +861,12 @@ class JobEntryPages(ClosingIterator):
         if completion_status is not None:
             params["completionStatus"] = completion_status
         self._fetcher = _EntriesFetcher(session, path, params)
-        self._seen: set[str] = set()
+        self._job_path = job_path
+        self._seen = _SeenIds()
         self._stale = 0
+        self._stale_from = 0
+        self._yielded = 0
+        self._broken: IncompleteListingError | None = None
         self._pages: OrderedPages[_Page] = OrderedPages(
             self._fetcher,
             count=self._fetcher.count,
@@ -766,6 +881,7 @@ class JobEntryPages(ClosingIterator):
 
     async def aclose(self) -> None:
         """Stop the fetches ahead and end the iteration; idempotent."""
+        self._broken = None
         await self._pages.aclose()
 
     async def __anext__(self) -> list[JobEntry]:
@@ -773,27 +889,66 @@ class JobEntryPages(ClosingIterator):
 
         Raises:
             StopAsyncIteration: the listing has ended.
+            IncompleteListingError: after the last entries that could be read, when the
+                listing broke off before its ``_meta.total``.
             APIError, TransportError, ProtocolError: a page could not be read.
         """
+        if self._broken is not None:
+            broken, self._broken = self._broken, None
+            raise broken
         seen = self._seen
-        add = seen.add
         while True:
             page = await self._pages.__anext__()
-            # One pass: keep an entry only the first time its id shows up.
-            fresh = [e for e in page.entries if not (e.id in seen or add(e.id))]
+            fresh = seen.fresh(page.entries, keep=page.offset < seen.stable_from)
+            if seen.ask_at is not None and seen.kept >= seen.ask_at:
+                await self._ask_if_finished()
+            if page.missing_from is not None:
+                self._yielded += len(fresh)
+                broken = self._incomplete(page, page.missing_from)
+                if not fresh:
+                    raise broken
+                self._broken = broken
+                return fresh
             if fresh:
                 self._stale = 0
+                self._yielded += len(fresh)
                 return fresh
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
+            if self._stale == 0:
+                self._stale_from = page.offset
             self._stale = self._stale + 1 if page.entries else 0
             # A server that ignores `skip` and claims a huge total repeats one page for ever:
             # so many full pages in a row with nothing new cannot be a listing shifting.
             if page.entries and (beyond or self._stale >= _STALE_PAGES):
                 # Past the total, a full page of entries already seen means the server is
-                # repeating itself: stop rather than read forever.
+                # repeating itself: stop rather than read forever, and say so when the
+                # entries read fall short of its total.
                 await self._pages.aclose()
+                if page.total is not None and self._yielded < page.total:
+                    raise self._incomplete(page, self._stale_from)
                 raise StopAsyncIteration
+
+    async def _ask_if_finished(self) -> None:
+        """Ask the job whether it has finished: from then on, its offsets are stable."""
+        seen = self._seen
+        try:
+            response = await self._fetcher.session.request("GET", self._job_path)
+            finished = _job_from(response).is_finished
+        except AsyncBulkError:
+            finished = False  # unknown: keep every id, and ask again later
+        if finished:
+            # Pages asked for from now on read a listing that no longer changes.
+            seen.stable_from = self._pages.launched * self._fetcher.page_size
+            seen.ask_at = None
+        else:
+            seen.compact = True
+            seen.ask_at = 2 * seen.kept
+
+    def _incomplete(self, page: _Page, offset: int) -> IncompleteListingError:
+        return IncompleteListingError(
+            read=self._yielded, total=page.total or 0, offset=offset, method="GET", url=page.url
+        )
 
 
 class JobEntries(ClosingIterator):
@@ -822,6 +977,8 @@ class JobEntries(ClosingIterator):
 
         Raises:
             StopAsyncIteration: the listing has ended.
+            IncompleteListingError: after the last entry that could be read, when the listing
+                broke off before its ``_meta.total``.
             APIError, TransportError, ProtocolError: a page could not be read.
         """
         if self._next >= len(self._page):

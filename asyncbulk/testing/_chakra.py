@@ -53,8 +53,15 @@ if TYPE_CHECKING:
 ENTRY_STATUSES = ("INVALID", "NOT_STARTED", "IN_PROGRESS", "SUCCESS", "ERROR", "CANCELLED")
 #: Process statuses a change may set.
 PROCESS_STATUSES = frozenset({"OPEN", "COMPLETED", "CANCELLED"})
-#: The `completionStatus` of a job once every entry is done.
+#: The `completionStatus` of a job once every entry is done (the "extended" shape only).
 JOB_DONE = "COMPLETED"
+#: The `type` of the documented example job.
+JOB_TYPE = "bulk_api_job"
+#: How a fetched job shows whether it is done: "extended" adds an invented terminal
+#: `completionStatus` ("COMPLETED") and `completedAt`; "documented" is the vendor's fetch example,
+#: counts only, no `completionStatus`, `statusMessage` or `completedAt`; "lagging" keeps saying
+#: `IN_PROGRESS` with `completedAt: 0` after every entry is final.
+JOB_SHAPES = ("extended", "documented", "lagging")
 #: The `apiType` of the entries of a bulk update and of a bulk create.
 UPDATE_API_TYPE = "process:ext-update"
 CREATE_API_TYPE = "process:ext-create"
@@ -250,20 +257,36 @@ class ChakraJob:
         }
         return {status: n for status, n in counts.items() if n}
 
-    def summary(self, now: float) -> dict[str, Any]:
-        """Return the job as `GET /v1/ext/background-job/{id}` shows it in `_data`."""
+    def summary(self, now: float, shape: str = "extended") -> dict[str, Any]:
+        """Return the job as `GET /v1/ext/background-job/{id}` shows it in `_data`.
+
+        Args:
+            now: Simulated time.
+            shape: One of `JOB_SHAPES`.
+        """
         finished = self.finished(now)
         finish_ms = _ms(self.finishes_at)
+        updated = finish_ms if finished else max(_ms(self.started_at), _ms(now))
+        if shape == "documented":
+            return {
+                "id": self.id,
+                "createdAt": _ms(self.started_at),
+                "updatedAt": updated,
+                "startedAt": _ms(self.started_at),
+                "team": TEAM_ID,
+                "type": JOB_TYPE,
+            }
+        done = finished and shape == "extended"
         return {
             "id": self.id,
             "createdAt": _ms(self.started_at),
-            "updatedAt": finish_ms if finished else max(_ms(self.started_at), _ms(now)),
-            "completionStatus": JOB_DONE if finished else "IN_PROGRESS",
+            "updatedAt": updated,
+            "completionStatus": JOB_DONE if done else "IN_PROGRESS",
             "statusMessage": None,
             "startedAt": _ms(self.started_at),
-            "completedAt": finish_ms if finished else 0,
+            "completedAt": finish_ms if done else 0,
             "team": TEAM_ID,
-            "type": self.type_id,
+            "type": self.type_id if shape == "extended" else JOB_TYPE,
         }
 
     def acknowledgement(self) -> dict[str, Any]:
@@ -464,6 +487,16 @@ class ChakraJob:
 
 
 @attrs.define
+class _Cut:
+    """A page of the entries listing answered short (see `ChakraState.short_page`)."""
+
+    skip: int
+    keep: int
+    times: int | None
+    job_id: str | None
+
+
+@attrs.define
 class _Outcome:
     """What validation made of one submitted item."""
 
@@ -490,6 +523,7 @@ class ChakraState:
         token: str = "chakra-sim-token",  # noqa: S107 - a simulator's credential, not a secret
         records: Records | None = None,
         examples: bool = True,
+        job_shape: str = "extended",
     ) -> None:
         """Create the state.
 
@@ -501,9 +535,10 @@ class ChakraState:
             token: The bearer token the API accepts.
             records: Where to record submissions; new records by default.
             examples: Start with the documentation's example procedures, processes and jobs.
+            job_shape: How a fetched job shows it is done, one of `JOB_SHAPES` (settable later).
 
         Raises:
-            ValueError: A rate is out of range.
+            ValueError: A rate or the shape is out of range.
         """
         if not entries_per_second > 0:
             raise ValueError(f"entries_per_second must be positive, got {entries_per_second!r}")
@@ -520,6 +555,8 @@ class ChakraState:
         self._processes: dict[str, ChakraProcess] = {}
         self._jobs: dict[str, ChakraJob] = {}
         self._unsettled: dict[str, ChakraJob] = {}
+        self._cuts: list[_Cut] = []
+        self.job_shape = job_shape
         if examples:
             self.add_examples()
 
@@ -529,6 +566,47 @@ class ChakraState:
             f"<ChakraState procedures={len(self._procedures)} "
             f"processes={len(self._processes)} jobs={len(self._jobs)}>"
         )
+
+    @property
+    def job_shape(self) -> str:
+        """How a fetched job shows whether it is done: one of `JOB_SHAPES`."""
+        return self._job_shape
+
+    @job_shape.setter
+    def job_shape(self, shape: str) -> None:
+        if shape not in JOB_SHAPES:
+            raise ValueError(f"job_shape must be one of {', '.join(JOB_SHAPES)}, got {shape!r}")
+        self._job_shape = shape
+
+    def short_page(
+        self, skip: int, *, keep: int = 0, times: int | None = 1, job_id: str | None = None
+    ) -> None:
+        """Answer the entries page asked at `skip` with only its first `keep` entries.
+
+        `_meta.total` is left as it is, so the page is short (or, with `keep=0`, empty) before
+        the end the listing announces; a read at another offset is answered in full.
+
+        Args:
+            skip: The `skip` of the requests to cut.
+            keep: Entries left in the page; 0 answers an empty page.
+            times: Cut this many answers, then answer in full; None cuts every answer.
+            job_id: Only the listing of this job; every job's when None.
+
+        Raises:
+            ValueError: `skip`, `keep` or `times` is negative.
+        """
+        if skip < 0 or keep < 0 or (times is not None and times < 0):
+            raise ValueError("skip, keep and times cannot be negative")
+        self._cuts.append(_Cut(skip=skip, keep=keep, times=times, job_id=job_id))
+
+    def page_limit(self, job_id: str, skip: int, limit: int) -> int:
+        """Return the `limit` to serve for a page request, after the cuts that apply to it."""
+        for cut in self._cuts:
+            if cut.skip == skip and cut.job_id in {None, job_id} and cut.times != 0:
+                if cut.times is not None:
+                    cut.times -= 1
+                return min(limit, cut.keep)
+        return limit
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1108,7 +1186,7 @@ class _ChakraHandlers:
         job = self._job(request)
         now = self.state.clock.now()
         meta = {"bjEntryCompletionStatusVsCount": job.counts(now)}
-        return json_response(_wrap(job.summary(now), meta))
+        return json_response(_wrap(job.summary(now, self.state.job_shape), meta))
 
     async def entries(self, request: web.Request) -> web.Response:
         job = self._job(request)
@@ -1122,7 +1200,8 @@ class _ChakraHandlers:
         if skip < 0:
             raise _bad_request(f"skip cannot be negative, got {skip}")
         limit = min(limit, MAX_LIMIT)
-        entries, total = job.page_json(status, skip, limit, self.state.clock.now())
+        served = self.state.page_limit(job.id, skip, limit)
+        entries, total = job.page_json(status, skip, served, self.state.clock.now())
         after = skip + limit
         # Printed the way the docs print it, without "&" between the parameters.
         path = f"/v1/ext/background-job/{job.id}/entries?skip={after}limit={limit}"

@@ -60,7 +60,20 @@ TEXT_SEARCHES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 #: Exact-value filters, and search parameters accepted but not simulated (they match all).
 EXACT_FILTERS = frozenset({"tags", "status", "owner", "binder", "language"})
-IGNORED_FILTERS = frozenset({"recursive", "receive_time"})
+IGNORED_FILTERS = frozenset(
+    {
+        "recursive",
+        "receive_time",
+        "activities_times",
+        "pending_activities_times",
+        "cover_document_docai_task_status",
+        "esign_status",
+        "minimal",
+        "sort",
+    }
+)
+#: The reference documents a family of counters (``num_parties``, ...): accepted, not simulated.
+IGNORED_PREFIX = "num_"
 DEFAULT_PAGE_SIZE = 24
 DESCRIPTION = "Contract Bulk operation"
 _DESCRIPTION_JSON = dumps_text(DESCRIPTION)
@@ -575,7 +588,8 @@ def _check_bulk_update(body: Any) -> None:
     if not isinstance(search, dict):
         raise TypeError("search must be an object")
     for name in search:
-        if name not in TEXT_SEARCHES and name not in EXACT_FILTERS | IGNORED_FILTERS:
+        known = name in TEXT_SEARCHES or name in EXACT_FILTERS or name in IGNORED_FILTERS
+        if not known and not (isinstance(name, str) and name.startswith(IGNORED_PREFIX)):
             raise ValueError(f"unknown search parameter {name!r}")
 
 

@@ -131,6 +131,13 @@ def _is_ambiguous(error: AsyncBulkError) -> bool:
     return isinstance(error, ProtocolError)
 
 
+def _site_url(base_url: str) -> str:
+    """The base URL without a final ``/api`` segment: every path here starts with ``/api/``."""
+    # Anything but a string is left for the session to refuse, naming the field.
+    text = base_url.strip().rstrip("/") if isinstance(base_url, str) else ""
+    return text.removesuffix("/api") if text.endswith("/api") else base_url
+
+
 class ZefortClient(ClientBase):
     """An asyncio client for Zefort's contract bulk operations and their tasks.
 
@@ -146,7 +153,8 @@ class ZefortClient(ClientBase):
     Args:
         api_key: the API key, sent as the Basic-auth user name with an empty password.
         base_url: ``https://sandbox.zefort.com``, ``https://my.zefort.com`` (EU),
-            ``https://us.zefort.com`` (US) or a dedicated host.
+            ``https://us.zefort.com`` (US) or a dedicated host; given with or without the
+            ``/api/`` the vendor's "API base URL" ends with.
         retry: the retry policy; the default retries reads and never repeats a bulk update
             the server may have acted on.
         timeouts: the time limits of one try of a request.
@@ -187,7 +195,7 @@ class ZefortClient(ClientBase):
     ) -> None:
         """Check the settings; the connection pool opens on first use."""
         self._session = Session(
-            base_url=base_url,
+            base_url=_site_url(base_url),
             auth=BasicAuth(api_key),
             envelope=PlainEnvelope(),
             retry=retry,
