@@ -21,7 +21,13 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
-from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
+from asyncbulk._tracking import (
+    JobSource,
+    JobTracker,
+    TrackerStats,
+    TrackingOptions,
+    TrackIterator,
+)
 from asyncbulk._version import __version__
 from asyncbulk.chakra import (
     ENTRY_STATUSES,
@@ -81,6 +87,7 @@ __all__ = [
     "Timeouts",
     "TrackIterator",
     "TrackerStats",
+    "TrackingOptions",
     "TransportError",
     "ValidationError",
     "ZefortClient",

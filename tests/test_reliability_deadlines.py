@@ -27,6 +27,7 @@ from asyncbulk import (
     JobTimeoutError,
     RateLimitedError,
     RetryPolicy,
+    TrackingOptions,
 )
 from asyncbulk.chakra import ChakraClient
 from asyncbulk.testing import Fault, Simulator
@@ -59,7 +60,7 @@ def chakra_of(sim: Simulator, **kwargs: Any) -> ChakraClient:
         sim.chakra_token,
         base_url=sim.chakra_url,
         retry=FAST,
-        poll_interval=(0.02, 0.1),
+        tracking=TrackingOptions(min_interval=0.02, max_interval=0.1),
         **kwargs,
     )
 
@@ -68,9 +69,7 @@ def zefort_of(sim: Simulator, **kwargs: Any) -> ZefortClient:
     options: dict[str, Any] = {
         "base_url": sim.zefort_url,
         "retry": FAST,
-        "poll_min_interval": 0.02,
-        "poll_max_interval": 0.1,
-        "sweep_interval": 0.05,
+        "tracking": TrackingOptions(min_interval=0.02, max_interval=0.1, sweep_interval=0.05),
         **kwargs,
     }
     return ZefortClient(sim.zefort_api_key, **options)

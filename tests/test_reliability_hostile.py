@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loopback import serve
 
-from asyncbulk import AsyncBulkError, RetryPolicy
+from asyncbulk import AsyncBulkError, RetryPolicy, TrackingOptions
 from asyncbulk.chakra import ChakraClient
 from asyncbulk.zefort import ZefortClient
 
@@ -243,7 +243,10 @@ async def test_chakra_survives_any_answer(server, answer):
     """Any status, content type or body gives Chakra calls a value or an AsyncBulkError."""
     server.answer = answer
     async with ChakraClient(
-        "chakra-test-token", base_url=server.url, retry=NO_RETRY, poll_interval=(0.01, 0.02)
+        "chakra-test-token",
+        base_url=server.url,
+        retry=NO_RETRY,
+        tracking=TrackingOptions(min_interval=0.01, max_interval=0.02),
     ) as chakra:
         job = await survive(lambda: chakra.get_background_job("j"))
         if not isinstance(job, AsyncBulkError):
@@ -269,8 +272,7 @@ async def test_zefort_survives_any_answer(server, answer):
         "zefort-test-key",
         base_url=server.url,
         retry=NO_RETRY,
-        poll_min_interval=0.01,
-        poll_max_interval=0.02,
+        tracking=TrackingOptions(min_interval=0.01, max_interval=0.02),
     ) as zefort:
         task = await survive(lambda: zefort.get_task("task_1"))
         if not isinstance(task, AsyncBulkError):
@@ -429,7 +431,10 @@ async def test_a_next_link_to_another_host_is_never_followed(server, evil):
         95, page_size=24, count=None, last_page=None, next_link=f"{evil.url}/api/tasks/?page=2"
     )
     async with ZefortClient(
-        "zefort-test-key", base_url=server.url, retry=NO_RETRY, sweep_interval=0.01
+        "zefort-test-key",
+        base_url=server.url,
+        retry=NO_RETRY,
+        tracking=TrackingOptions(sweep_interval=0.01),
     ) as zefort:
         with anyio.fail_after(LIMIT):
             tasks = await drain(zefort.iter_tasks(page_size=24))
