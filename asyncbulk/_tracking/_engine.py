@@ -232,6 +232,7 @@ class JobTracker(Generic[T]):
         self._ack_scopes: set[anyio.CancelScope] = set()
         self._wake = anyio.Event()
         self._last_progress = -math.inf
+        self._reported_end = False
 
         self._task_group: TaskGroup | None = None
         self._engine_done = False
@@ -366,7 +367,10 @@ class JobTracker(Generic[T]):
             raise cancelled
         if exc is None:
             self._take()
-        await self._settle()
+        try:
+            await self._settle()
+        finally:
+            self._report_end()
         return result
 
     def __aiter__(self) -> Self:
@@ -412,7 +416,10 @@ class JobTracker(Generic[T]):
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
         self._close_streams()
-        await self._settle()
+        try:
+            await self._settle()
+        finally:
+            self._report_end()
 
     def _hand_out(self, item: tuple[str, T]) -> T:
         if self._on_taken is not None:
@@ -473,7 +480,7 @@ class JobTracker(Generic[T]):
             await self._settle()
         else:
             self._give_up_acks()
-        self._report(force=True)
+        self._report_end()
         kind = self._source.kind
         if self._fatal is not None:
             if isinstance(self._fatal, AsyncBulkError):
@@ -764,7 +771,11 @@ class JobTracker(Generic[T]):
             return
         totals = self._counts.entries
         for status, count in self._job_entries.get(job_id, {}).items():
-            totals[status] -= count
+            left = totals[status] - count
+            if left:
+                totals[status] = left
+            else:
+                del totals[status]
         for status, count in counts.items():
             totals[status] = totals.get(status, 0) + count
         self._job_entries[job_id] = counts
@@ -802,6 +813,11 @@ class JobTracker(Generic[T]):
             counts.rate_limited = self._source_stats.rate_limited - self._base_rate_limited
         else:
             counts.requests = counts.polls + counts.sweeps
+
+    def _report_end(self) -> None:
+        if not self._reported_end:
+            self._reported_end = True
+            self._report(force=True)
 
     def _report(self, *, force: bool = False) -> None:
         if self._on_progress is None:

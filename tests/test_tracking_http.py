@@ -1,0 +1,198 @@
+"""Tracking through real HTTP against the simulator: acknowledgement, listings, errors, progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from asyncbulk import (
+    AuthenticationError,
+    NotFoundError,
+    ProtocolError,
+    RetryPolicy,
+    TrackingOptions,
+)
+from asyncbulk.chakra import ChakraClient, ProcessUpdate
+from asyncbulk.testing import Fault, Simulator
+from asyncbulk.zefort import ZefortClient
+
+pytestmark = pytest.mark.anyio
+
+FAST = TrackingOptions(min_interval=0.02, max_interval=0.2, sweep_interval=0.05)
+TASK = "/api/tasks/{id}/"
+TASKS = "/api/tasks/"
+
+
+class Crash(Exception):
+    """The consumer's own failure."""
+
+
+def make_tasks(sim: Simulator, count: int, delay: float = 0.0) -> list[str]:
+    """Create tasks straight in the simulator's state, each with its own body."""
+    previous, sim.zefort.task_delay = sim.zefort.task_delay, delay
+    try:
+        return [
+            sim.zefort.submit_bulk_update({"status": "review", "search": {"q": f"n{i}"}}).id
+            for i in range(count)
+        ]
+    finally:
+        sim.zefort.task_delay = previous
+
+
+def client(sim: Simulator, **settings) -> ZefortClient:
+    options = {"retry": RetryPolicy.testing(), "tracking": FAST, **settings}
+    return ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url, **options)
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["plain", "async-with"])
+async def test_a_consumer_that_raises_leaves_its_task_pending(background):
+    """The task held when the loop raised is not acknowledged; a later run finds it again."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 10)
+        taken: list[str] = []
+        iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+        with pytest.raises(Crash):
+            if background:
+                async with iterator:
+                    async for task in iterator:
+                        taken.append(task.id)
+                        if len(taken) == 3:
+                            raise Crash
+            else:
+                async for task in iterator:
+                    taken.append(task.id)
+                    if len(taken) == 3:
+                        raise Crash
+        held = taken[-1]
+        acknowledged = sim.records.acknowledgements
+        assert acknowledged[held] == 0
+        assert sim.zefort.task(held).frontend_status == "pending"
+        assert set(acknowledged) <= set(taken[:-1])
+        if background:  # leaving the block settles what was taken before
+            assert dict(acknowledged) == dict.fromkeys(taken[:-1], 1)
+        again = [task.id async for task in zefort.track_tasks(ids, timeout=10, acknowledge=True)]
+        assert held in again
+        # Over both runs: exactly one successful PATCH per task.
+        assert dict(sim.records.acknowledgements) == dict.fromkeys(ids, 1)
+
+
+async def test_tasks_are_yielded_before_acknowledgement_and_acknowledged_once_taken():
+    """Each task comes out still pending, and its PATCH arrives only after the next is asked."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 5)
+        iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+        async for task in iterator:
+            assert not task.is_acknowledged
+            assert sim.records.acknowledgements[task.id] == 0
+        assert dict(sim.records.acknowledgements) == dict.fromkeys(ids, 1)
+        assert sim.records.count(method="PATCH", route=TASK) == 5
+        assert iterator.stats.acknowledged == 5
+
+
+async def test_failed_acknowledgements_are_named(caplog):
+    """When every PATCH fails, every task is still yielded, and each is named unacknowledged."""
+    async with Simulator() as sim, client(sim, retry=RetryPolicy.testing(attempts=2)) as zefort:
+        ids = make_tasks(sim, 4)
+        sim.faults.add(Fault("status", status=500, vendor="zefort", method="PATCH"))
+        iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+        with caplog.at_level(logging.WARNING, logger="asyncbulk"):
+            got = [task.id async for task in iterator]
+        assert sorted(got) == sorted(ids)
+        assert sorted(iterator.unacknowledged) == sorted(ids)
+        assert iterator.stats.unacknowledged == 4
+        assert not sim.records.acknowledgements
+        assert all(sim.zefort.task(i).frontend_status == "pending" for i in ids)
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert all(task_id in warned for task_id in ids)
+
+
+async def test_wait_for_task_returns_the_acknowledged_task():
+    """wait_for_task(acknowledge=True) returns the task as the PATCH answered it."""
+    async with Simulator() as sim, client(sim) as zefort:
+        (task_id,) = make_tasks(sim, 1, delay=0.1)
+        task = await zefort.wait_for_task(task_id, timeout=5, acknowledge=True)
+        assert task.is_acknowledged
+        assert sim.records.acknowledgements == {task_id: 1}
+
+
+async def test_a_listing_that_ignores_page_falls_back_to_polls():
+    """Page 2 repeating page 1 is detected once; tasks are then polled, every one delivered."""
+    async with Simulator() as sim, client(sim, listing_page_size=10) as zefort:
+        sim.zefort.listing_ignores_page = True
+        ids = make_tasks(sim, 60, delay=0.3)
+        got = [task.id async for task in zefort.track_tasks(ids, timeout=20)]
+        assert sorted(got) == sorted(ids)
+        # One sweep found the repeat (page 1, then page 2 and the pages fetched ahead of it).
+        assert sim.records.count(method="GET", route=TASKS) <= 5
+        assert sim.records.count(method="GET", route=TASK) >= 60
+
+
+async def test_a_listing_that_ignores_page_is_not_read_short():
+    """iter_tasks says the listing cannot be read whole instead of ending after page 1."""
+    async with Simulator() as sim, client(sim) as zefort:
+        sim.zefort.listing_ignores_page = True
+        make_tasks(sim, 25, delay=60)
+        with pytest.raises(ProtocolError, match="ignores `page`"):
+            async with zefort.iter_tasks(page_size=10) as listing:
+                async for _ in listing:
+                    pass
+
+
+async def test_an_error_that_ends_tracking_names_every_task_not_delivered():
+    """After a 401, the tasks detected are delivered, and the error names all the others."""
+    async with Simulator() as sim, client(sim) as zefort:
+        quick = make_tasks(sim, 3)
+        slow = make_tasks(sim, 4, delay=60)
+        got: list[str] = []
+        with pytest.raises(AuthenticationError) as caught:
+            async for task in zefort.track_tasks([*quick, *slow], timeout=10):
+                got.append(task.id)
+                sim.faults.add(Fault("status", status=401, vendor="zefort"))
+        assert set(got) | set(caught.value.unfinished) == {*quick, *slow}
+        assert not set(got) & set(caught.value.unfinished)
+        assert set(slow) <= set(caught.value.unfinished)
+
+
+async def test_a_missing_task_error_names_it_unfinished():
+    """A task the server does not know ends tracking with NotFoundError naming it."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 2)
+        got: list[str] = []
+        with pytest.raises(NotFoundError) as caught:
+            async for task in zefort.track_tasks([*ids, "task_ghost"], timeout=10):
+                got.append(task.id)
+        assert sorted(got) == sorted(ids)
+        assert caught.value.unfinished == ("task_ghost",)
+
+
+async def test_chakra_progress_carries_entry_counts_at_the_documented_rate():
+    """on_progress shows per-status entry counts moving, at most every 0.5 s, and once at the end."""
+    async with (
+        Simulator(chakra_entries_per_second=8) as sim,
+        ChakraClient(
+            sim.chakra_token,
+            base_url=sim.chakra_url,
+            tracking=TrackingOptions(min_interval=0.02, max_interval=0.1),
+        ) as chakra,
+    ):
+        submission = await chakra.bulk_update_processes(
+            "tele_sales", [ProcessUpdate.by_key("lead_id", "LEAD-001", state="S")] * 16
+        )
+        calls: list[tuple[float, dict[str, int]]] = []
+        job = await chakra.wait_for_job(
+            submission.jobs[0].id,
+            timeout=20,
+            on_progress=lambda stats: calls.append((time.monotonic(), dict(stats.entries))),
+        )
+        assert calls[-1][1] == dict(job.status_counts)
+        assert any(
+            counts.get("NOT_STARTED", 0) + counts.get("IN_PROGRESS", 0) > 0 for _, counts in calls
+        )
+        assert len({tuple(sorted(counts.items())) for _, counts in calls}) >= 2
+        gaps = [b[0] - a[0] for a, b in zip(calls[:-2], calls[1:-1], strict=True)]
+        assert all(gap >= 0.5 for gap in gaps)
+        seen: list[int] = []
+        await submission.wait(timeout=20, on_progress=lambda stats: seen.append(stats.finished))
+        assert seen[-1] == len(submission.jobs)
