@@ -138,15 +138,18 @@ async def test_overall_deadline_over_1000_tasks_names_exactly_those_left():
         ]
         endless = {ids[n] for n in range(1, 1000, 2)}
         finished: list[str] = []
-        error, took = await timed(
-            follow(zefort.track_tasks(ids, timeout=2.0, acknowledge=True), finished)
-        )
+        iterator = zefort.track_tasks(ids, timeout=2.0, acknowledge=True)
+        error, took = await timed(follow(iterator, finished))
         assert isinstance(error, JobTimeoutError)
         assert 2.0 <= took < 2.0 + MARGIN * 2
         assert set(error.unfinished) == endless
         assert set(finished) == set(ids) - endless
         assert len(finished) == len(set(finished)) == 500
-        assert all(sim.records.acknowledgements[i] == 1 for i in finished)
+        # Acknowledgements end by the deadline too: each finished task was acknowledged
+        # once, or is named as not known to be (one cut in flight may have arrived).
+        acknowledged = {i for i in finished if sim.records.acknowledgements[i] == 1}
+        assert all(sim.records.acknowledgements[i] <= 1 for i in finished)
+        assert acknowledged | set(iterator.unacknowledged) == set(finished)
         assert all(sim.records.acknowledgements[i] == 0 for i in endless)
 
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loopback import serve
 
-from asyncbulk import AsyncBulkError, RetryPolicy, TrackingOptions
+from asyncbulk import AsyncBulkError, ProtocolError, RetryPolicy, TrackingOptions
 from asyncbulk.chakra import ChakraClient
 from asyncbulk.zefort import ZefortClient
 
@@ -407,14 +407,20 @@ def zefort_listing(
 async def test_zefort_listing_with_a_lying_count_ends_with_every_task(
     server, real, count, last_page, honour_page
 ):
-    """A wrong count or last_page neither loops forever nor drops tasks; each task comes once."""
+    """A wrong count or last_page neither loops nor drops tasks silently; each task comes once."""
     server.route = zefort_listing(
         real, page_size=24, count=count, last_page=last_page, honour_page=honour_page
     )
     async with ZefortClient("zefort-test-key", base_url=server.url, retry=NO_RETRY) as zefort:
         with anyio.fail_after(LIMIT):
-            tasks = await drain(zefort.iter_tasks(page_size=24))
-    expected = real if honour_page else min(real, 24)
+            if honour_page:
+                tasks = await drain(zefort.iter_tasks(page_size=24))
+            else:
+                # Page 2 repeats page 1: the listing says it cannot be read whole.
+                with pytest.raises(ProtocolError, match="ignores `page`"):
+                    await drain(zefort.iter_tasks(page_size=24))
+                tasks = []
+    expected = real if honour_page else 0
     assert [t.id for t in tasks] == [f"task_{i}" for i in range(expected)]
     assert len(server.seen) < 50
 

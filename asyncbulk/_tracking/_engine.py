@@ -267,7 +267,10 @@ class JobTracker(Generic[T]):
 
     @property
     def unacknowledged(self) -> tuple[str, ...]:
-        """Ids of the jobs taken whose ``on_taken`` hook failed or did not settle in time."""
+        """Ids of the jobs taken whose ``on_taken`` hook failed or did not settle in time.
+
+        One cut short by the deadline while under way may have reached the server all the same.
+        """
         return tuple(self._unacknowledged)
 
     @property

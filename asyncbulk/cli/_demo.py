@@ -254,9 +254,10 @@ async def _zefort_flow(
             ledger.finished(task.id)
             meters.tasks.completed += 1
             tally.tasks[task.backend_status] += 1
-            tally.acknowledged += task.is_acknowledged
             if not task.is_done:
                 _zefort_failure(tally, task)
+    # Each task is acknowledged once taken, after it was yielded: count when all settled.
+    tally.acknowledged = tasks.stats.acknowledged
     tally.seconds["zefort"] = time.monotonic() - started
 
 
