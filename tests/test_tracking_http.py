@@ -15,6 +15,7 @@ from asyncbulk import (
     RetryPolicy,
     TrackingOptions,
 )
+from asyncbulk._tracking import UNTRACKED
 from asyncbulk.chakra import ChakraClient, ProcessUpdate
 from asyncbulk.testing import Fault, Simulator
 from asyncbulk.zefort import ZefortClient
@@ -210,3 +211,34 @@ async def test_chakra_progress_carries_entry_counts_at_the_documented_rate():
         seen: list[int] = []
         await submission.wait(timeout=20, on_progress=lambda stats: seen.append(stats.finished))
         assert seen[-1] == len(submission.jobs)
+
+
+class RecordingView:
+    """A SweepView that tracks the given ids and records what a sweep reports of each."""
+
+    def __init__(self, tracked: set[str]) -> None:  # noqa: D107 -- the class says it
+        self.tracked = tracked
+        self.changed_ids: list[str] = []
+        self.unchanged_ids: list[str] = []
+
+    def known(self, job_id: str):
+        return None if job_id in self.tracked else UNTRACKED
+
+    def unchanged(self, job_id: str) -> None:
+        self.unchanged_ids.append(job_id)
+
+    def changed(self, job_id: str, state) -> None:
+        assert state.id == job_id
+        self.changed_ids.append(job_id)
+
+
+async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
+    """Of the listed tasks, only tracked ones that finished are built; others are just marked."""
+    async with Simulator() as sim, client(sim, listing_page_size=7) as zefort:
+        pending = make_tasks(sim, 30, delay=60)
+        done = make_tasks(sim, 5)
+        view = RecordingView({*pending[:20], *done})
+        assert await zefort.task_source.sweep(view) is True
+        assert sorted(view.changed_ids) == sorted(done)
+        assert sorted(view.unchanged_ids) == sorted(pending[:20])
+        assert sim.records.count(method="GET", route=TASKS) == 5  # 35 tasks, 7 a page

@@ -384,7 +384,10 @@ class ZefortClient(ClientBase):
         def is_last(index: int, page: TaskPage) -> bool:
             # A server that ignores `page` answers the same page for ever: reading on would
             # never end, and stopping would end short without saying so.
-            ids = tuple(r.get("id") if isinstance(r, Mapping) else None for r in page.results)
+            # The page's length and its first and last ids tell a repeat; keeping every id of
+            # the page until the next would hold one reference per pending task for nothing.
+            results = page.results
+            ids = (len(results), _listed_id(results[0]), _listed_id(results[-1])) if results else ()
             if ids and ids == previous[0]:
                 raise _PageIgnoredError(
                     f"page {index + 1} repeats page {index} of the pending listing: the "
@@ -523,6 +526,10 @@ class ZefortClient(ClientBase):
             task.id,
             status,
         )
+
+
+def _listed_id(raw: object) -> object:
+    return raw.get("id") if type(raw) is dict else None
 
 
 def _is_last_page(_: int, page: TaskPage) -> bool:
