@@ -474,7 +474,9 @@ class ZefortClient(ClientBase):
                 holding it, it stays pending on the server and is found again next run. The
                 iteration ends once every acknowledgement has settled (or the deadline
                 passed); tasks whose acknowledgement failed are named by the iterator's
-                ``unacknowledged`` and in a warning.
+                ``unacknowledged`` and in a warning. Inside ``async with`` acknowledgements go
+                out in the background at once; in a plain loop, while it waits for the next
+                finished task.
             task_timeout: a deadline for each task; a task past it is dropped, the others are
                 still yielded, and the iteration then ends with `JobTimeoutError` naming it.
             on_progress: called with a `TrackerStats` snapshot at most every 0.5 s, and once
@@ -590,7 +592,7 @@ class ZefortTaskListing(ClosingIterator):
 class ZefortTaskSource:
     """The `JobSource` of Zefort tasks: how the tracker reads one task, or the whole listing.
 
-    Use it with `asyncbulk._tracker.JobTracker` to add tasks while tracking; `track_tasks` and
+    Use it with `asyncbulk.JobTracker` to add tasks while tracking; `track_tasks` and
     `wait_for_task` cover the common cases.
 
     Attributes:
