@@ -168,6 +168,22 @@ def test_a_failed_sweep_backs_off_and_polls_meanwhile():
     assert all(isinstance(w, Poll) for w in run_due(sched, 0.9, cost=1))
 
 
+def test_after_a_failed_sweep_jobs_seen_lately_are_not_polled_at_once():
+    """Jobs the last complete sweep saw wait out their interval from that sighting."""
+    sched = make(min_interval=1.0, max_interval=8.0)
+    for i in range(20):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, {f"j{i}": None for i in range(20)})
+    (work,) = run_due(sched, 0.6, cost=1)
+    assert isinstance(work, Sweep)
+    sched.work_done()
+    sched.sweep_failed(0.6)
+    assert run_due(sched, 0.7, cost=1) == []  # seen at 0.0: next due after 1.35 s or so
+    assert sched.next_wake(0.7) >= 1.35
+    # By then the listing is due again: one sweep instead of twenty polls.
+    assert [type(w) for w in run_due(sched, 2.5, cost=1)] == [Sweep]
+
+
 def test_overall_deadline_stops_all_new_work_and_is_the_next_wake():
     """The deadline is a wake-up time; once passed, nothing new starts."""
     sched = make()

@@ -114,6 +114,9 @@ class Scheduler:
         self._sweep_started = 0.0
         self.no_sweep = False
         self._generation = 0
+        #: The last complete sweep: its generation, and when it started.
+        self._swept_generation = -1
+        self._swept_at = 0.0
 
     @property
     def done(self) -> bool:
@@ -188,10 +191,37 @@ class Scheduler:
             return Sweep(self._generation)
         if self._sweep_mode and (self.sweeping or now < self._next_sweep_at):
             return None  # the coming sweep covers the jobs due now
-        _, _, job = heapq.heappop(self._heap)
-        job.polling = True
-        self.in_flight += 1
-        return Poll(job)
+        return self._next_poll(now)
+
+    def _next_poll(self, now: float) -> Poll | None:
+        """Pop the job due first and poll it, unless a recent sweep saw it."""
+        while True:
+            _, _, job = heapq.heappop(self._heap)
+            if not self._defer(job, now):
+                job.polling = True
+                self.in_flight += 1
+                return Poll(job)
+            due = self._peek()
+            if due is None or due > now:
+                return None
+
+    def _defer(self, job: Job, now: float) -> bool:
+        """Reschedule, instead of polling, a job the last complete sweep saw lately.
+
+        A sweep leaves the jobs it saw unchanged where they are in the heap (no push per
+        job); when polls take over (a sweep failed, few jobs left) such a job is given the
+        interval it would have had from that sighting, here, once, as it comes up.
+        """
+        since = self._swept_at
+        if job.seen != self._swept_generation or now - since >= job.interval:
+            return False
+        interval = min(self.max_interval, job.interval * self._rng.uniform(1.5, 2.0))
+        due = since + interval * self._rng.uniform(0.9, 1.0)
+        if due <= now:
+            return False
+        job.interval = interval
+        self._schedule_at(job, due)
+        return True
 
     def next_wake(self, now: float) -> float | None:
         """When to look again if no outcome comes sooner; None for never."""
@@ -285,6 +315,8 @@ class Scheduler:
         if not complete:
             self.no_listing()
             return
+        self._swept_generation = generation
+        self._swept_at = self._sweep_started
         for job in self.jobs.values():
             if job.seen < generation and not job.polling:
                 job.polling = True
