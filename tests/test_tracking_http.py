@@ -242,3 +242,15 @@ async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
         assert sorted(view.changed_ids) == sorted(done)
         assert sorted(view.unchanged_ids) == sorted(pending[:20])
         assert sim.records.count(method="GET", route=TASKS) == 5  # 35 tasks, 7 a page
+
+
+async def test_leaving_the_block_normally_acknowledges_the_task_held():
+    """A break inside async with is a normal end: the task held is acknowledged, once."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 6)
+        async with zefort.track_tasks(ids, timeout=10, acknowledge=True) as tasks:
+            async for task in tasks:
+                held = task.id
+                break
+        assert dict(sim.records.acknowledgements) == {held: 1}
+        assert tasks.unacknowledged == ()

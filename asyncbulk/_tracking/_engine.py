@@ -347,7 +347,7 @@ class JobTracker(Generic[T]):
         cancelled: BaseException | None = None
         if exc is None:
             try:
-                with anyio.move_on_at(self._deadline_or_inf()):
+                with self._until_deadline():
                     await self._engine_idle.wait()
             except anyio.get_cancelled_exc_class() as error:
                 cancelled = error  # the group must still be left, then this raised
@@ -441,7 +441,7 @@ class JobTracker(Generic[T]):
         taken, self._taken = self._taken, None
         if taken is None or self._on_taken is None:
             return state
-        with anyio.move_on_at(self._deadline_or_inf()):
+        with self._until_deadline():
             try:
                 result = await self._on_taken(taken[1], self._sched.deadline)
             except AsyncBulkError as exc:
@@ -467,9 +467,11 @@ class JobTracker(Generic[T]):
                 self._base_requests = self._source_stats.requests
                 self._base_rate_limited = self._source_stats.rate_limited
 
-    def _deadline_or_inf(self) -> float:
+    def _until_deadline(self, at_most: float = math.inf) -> anyio.CancelScope:
+        """A scope that ends its wait at the deadline (on the tracker's clock), or sooner."""
         deadline = self._sched.deadline
-        return math.inf if deadline is None else deadline
+        left = math.inf if deadline is None else max(0.0, deadline - self._clock())
+        return anyio.move_on_after(min(left, at_most))
 
     def _unfinished(self) -> list[str]:
         return [*self._expired, *self.lost, *self._sched.jobs]
@@ -513,12 +515,12 @@ class JobTracker(Generic[T]):
         """Poll until a job is ready (or all is over), then stop before returning."""
         async with anyio.create_task_group() as task_group:
             await self._schedule(task_group, pull=True)
-            with anyio.move_on_after(_GRACE):
+            with self._until_deadline(_GRACE):
                 await self._drain()
             self._cancel(self._poll_scopes)
             # An acknowledgement is never cut short but by the deadline: cut, it may have
             # taken effect, and sending it again could make two.
-            with anyio.move_on_at(self._deadline_or_inf()):
+            with self._until_deadline():
                 await self._drain()
             self._cancel(self._ack_scopes)
 
@@ -527,7 +529,7 @@ class JobTracker(Generic[T]):
             task_group.start_soon(self._pump)
             await self._schedule(task_group, pull=False)
             self._cancel(self._poll_scopes)
-            with anyio.move_on_at(self._deadline_or_inf()):
+            with self._until_deadline():
                 await self._drain()
             self._cancel(self._ack_scopes)
             self._engine_idle.set()
@@ -563,7 +565,7 @@ class JobTracker(Generic[T]):
         """Run every acknowledgement due to the end, by the deadline; name those that fail."""
         try:
             if self._acks and self._on_taken is not None:
-                with anyio.move_on_at(self._deadline_or_inf()):
+                with self._until_deadline():
                     async with anyio.create_task_group() as task_group:
                         while self._acks:
                             if self._acking >= self._ack_limit:
