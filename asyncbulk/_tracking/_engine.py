@@ -339,13 +339,13 @@ class JobTracker(Generic[T]):
         task_group, self._task_group = self._task_group, None
         if task_group is None:
             return None
-        # Detection stops at once; after a normal exit, acknowledgements under way may end
-        # (by the deadline).
+        # Detection stops at once; unless the caller is cancelled, acknowledgements under way
+        # may end (by the deadline): cut short, one may have taken effect unseen.
         self._stopping = True
         self._cancel(self._poll_scopes)
         self._wake.set()
         cancelled: BaseException | None = None
-        if exc is None:
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
             try:
                 with self._until_deadline():
                     await self._engine_idle.wait()
