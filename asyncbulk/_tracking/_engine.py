@@ -492,7 +492,7 @@ class JobTracker(Generic[T]):
                 self._fatal.unfinished = tuple(self._unfinished())
             raise self._fatal
         if self._sched.timed_out:
-            unfinished = [*self._expired, *self._sched.jobs]
+            unfinished = self._unfinished()
             raise JobTimeoutError(
                 f"{len(unfinished)} {kind}(s) unfinished at the deadline", unfinished=unfinished
             )
