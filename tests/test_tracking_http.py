@@ -254,3 +254,23 @@ async def test_leaving_the_block_normally_acknowledges_the_task_held():
                 break
         assert dict(sim.records.acknowledgements) == {held: 1}
         assert tasks.unacknowledged == ()
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["plain", "async-with"])
+async def test_acknowledgements_that_hang_end_at_the_deadline(background):
+    """PATCHes held for 60 s: the loop ends at its deadline, naming every task unacknowledged."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 3)
+        sim.faults.add(Fault("latency", delay=60, vendor="zefort", method="PATCH"))
+        iterator = zefort.track_tasks(ids, timeout=1.0, acknowledge=True)
+        started = time.monotonic()
+        got: list[str] = []
+        if background:
+            async with iterator:
+                await collect_ids(iterator, got)
+        else:
+            await collect_ids(iterator, got)
+        assert time.monotonic() - started < 30  # bounded by the deadline, not by the PATCH
+        assert sorted(got) == sorted(ids)
+        assert sorted(iterator.unacknowledged) == sorted(ids)
+        assert not sim.records.acknowledgements
