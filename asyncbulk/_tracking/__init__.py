@@ -6,16 +6,11 @@ job to the consumer exactly once. `TrackingOptions` holds the settings both vend
 share.
 """
 
-from asyncbulk._tracking._engine import (
-    JobSource,
-    JobTracker,
-    SweepView,
-    TrackIterator,
-    track,
-    wait_for,
-)
+from asyncbulk._tracking._engine import JobTracker
+from asyncbulk._tracking._iterate import TrackIterator, track, wait_for
 from asyncbulk._tracking._options import TrackingOptions
 from asyncbulk._tracking._scheduler import UNTRACKED, Scheduler
+from asyncbulk._tracking._source import JobSource, SweepView
 from asyncbulk._tracking._stats import TrackerStats
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The anyio engine that carries out the scheduler's decisions, and the iterators over its jobs.
+"""The anyio engine: it carries out the scheduler's decisions and hands each finished job out once.
 
 `JobTracker` asks its `Scheduler` what is due, runs those polls and sweeps in a task group (at
 most ``max_in_flight`` at once, never a task, coroutine or timer per tracked job), reports each
@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -59,82 +59,24 @@ from asyncbulk._tracking._scheduler import UNTRACKED, Job, Poll, Scheduler
 from asyncbulk._tracking._stats import Counters, TrackerStats
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["JobSource", "JobTracker", "SweepView", "TrackIterator", "track", "wait_for"]
+    from asyncbulk._tracking._source import JobSource
+
+__all__ = ["JobTracker"]
 
 logger: Final = logging.getLogger("asyncbulk")
 
 T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
 
 #: Errors after which polling cannot usefully go on: they end the iteration at once.
 _FATAL: Final = (AuthenticationError, ClientClosedError, ValidationError)
 #: How long a plain ``async for`` waits for polls under way before cancelling them and returning.
 _GRACE: Final = 1.0
-
-
-class SweepView(Protocol[T_contra]):
-    """What a source's `JobSource.sweep` reports each listed job to."""
-
-    def known(self, job_id: str) -> Any:
-        """The job's last progress seen (None before any), or `UNTRACKED` for a job not followed."""
-        ...
-
-    def unchanged(self, job_id: str) -> None:
-        """The listing shows the job as it was last seen: no object needs building."""
-        ...
-
-    def changed(self, job_id: str, state: T_contra) -> None:
-        """The listing shows the job finished or moved; ``state`` is the job built from it."""
-        ...
-
-
-class JobSource(Protocol[T]):
-    """What a vendor client gives the tracker: how to read one job, or many at once.
-
-    Attributes:
-        kind: what a job is called, for messages ("Zefort task").
-    """
-
-    kind: str
-
-    async def fetch(self, job_id: str, *, deadline: float | None = None) -> T:
-        """One request for one job's current state, ending by ``deadline`` (absolute)."""
-        ...
-
-    def is_finished(self, job: T) -> bool:
-        """Whether the job reached a terminal state, success or failure."""
-        ...
-
-    def is_failed(self, job: T) -> bool:
-        """Whether the job finished in failure."""
-        ...
-
-    def progress(self, job: T) -> Hashable | None:
-        """A value that changes when the job makes progress; None when unknown."""
-        ...
-
-    def finished_at(self, job: T) -> float | None:
-        """When the server says the job finished (epoch seconds); None when unknown."""
-        ...
-
-    async def sweep(self, view: SweepView[T], *, deadline: float | None = None) -> bool | None:
-        """Report every tracked job the listing shows to ``view``, building only changed ones.
-
-        Returns:
-            True when the whole listing was read; False when it cannot be read whole (it
-            ignores its ``page`` parameter, say), which stops sweeping; None without a listing.
-        """
-        ...
-
-    def sweep_cost(self) -> int | None:
-        """How many requests a sweep would take now; None when the vendor has no listing."""
-        ...
 
 
 class _View(Generic[T]):
@@ -831,126 +773,3 @@ class JobTracker(Generic[T]):
         if force or now - self._last_progress >= PROGRESS_EVERY:
             self._last_progress = now
             self._on_progress(self.stats)
-
-
-class TrackIterator(Generic[T]):
-    """The jobs of `track` as they finish: an async iterator and an async context manager.
-
-    A plain ``async for`` polls only while it waits for the next job, so breaking out of it
-    leaves nothing running. Inside ``async with``, polling goes on in the background while the
-    loop body runs, for the lowest detection lag.
-    """
-
-    def __init__(self, tracker: JobTracker[T]) -> None:
-        """Wrap a tracker that was given its jobs and closed to new ones."""
-        self.tracker = tracker
-
-    def __repr__(self) -> str:
-        """The tracker's counts."""
-        return f"TrackIterator({self.tracker!r})"
-
-    @property
-    def stats(self) -> TrackerStats:
-        """A frozen snapshot of the tracker's counts."""
-        return self.tracker.stats
-
-    @property
-    def unacknowledged(self) -> tuple[str, ...]:
-        """Ids of the jobs taken whose acknowledgement failed or did not settle in time."""
-        return self.tracker.unacknowledged
-
-    @property
-    def expired(self) -> tuple[str, ...]:
-        """Ids of the jobs dropped because their own deadline passed."""
-        return self.tracker.expired
-
-    @property
-    def lost(self) -> tuple[str, ...]:
-        """Ids of the jobs the server said do not exist."""
-        return self.tracker.lost
-
-    def __aiter__(self) -> Self:
-        """Iterate over the jobs as they finish."""
-        return self
-
-    async def __anext__(self) -> T:
-        """The next finished job (see `JobTracker.__anext__`)."""
-        return await self.tracker.__anext__()
-
-    async def __aenter__(self) -> Self:
-        """Poll in the background until the block ends."""
-        await self.tracker.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        """Stop polling; nothing is left running."""
-        return await self.tracker.__aexit__(exc_type, exc, traceback)
-
-    async def aclose(self) -> None:
-        """Stop: nothing more is polled or yielded."""
-        await self.tracker.aclose()
-
-
-def track(
-    source: JobSource[T],
-    job_ids: Iterable[str],
-    *,
-    timeout: float | None = None,
-    **settings: Any,
-) -> TrackIterator[T]:
-    """Yield each of the jobs once, as it finishes, in the order detected.
-
-    Args:
-        source: the vendor client's view of its jobs.
-        job_ids: the jobs to follow; an id given twice is followed once.
-        timeout: seconds after which the iteration ends with `JobTimeoutError` naming the
-            unfinished jobs; None for no deadline.
-        **settings: further `JobTracker` arguments (``options``, ``on_progress``...).
-
-    Raises:
-        ValidationError: an id is not a non-empty string (the error names its position).
-    """
-    if isinstance(job_ids, str | bytes):
-        raise ValidationError("job_ids", "must be an iterable of ids, not a single string")
-    tracker: JobTracker[T] = JobTracker(source, timeout=timeout, **settings)
-    for index, job_id in enumerate(job_ids):
-        try:
-            tracker.add(job_id)
-        except ValidationError as exc:
-            raise ValidationError(f"job_ids[{index}]", exc.reason) from None
-    tracker.close()
-    return TrackIterator(tracker)
-
-
-async def wait_for(
-    source: JobSource[T],
-    job_id: str,
-    *,
-    timeout: float | None = None,  # noqa: ASYNC109 -- the deadline is the tracker's, not a cancel scope's
-    **settings: Any,
-) -> T:
-    """Wait until one job finishes and return it (a failed job is returned too).
-
-    With ``on_taken``, the job is handed to it at once and what it returns is returned; if it
-    fails, the job is returned as it was (see `JobTracker.unacknowledged`).
-
-    Raises:
-        JobTimeoutError: the deadline passed; ``unfinished`` is ``(job_id,)``.
-        NotFoundError: the job does not exist.
-        ValidationError: the id is not a non-empty string.
-    """
-    check_id("job_id", job_id)
-    iterator = track(source, [job_id], timeout=timeout, **settings)
-    try:
-        async for job in iterator:
-            return await iterator.tracker._acknowledge_taken(job)  # noqa: SLF001
-    finally:
-        await iterator.aclose()
-    raise AssertionError(
-        "unreachable: the iteration ends with the job or an error"
-    )  # pragma: no cover
