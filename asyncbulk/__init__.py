@@ -33,7 +33,13 @@ from asyncbulk._journal import (
 )
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
-from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
+from asyncbulk._tracking import (
+    JobSource,
+    JobTracker,
+    TrackerStats,
+    TrackingOptions,
+    TrackIterator,
+)
 from asyncbulk._version import __version__
 from asyncbulk.chakra import (
     ENTRY_STATUSES,
@@ -104,6 +110,7 @@ __all__ = [
     "TrackIterator",
     "TrackedJob",
     "TrackerStats",
+    "TrackingOptions",
     "TransportError",
     "ValidationError",
     "ZefortClient",

@@ -81,7 +81,14 @@ def scrub(text: str) -> str:
 
 
 class AsyncBulkError(Exception):
-    """The root of every error asyncbulk raises."""
+    """The root of every error asyncbulk raises.
+
+    Attributes:
+        unfinished: when the error ended the tracking of jobs, the ids of every job not
+            delivered (every job already detected was delivered before it); empty otherwise.
+    """
+
+    unfinished: tuple[str, ...] = ()
 
     def __init__(self, *args: object) -> None:
         """Keep the arguments, with any live credential scrubbed from the strings among them."""

@@ -14,6 +14,7 @@ from asyncbulk import (
     RetryPolicy,
     ServerError,
     SubmissionError,
+    TrackingOptions,
     TransportError,
     ValidationError,
 )
@@ -53,7 +54,7 @@ async def chakra(sim):
         sim.chakra_token,
         base_url=sim.chakra_url,
         retry=RetryPolicy.testing(),
-        poll_interval=(0.01, 0.05),
+        tracking=TrackingOptions(min_interval=0.01, max_interval=0.05),
     ) as client:
         yield client
 
@@ -414,7 +415,9 @@ async def test_waits_have_deadlines():
     async with (
         Simulator(chakra_entries_per_second=1.0) as slow,
         ChakraClient(
-            slow.chakra_token, base_url=slow.chakra_url, poll_interval=(0.01, 0.05)
+            slow.chakra_token,
+            base_url=slow.chakra_url,
+            tracking=TrackingOptions(min_interval=0.01, max_interval=0.05),
         ) as client,
     ):
         submission = await client.bulk_update_processes(
@@ -763,7 +766,7 @@ async def test_summary_and_resubmitting_exactly_the_failures():
             sim.chakra_token,
             base_url=sim.chakra_url,
             retry=RetryPolicy.testing(),
-            poll_interval=(0.01, 0.05),
+            tracking=TrackingOptions(min_interval=0.01, max_interval=0.05),
         ) as client,
     ):
         sim.chakra.add_procedure("leads", primary_key="lead_id", attributes=["n"])

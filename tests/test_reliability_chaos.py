@@ -32,6 +32,7 @@ from asyncbulk import (
     OutcomeUnknownError,
     RetryPolicy,
     SubmissionError,
+    TrackingOptions,
     TransportError,
 )
 from asyncbulk.chakra import BatchError, ChakraClient
@@ -187,14 +188,15 @@ async def run_chaos(scale: Scale, seed: int) -> dict[str, Any]:  # noqa: C901, P
         options: dict[str, Any] = {"retry": RETRY}
         async with (
             ChakraClient(
-                sim.chakra_token, base_url=sim.chakra_url, poll_interval=(0.05, 0.5), **options
+                sim.chakra_token,
+                base_url=sim.chakra_url,
+                tracking=TrackingOptions(min_interval=0.05, max_interval=0.5),
+                **options,
             ) as chakra,
             ZefortClient(
                 sim.zefort_api_key,
                 base_url=sim.zefort_url,
-                poll_min_interval=0.05,
-                poll_max_interval=0.5,
-                sweep_interval=0.2,
+                tracking=TrackingOptions(min_interval=0.05, max_interval=0.5, sweep_interval=0.2),
                 **options,
             ) as zefort,
         ):
@@ -384,8 +386,7 @@ async def test_tracking_survives_when_every_poll_fails_for_a_while():
             sim.zefort_api_key,
             base_url=sim.zefort_url,
             retry=RETRY,
-            poll_min_interval=0.02,
-            poll_max_interval=0.1,
+            tracking=TrackingOptions(min_interval=0.02, max_interval=0.1),
         ) as zefort:
             ids = [(await zefort.bulk_update_contracts(**zefort_body(n))).id for n in range(10)]
             outage = sim.faults.add(Fault("status", status=503, vendor="zefort"))

@@ -29,6 +29,7 @@ from asyncbulk import (
     AsyncBulkError,
     RetryPolicy,
     Timeouts,
+    TrackingOptions,
     ValidationError,
 )
 from asyncbulk.chakra import ChakraClient, ProcessUpdate
@@ -160,8 +161,7 @@ async def test_no_credential_in_logs_reprs_or_errors_on_every_error_path(sim, lo
             base_url=sim.zefort_url,
             retry=FAST,
             timeouts=timeouts,
-            poll_min_interval=0.02,
-            poll_max_interval=0.05,
+            tracking=TrackingOptions(min_interval=0.02, max_interval=0.05),
         ) as zefort,
         ChakraClient(WRONG_TOKEN, base_url=sim.chakra_url, retry=FAST) as wrong,
         ZefortClient(WRONG_TOKEN, base_url=sim.zefort_url, retry=FAST) as wrong_zefort,

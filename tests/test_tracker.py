@@ -1,6 +1,9 @@
-"""The vendor-neutral job tracker, driven by an in-memory job source (no HTTP: the source is ours).
+"""The vendor-neutral job tracker's engine, driven by an in-memory job source.
 
-The Zefort and Chakra client tests drive the same tracker over HTTP against the simulator.
+No HTTP here: the source is ours, so the engine's promises (once each, deadlines, nothing left
+running) are tested on their own. The scheduler's rules have clock-driven tests in
+test_scheduler.py; the Zefort and Chakra client tests drive the same tracker over HTTP against
+the simulator.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import time
 from collections import Counter
 
 import anyio
+import anyio.lowlevel
+import attrs
 import pytest
 
 from asyncbulk import (
@@ -18,11 +23,13 @@ from asyncbulk import (
     JobTimeoutError,
     NotFoundError,
     ServerError,
+    TrackingOptions,
     ValidationError,
 )
-from asyncbulk._tracker import JobTracker, TrackerStats, track, wait_for
+from asyncbulk._tracking import UNTRACKED, JobTracker, TrackerStats, track, wait_for
 
-FAST = {"min_interval": 0.01, "max_interval": 0.05, "sweep_interval": 0.02}
+FAST_OPTIONS = TrackingOptions(min_interval=0.01, max_interval=0.05, sweep_interval=0.02)
+FAST = {"options": FAST_OPTIONS}
 
 
 class FakeJobs:
@@ -55,7 +62,7 @@ class FakeJobs:
         finish = self.started + self.finish_after[job_id]
         return (job_id, time.time() >= finish, finish)
 
-    async def fetch(self, job_id: str) -> tuple[str, bool, float]:
+    async def fetch(self, job_id: str, *, deadline=None) -> tuple[str, bool, float]:  # noqa: ARG002
         self.fetches[job_id] += 1
         await anyio.sleep(0.001)
         if job_id in self.errors:
@@ -76,14 +83,21 @@ class FakeJobs:
     def finished_at(self, job: tuple[str, bool, float]) -> float | None:
         return job[2] if job[1] else None
 
-    async def sweep(self, job_ids):
+    async def sweep(self, view, *, deadline=None):  # noqa: ARG002
         if not self.listing:
             return None
         self.sweeps += 1
         await anyio.sleep(0.001)
-        return {
-            i: self.state(i) for i in job_ids if i in self.finish_after and i not in self.hidden
-        }
+        for job_id in self.finish_after:
+            last = view.known(job_id)
+            if job_id in self.hidden or last is UNTRACKED:
+                continue
+            state = self.state(job_id)
+            if state[1] or self.progress_of.get(job_id) != last:
+                view.changed(job_id, state)
+            else:
+                view.unchanged(job_id)
+        return True
 
     def sweep_cost(self) -> int | None:
         return -(-len(self.finish_after) // self.page_size) if self.listing else None
@@ -170,14 +184,19 @@ async def test_interval_grows_without_progress_and_tightens_with_it():
 
     original = source.fetch
 
-    async def fetch(job_id: str):
+    async def fetch(job_id: str, *, deadline=None):
         if job_id == "moving":
             moving_progress()
-        return await original(job_id)
+        return await original(job_id, deadline=deadline)
 
     source.fetch = fetch  # type: ignore[method-assign]
     await collect(
-        track(source, ["stalled", "moving"], timeout=5, min_interval=0.01, max_interval=0.2)
+        track(
+            source,
+            ["stalled", "moving"],
+            timeout=5,
+            options=TrackingOptions(min_interval=0.01, max_interval=0.2),
+        )
     )
     assert source.fetches["stalled"] <= 10  # 0.01, 0.02, ... capped at 0.2 over 0.6 s
     assert source.fetches["moving"] >= 3 * source.fetches["stalled"]
@@ -327,7 +346,7 @@ async def test_jobs_added_while_running_are_tracked_once():
 async def test_slow_consumer_does_not_stall_polling():
     """With a full buffer, polling goes on: jobs are detected while the consumer sleeps."""
     source = FakeJobs(spread(50, 0.05))
-    tracker = JobTracker(source, timeout=5, buffer=1, **FAST)
+    tracker = JobTracker(source, timeout=5, options=attrs.evolve(FAST_OPTIONS, buffer=1))
     for job_id in source.finish_after:
         tracker.add(job_id)
     tracker.close()
@@ -363,40 +382,87 @@ async def test_progress_callback_and_lag_stats():
 
 
 @pytest.mark.anyio
-async def test_hook_runs_once_per_job_before_delivery():
-    """`on_finished` runs once for each finished job and its result is what is yielded."""
+@pytest.mark.parametrize("background", [False, True], ids=["plain", "async-with"])
+async def test_taken_hook_runs_once_per_job_after_the_consumer_is_done_with_it(background):
+    """`on_taken` runs once per job, only after the consumer asked for the next one."""
     calls: Counter[str] = Counter()
+    done_with: set[str] = set()
 
-    async def hook(job):
+    async def hook(job, deadline):
+        assert job[0] in done_with  # never a job the consumer still holds
         calls[job[0]] += 1
-        return ("hooked", *job)
+        return job
 
     source = FakeJobs(spread(30, 0.1), listing=True)
-    jobs = await collect(
-        track(source, list(source.finish_after), timeout=5, on_finished=hook, **FAST)
-    )
-    assert all(job[0] == "hooked" for job in jobs)
+    iterator = track(source, list(source.finish_after), timeout=5, on_taken=hook, **FAST)
+    if background:
+        async with iterator:
+            async for job in iterator:
+                await anyio.lowlevel.checkpoint()
+                done_with.add(job[0])
+    else:
+        async for job in iterator:
+            await anyio.lowlevel.checkpoint()
+            done_with.add(job[0])
     assert set(calls.values()) == {1}
     assert len(calls) == 30
+    assert iterator.stats.acknowledged == 30
+    assert iterator.unacknowledged == ()
 
 
 @pytest.mark.parametrize(
     ("options", "field"),
     [
-        ({"timeout": 0}, "timeout"),
-        ({"job_timeout": -1}, "job_timeout"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"min_interval": "1"}, "min_interval"),
         ({"min_interval": 2, "max_interval": 1}, "max_interval"),
+        ({"sweep_interval": float("nan")}, "sweep_interval"),
         ({"buffer": -1}, "buffer"),
     ],
-    ids=["timeout", "job_timeout", "max_in_flight", "min_interval", "max_below_min", "buffer"],
+    ids=["max_in_flight", "min_interval", "max_below_min", "sweep_interval", "buffer"],
 )
-def test_bad_settings_are_refused(options, field):
-    """A setting out of range is a ValidationError naming it."""
+def test_bad_options_are_refused(options, field):
+    """A TrackingOptions setting out of range is a ValidationError naming it."""
     with pytest.raises(ValidationError) as caught:
-        JobTracker(FakeJobs({}), **options)
+        TrackingOptions(**options)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"job_timeout": -1}, "job_timeout"),
+        ({"options": {"min_interval": 1}}, "options"),
+    ],
+    ids=["timeout", "job_timeout", "options-not-options"],
+)
+def test_bad_settings_are_refused(settings, field):
+    """A tracker setting out of range is a ValidationError naming it."""
+    with pytest.raises(ValidationError) as caught:
+        JobTracker(FakeJobs({}), **settings)
+    assert caught.value.field == field
+
+
+def test_options_are_frozen_keyword_only_and_readable():
+    """TrackingOptions cannot be changed, takes keywords only, and prints its settings."""
+    options = TrackingOptions(min_interval=1)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        options.min_interval = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        TrackingOptions(1)  # type: ignore[misc]
+    assert "min_interval=1" in repr(options)
+
+
+def test_stats_are_frozen_snapshots():
+    """A stats snapshot never changes, whatever the tracker does later."""
+    tracker = JobTracker(FakeJobs({"a": 0.0}))
+    before = tracker.stats
+    tracker.add("a")
+    assert before.tracked == 0
+    assert tracker.stats.tracked == 1
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        before.tracked = 3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

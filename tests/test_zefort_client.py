@@ -21,6 +21,7 @@ from asyncbulk import (
     OutcomeUnknownError,
     ProtocolError,
     RetryPolicy,
+    TrackingOptions,
     TransportError,
     ValidationError,
 )
@@ -30,7 +31,7 @@ from asyncbulk.zefort import ZefortClient, ZefortTask
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-FAST = {"poll_min_interval": 0.02, "poll_max_interval": 0.2, "sweep_interval": 0.05}
+FAST = {"tracking": TrackingOptions(min_interval=0.02, max_interval=0.2, sweep_interval=0.05)}
 BULK = "/api/contracts/bulk_update/"
 TASK = "/api/tasks/{id}/"
 TASKS = "/api/tasks/"
@@ -389,12 +390,15 @@ async def test_task_acknowledged_elsewhere_gets_one_individual_read(sim, zefort)
 
 @pytest.mark.anyio
 async def test_each_task_acknowledged_exactly_once(sim, zefort):
-    """With acknowledge=True every finished task is acknowledged once and yielded so."""
+    """With acknowledge=True every task is yielded as seen, then acknowledged once when taken."""
     ids = make_tasks(sim, 60)
-    got = [task async for task in zefort.track_tasks(ids, timeout=10, acknowledge=True)]
+    iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+    got = [task async for task in iterator]
     assert len(got) == 60
-    assert all(task.is_acknowledged for task in got)
+    assert not any(task.is_acknowledged for task in got)  # yielded before acknowledgement
     assert dict(sim.records.acknowledgements) == dict.fromkeys(ids, 1)
+    assert iterator.unacknowledged == ()
+    assert iterator.stats.acknowledged == 60
     assert sim.records.count(method="PATCH", route=TASK) == 60
 
 
@@ -524,8 +528,8 @@ def test_client_settings_are_checked():
         ZefortClient("")
     with pytest.raises(ValidationError, match="base_url"):
         ZefortClient("k", base_url="http://zefort.example.com")
-    with pytest.raises(ValidationError, match="poll_max_interval"):
-        ZefortClient("k", poll_min_interval=2, poll_max_interval=1)
+    with pytest.raises(ValidationError, match="tracking"):
+        ZefortClient("k", tracking={"min_interval": 1})  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="listing_page_size"):
         ZefortClient("k", listing_page_size=0)
     assert "secret-key" not in repr(ZefortClient("secret-key"))

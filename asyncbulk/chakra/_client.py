@@ -28,6 +28,9 @@ from asyncbulk._journal import open_journal
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._retry import NOT_ACTED_ON
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
+from asyncbulk._tracking import TrackingOptions
+from asyncbulk._tracking._options import resolve_tracking
+from asyncbulk._tracking._requests import request_keywords
 from asyncbulk.chakra._models import (
     ENTRY_STATUSES,
     BackgroundJob,
@@ -43,14 +46,14 @@ from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncGenerator, Callable, Collection, Hashable
+    from collections.abc import AsyncGenerator, Callable, Hashable
 
     import aiohttp
 
     from asyncbulk._journal import Journal, Pending
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Response, Timeouts
-    from asyncbulk._tracker import TrackIterator
+    from asyncbulk._tracking import SweepView, TrackerStats, TrackIterator
 
 __all__ = ["ChakraClient", "ChakraJobSource", "JobEntries", "JobEntryPages"]
 
@@ -89,6 +92,26 @@ def _check_completion_status(value: object) -> str | None:
     return value
 
 
+def _tracking_options(
+    tracking: TrackingOptions | None, poll_interval: object, max_in_flight: int
+) -> TrackingOptions:
+    """The client's tracking options, from ``tracking=`` or the deprecated ``poll_interval``."""
+    pair: tuple[Any, Any] = (None, None)
+    if poll_interval is not None:
+        if not isinstance(poll_interval, tuple) or len(poll_interval) != 2:  # noqa: PLR2004 -- a pair
+            raise ValidationError("poll_interval", "must be a (first, largest) pair of seconds")
+        pair = poll_interval
+    default = TrackingOptions(max_in_flight=max(1, max_in_flight // 2))
+    options = resolve_tracking(
+        tracking,
+        default,
+        {"min_interval": ("poll_interval", pair[0]), "max_interval": ("poll_interval", pair[1])},
+    )
+    if options.max_in_flight is None:
+        return attrs.evolve(options, max_in_flight=default.max_in_flight)
+    return options
+
+
 def _total(meta: Mapping[str, Any], url: str) -> int | None:
     total = meta.get("total")
     if total is None:
@@ -120,7 +143,9 @@ class ChakraClient(ClientBase):
         session: an aiohttp session of your own, used as is and never closed here.
         allow_insecure_http: allow plain http:// to a host that is not loopback.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
-        poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
+        tracking: how jobs are followed (`TrackingOptions`); by default polls start 0.25 s
+            apart and back off to 5 s, with half of ``max_in_flight`` polling at once.
+        poll_interval: deprecated: ``tracking=TrackingOptions(min_interval=a, max_interval=b)``.
         journal: where submissions and tracked jobs are recorded to resume after a restart: a
             file path (a `SQLiteJournal` the client opens and closes) or a `Journal` of your own
             (used as is, never closed here); None keeps them in memory.
@@ -145,7 +170,8 @@ class ChakraClient(ClientBase):
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
         max_batches_in_flight: int = 4,
-        poll_interval: tuple[float, float] = (0.25, 5.0),
+        tracking: TrackingOptions | None = None,
+        poll_interval: tuple[float, float] | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         """Check the settings; no connection is made before the first request."""
@@ -161,14 +187,7 @@ class ChakraClient(ClientBase):
             name="ChakraClient",
         )
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
-        if (
-            not isinstance(poll_interval, tuple)
-            or len(poll_interval) != 2  # noqa: PLR2004 -- a pair
-            or not all(isinstance(v, int | float) and v > 0 for v in poll_interval)
-            or poll_interval[0] > poll_interval[1]
-        ):
-            raise ValidationError("poll_interval", "must be a (first, largest) pair of seconds")
-        self._poll_interval = poll_interval
+        self._tracking = _tracking_options(tracking, poll_interval, self._session.max_in_flight)
         # A bulk PATCH sent twice starts two jobs: retried only when it was certainly not acted on.
         self._submit_retry = self._session.retry.for_unrepeatable()
         self.converter = make_chakra_converter()
@@ -259,6 +278,7 @@ class ChakraClient(ClientBase):
         job_id: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name; a JobTimeoutError names the job
+        on_progress: Callable[[TrackerStats], None] | None = None,
     ) -> BackgroundJob:
         """Poll a job until it finishes, and return it.
 
@@ -267,18 +287,30 @@ class ChakraClient(ClientBase):
         Args:
             job_id: the background job id.
             timeout: seconds to wait at most; None waits as long as it takes.
+            on_progress: called with a `TrackerStats` snapshot at most every 0.5 s and once at
+                the end; its ``entries`` holds the job's entry counts per completion status.
 
         Raises:
             JobTimeoutError: the deadline passed first (``unfinished`` names the job).
             ValidationError: `job_id` is empty.
         """
-        from asyncbulk._tracker import wait_for  # noqa: PLC0415 -- shared module, loaded on use
+        from asyncbulk._tracking import wait_for  # noqa: PLC0415 -- shared module, loaded on use
 
         self._session.path(_JOB_PATH, job_id=job_id)
-        return await wait_for(self.job_source, job_id, timeout=timeout, **self._tracker_options())
+        return await wait_for(
+            self.job_source,
+            job_id,
+            timeout=timeout,
+            options=self._tracking,
+            on_progress=on_progress,
+        )
 
     def track_jobs(
-        self, job_ids: Iterable[str], *, timeout: float | None = None
+        self,
+        job_ids: Iterable[str],
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[TrackerStats], None] | None = None,
     ) -> TrackIterator[BackgroundJob]:
         """Follow many jobs and yield each once, as it finishes.
 
@@ -288,12 +320,15 @@ class ChakraClient(ClientBase):
         Args:
             job_ids: the background job ids.
             timeout: seconds for all of them at most; None waits as long as it takes.
+            on_progress: called with a `TrackerStats` snapshot at most every 0.5 s and once
+                when the iteration ends; its ``entries`` sums the entry counts per completion
+                status over the jobs, so a large job shows movement before it finishes.
 
         Raises:
             ValidationError: an id is empty (named with its position, ``job_ids[3]``).
             JobTimeoutError: while iterating, the deadline passed with jobs unfinished.
         """
-        from asyncbulk._tracker import track  # noqa: PLC0415 -- shared module, loaded on use
+        from asyncbulk._tracking import track  # noqa: PLC0415 -- shared module, loaded on use
 
         ids = list(job_ids) if not isinstance(job_ids, str) else [job_ids]
         for index, job_id in enumerate(ids):
@@ -301,15 +336,13 @@ class ChakraClient(ClientBase):
                 self._session.path(_JOB_PATH, job_id=job_id)
             except ValidationError as exc:
                 raise ValidationError(f"job_ids[{index}]", exc.reason) from None
-        return track(self.job_source, ids, timeout=timeout, **self._tracker_options())
-
-    def _tracker_options(self) -> dict[str, Any]:
-        first, largest = self._poll_interval
-        return {
-            "min_interval": first,
-            "max_interval": largest,
-            "max_in_flight": max(1, self._session.max_in_flight // 2),
-        }
+        return track(
+            self.job_source,
+            ids,
+            timeout=timeout,
+            options=self._tracking,
+            on_progress=on_progress,
+        )
 
     # -- entries -------------------------------------------------------------------------
 
@@ -1004,9 +1037,11 @@ class ChakraJobSource:
         """Poll through `client`."""
         self._client = client
 
-    async def fetch(self, job_id: str) -> BackgroundJob:
-        """One GET of one job."""
-        return await self._client.get_background_job(job_id)
+    async def fetch(self, job_id: str, *, deadline: float | None = None) -> BackgroundJob:
+        """One GET of one job, ending by ``deadline``."""
+        session = self._client._session  # noqa: SLF001 -- the client's own source
+        path = session.path(_JOB_PATH, job_id=job_id)
+        return _job_from(await session.request("GET", path, **request_keywords("detect", deadline)))
 
     def is_finished(self, job: BackgroundJob) -> bool:
         """Done, success or failure (`BackgroundJob.is_finished`)."""
@@ -1020,11 +1055,20 @@ class ChakraJobSource:
         """The entry counts per status: they change as the job makes progress."""
         return tuple(sorted(job.status_counts.items())) or None
 
+    def entry_counts(self, job: BackgroundJob) -> Mapping[str, int] | None:
+        """The job's entries per completion status (``_meta.bjEntryCompletionStatusVsCount``)."""
+        return job.status_counts or None
+
     def finished_at(self, job: BackgroundJob) -> float | None:
         """When the server says the job completed, in epoch seconds."""
         return None if job.completed_at is None else job.completed_at.timestamp()
 
-    async def sweep(self, job_ids: Collection[str]) -> Mapping[str, BackgroundJob] | None:  # noqa: ARG002 -- the protocol's signature
+    async def sweep(
+        self,
+        view: SweepView[BackgroundJob],  # noqa: ARG002 -- the protocol's signature
+        *,
+        deadline: float | None = None,  # noqa: ARG002
+    ) -> bool | None:
         """None: Chakra offers no listing of background jobs."""
         return None
 

@@ -11,8 +11,9 @@ from asyncbulk._exceptions import AsyncBulkError, ProtocolError, ValidationError
 from asyncbulk.chakra._models import BackgroundJob, JobEntry, ProcessCreate, ProcessUpdate
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
+    from asyncbulk._tracking import TrackerStats
     from asyncbulk.chakra._client import ChakraClient
 
 __all__ = ["BatchError", "BulkSubmission", "FailedEntry", "SubmissionSummary"]
@@ -149,11 +150,14 @@ class BulkSubmission:
     async def wait(
         self,
         timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name; a JobTimeoutError names the jobs
+        on_progress: Callable[[TrackerStats], None] | None = None,
     ) -> list[BackgroundJob]:
         """Wait until every job has finished, and return them in input order.
 
         Args:
             timeout: seconds to wait at most; None waits as long as it takes.
+            on_progress: called with a `TrackerStats` snapshot at most every 0.5 s and once at
+                the end (see `ChakraClient.track_jobs`).
 
         Raises:
             JobTimeoutError: the deadline passed; it names the unfinished jobs.
@@ -161,7 +165,9 @@ class BulkSubmission:
         finished: dict[str, BackgroundJob] = {}
         # A plain loop: the tracker polls only while we wait, and its deadline error comes
         # out as itself.
-        async for job in self._client.track_jobs(self.job_ids, timeout=timeout):
+        async for job in self._client.track_jobs(
+            self.job_ids, timeout=timeout, on_progress=on_progress
+        ):
             finished[job.id] = job
         return [finished[job_id] for job_id in self.job_ids]
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import attrs
 
-from asyncbulk import RetryPolicy
+from asyncbulk import RetryPolicy, TrackingOptions
 from asyncbulk.chakra import ChakraClient, ProcessUpdate
 from asyncbulk.cli._output import table
 from asyncbulk.cli._progress import LiveProgress
@@ -254,9 +254,10 @@ async def _zefort_flow(
             ledger.finished(task.id)
             meters.tasks.completed += 1
             tally.tasks[task.backend_status] += 1
-            tally.acknowledged += task.is_acknowledged
             if not task.is_done:
                 _zefort_failure(tally, task)
+    # Each task is acknowledged once taken, after it was yielded: count when all settled.
+    tally.acknowledged = tasks.stats.acknowledged
     tally.seconds["zefort"] = time.monotonic() - started
 
 
@@ -292,14 +293,16 @@ async def run_demo(plan: DemoPlan, *, output: Output, ledger: Ledger) -> int:
         # Quick polls and retries: the simulated jobs are short and the trouble is brief.
         retry = RetryPolicy(initial_wait=0.05, max_wait=1.0, budget=60.0)
         chakra = ChakraClient(
-            sim.chakra_token, base_url=sim.chakra_url, retry=retry, poll_interval=(0.2, 1.0)
+            sim.chakra_token,
+            base_url=sim.chakra_url,
+            retry=retry,
+            tracking=TrackingOptions(min_interval=0.2, max_interval=1.0),
         )
         zefort = ZefortClient(
             sim.zefort_api_key,
             base_url=sim.zefort_url,
             retry=retry,
-            poll_min_interval=0.2,
-            poll_max_interval=1.0,
+            tracking=TrackingOptions(min_interval=0.2, max_interval=1.0),
         )
         meters = _Meters(
             sent=progress.add("updates sent", total=plan.updates, rate=True),

@@ -30,7 +30,10 @@ from asyncbulk._handles import Origin, fingerprint, read_handle
 from asyncbulk._journal import open_journal
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
-from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
+from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
+from asyncbulk._tracking._options import check_count, resolve_tracking
+from asyncbulk._tracking._requests import request_keywords
+from asyncbulk._tracking._scheduler import UNTRACKED
 from asyncbulk.zefort._models import (
     TaskPage,
     ZefortTask,
@@ -41,7 +44,7 @@ from asyncbulk.zefort._models import (
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Collection, Iterable
+    from collections.abc import Callable, Iterable
 
     import aiohttp
 
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
     from asyncbulk._journal import Journal, Pending, SubmissionRecord
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Timeouts
-    from asyncbulk._tracker import TrackerStats
+    from asyncbulk._tracking import SweepView, TrackerStats
 
 __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
 
@@ -61,6 +64,14 @@ _TASK: Final = "/api/tasks/{task_id}/"
 #: Statuses after which a POST may or may not have been carried out.
 _AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
 _LISTING_PREFETCH: Final = 4
+#: What a task just submitted says, and says until it finishes: a sweep builds nothing for it.
+_PENDING: Final = "pending"
+#: The tracking settings when none are given: as many polls at once as before TrackingOptions.
+_DEFAULT_TRACKING: Final = TrackingOptions(max_in_flight=8)
+
+
+class _PageIgnoredError(ProtocolError):
+    """The listing answered the same tasks for page 2 as for page 1: it ignores ``page``."""
 
 
 def _canonical(value: Any) -> str:
@@ -161,13 +172,15 @@ class ZefortClient(ClientBase):
         max_in_flight: requests in flight at once.
         session: an aiohttp session of your own, used as is and never closed by the client.
         allow_insecure_http: allow plain http:// to a host other than loopback.
-        poll_min_interval: the first and shortest wait between two polls of a task, in seconds.
-        poll_max_interval: the longest wait between two polls of a task, in seconds.
-        sweep_interval: the least time between two reads of the pending listing; when
-            following many tasks, every task is seen at least this often.
-        polls_in_flight: polls and listing reads a tracker runs at once.
+        tracking: how tasks are followed (`TrackingOptions`); by default polls start 0.25 s
+            apart, back off to 5 s, the pending listing is read at most every 0.5 s, and 8
+            polls, listing reads or acknowledgements run at once.
         listing_page_size: the page size asked of the pending listing; the server may answer
             with a smaller one, which is then used.
+        poll_min_interval: deprecated: ``tracking=TrackingOptions(min_interval=...)``.
+        poll_max_interval: deprecated: ``tracking=TrackingOptions(max_interval=...)``.
+        sweep_interval: deprecated: ``tracking=TrackingOptions(sweep_interval=...)``.
+        polls_in_flight: deprecated: ``tracking=TrackingOptions(max_in_flight=...)``.
         journal: where bulk updates and tracked tasks are recorded to resume after a restart:
             a file path (a `SQLiteJournal` the client opens and closes) or a `Journal` of your
             own (used as is, never closed here); None keeps them in memory.
@@ -186,11 +199,12 @@ class ZefortClient(ClientBase):
         max_in_flight: int = 16,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
-        poll_min_interval: float = 0.25,
-        poll_max_interval: float = 5.0,
-        sweep_interval: float = 0.5,
-        polls_in_flight: int = 8,
+        tracking: TrackingOptions | None = None,
         listing_page_size: int = 1000,
+        poll_min_interval: float | None = None,
+        poll_max_interval: float | None = None,
+        sweep_interval: float | None = None,
+        polls_in_flight: int | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         """Check the settings; the connection pool opens on first use."""
@@ -205,17 +219,19 @@ class ZefortClient(ClientBase):
             allow_insecure_http=allow_insecure_http,
             name="ZefortClient",
         )
-        low = _check_seconds("poll_min_interval", poll_min_interval, optional=False)
-        high = _check_seconds("poll_max_interval", poll_max_interval, optional=False)
-        if low is not None and high is not None and high < low:
-            raise ValidationError("poll_max_interval", "must be >= poll_min_interval")
-        self._poll_options: dict[str, Any] = {
-            "min_interval": low,
-            "max_interval": high,
-            "sweep_interval": _check_seconds("sweep_interval", sweep_interval, optional=False),
-            "max_in_flight": _check_count("polls_in_flight", polls_in_flight, least=1),
-        }
-        self._page_size = _check_count("listing_page_size", listing_page_size, least=1)
+        self._tracking = resolve_tracking(
+            tracking,
+            _DEFAULT_TRACKING,
+            {
+                "min_interval": ("poll_min_interval", poll_min_interval),
+                "max_interval": ("poll_max_interval", poll_max_interval),
+                "sweep_interval": ("sweep_interval", sweep_interval),
+                "max_in_flight": ("polls_in_flight", polls_in_flight),
+            },
+        )
+        if self._tracking.max_in_flight is None:
+            self._tracking = attrs.evolve(self._tracking, max_in_flight=8)
+        self._page_size = check_count("listing_page_size", listing_page_size, least=1)
         self._converter = make_zefort_converter()
         self._warned: set[str] = set()
         self.task_source = ZefortTaskSource(self)
@@ -441,16 +457,18 @@ class ZefortClient(ClientBase):
             ValidationError: page_size is not an integer >= 1.
         """
         size = (
-            self._page_size if page_size is None else _check_count("page_size", page_size, least=1)
+            self._page_size if page_size is None else check_count("page_size", page_size, least=1)
         )
         return ZefortTaskListing(self._listing(size), self._converter.structure)
 
-    def _listing(self, page_size: int) -> OrderedPages[TaskPage]:
+    def _listing(self, page_size: int, *, deadline: float | None = None) -> OrderedPages[TaskPage]:
+        keywords = request_keywords("detect", deadline)
+
         async def fetch(index: int) -> TaskPage:
             page = index + 1
             params = {"page": page, "page_size": page_size}
             try:
-                response = await self._session.request("GET", _TASKS, params=params)
+                response = await self._session.request("GET", _TASKS, params=params, **keywords)
             except NotFoundError:
                 if page == 1:
                     raise
@@ -466,10 +484,21 @@ class ZefortClient(ClientBase):
         previous: list[tuple[Any, ...]] = [()]
 
         def is_last(index: int, page: TaskPage) -> bool:
-            # A server that ignores `page` answers the same page for ever: stop at the repeat.
-            ids = tuple(r.get("id") if isinstance(r, Mapping) else None for r in page.results)
-            repeated, previous[0] = ids == previous[0], ids
-            return repeated or _is_last_page(index, page)
+            # A server that ignores `page` answers the same page for ever: reading on would
+            # never end, and stopping would end short without saying so.
+            # The page's length and its first and last ids tell a repeat; keeping every id of
+            # the page until the next would hold one reference per pending task for nothing.
+            results = page.results
+            ids = (len(results), _listed_id(results[0]), _listed_id(results[-1])) if results else ()
+            if ids and ids == previous[0]:
+                raise _PageIgnoredError(
+                    f"page {index + 1} repeats page {index} of the pending listing: the "
+                    "server ignores `page`, so the listing cannot be read whole",
+                    method="GET",
+                    url=f"{self._session.base_url}{_TASKS}",
+                )
+            previous[0] = ids
+            return _is_last_page(index, page)
 
         return OrderedPages(
             fetch,
@@ -495,15 +524,18 @@ class ZefortClient(ClientBase):
         *,
         timeout: float | None = None,  # noqa: ASYNC109 -- the tracker's deadline, not a scope's
         acknowledge: bool = False,
+        on_progress: Callable[[TrackerStats], None] | None = None,
     ) -> ZefortTask:
         """Wait until a task finishes (done or failed) and return it.
 
         Args:
             task_id: the task.
             timeout: seconds to wait at most; None waits as long as it takes.
-            acknowledge: acknowledge the task once it finished. If that fails, the task is
-                returned all the same with ``frontend_status`` still ``pending`` (and a warning
-                logged): call `acknowledge_task` again later.
+            acknowledge: acknowledge the task once it finished, and return it acknowledged.
+                If that fails, the task is returned all the same with ``frontend_status``
+                still ``pending`` (and a warning logged): call `acknowledge_task` again later.
+            on_progress: called with a `TrackerStats` snapshot at most every 0.5 s, and once
+                at the end.
 
         Raises:
             JobTimeoutError: the deadline passed; ``unfinished`` is ``(task_id,)``.
@@ -512,7 +544,11 @@ class ZefortClient(ClientBase):
         """
         _check_task_id("task_id", task_id)
         return await wait_for(
-            self.task_source, task_id, timeout=timeout, **self._track_options(acknowledge)
+            self.task_source,
+            task_id,
+            timeout=timeout,
+            on_progress=on_progress,
+            **self._track_options(acknowledge),
         )
 
     def track_tasks(
@@ -535,12 +571,19 @@ class ZefortClient(ClientBase):
             task_ids: the tasks; an id given twice is followed once.
             timeout: seconds after which the iteration ends with `JobTimeoutError` naming the
                 tasks still unfinished (every task finished before was yielded first).
-            acknowledge: acknowledge each finished task exactly once, before it is yielded. If
-                that fails, the task is yielded all the same with ``frontend_status`` still
-                ``pending`` (and a warning logged), never lost.
+            acknowledge: acknowledge each task once you have taken it: when you ask for the
+                next task, or the loop ends normally. A task is yielded as soon as it is seen
+                finished (still ``frontend_status`` ``pending``); if your loop raises while
+                holding it, it stays pending on the server and is found again next run. The
+                iteration ends once every acknowledgement has settled (or the deadline
+                passed); tasks whose acknowledgement failed are named by the iterator's
+                ``unacknowledged`` and in a warning. Inside ``async with`` acknowledgements go
+                out in the background at once; in a plain loop, while it waits for the next
+                finished task.
             task_timeout: a deadline for each task; a task past it is dropped, the others are
                 still yielded, and the iteration then ends with `JobTimeoutError` naming it.
-            on_progress: called with the tracker's stats as tasks finish.
+            on_progress: called with a `TrackerStats` snapshot at most every 0.5 s, and once
+                when the iteration ends.
 
         Raises:
             ValidationError: an id is not a non-empty string (the error names its position).
@@ -559,23 +602,22 @@ class ZefortClient(ClientBase):
 
     def _track_options(self, acknowledge: bool) -> dict[str, Any]:
         if acknowledge:
-            return {**self._poll_options, "on_finished": self._acknowledge_finished}
-        return self._poll_options
+            return {"options": self._tracking, "on_taken": self._acknowledge_taken}
+        return {"options": self._tracking}
 
-    async def _acknowledge_finished(self, task: ZefortTask) -> ZefortTask:
-        """Acknowledge a finished task once; on failure keep it, unacknowledged, and say so."""
+    async def _acknowledge_taken(self, task: ZefortTask, deadline: float | None) -> ZefortTask:
+        """Acknowledge a task the consumer took, by ``deadline``, as housekeeping."""
         if task.is_acknowledged:
             return task  # acknowledged elsewhere already
-        try:
-            return await self.acknowledge_task(task.id)
-        except AsyncBulkError as exc:
-            logger.warning(
-                "ZefortClient: task %s finished but could not be acknowledged; handing it on "
-                "unacknowledged: %s",
-                task.id,
-                exc,
-            )
-            return task
+        path = self._session.path(_TASK, task_id=task.id)
+        response = await self._session.request(
+            "PATCH",
+            path,
+            json_body={"frontend_status": "done"},
+            idempotent=True,
+            **request_keywords("housekeeping", deadline),
+        )
+        return self._task(response, "PATCH")
 
     def _note_status(self, task: ZefortTask) -> None:
         """Warn once per client about each backend_status value Zefort does not document."""
@@ -589,6 +631,10 @@ class ZefortClient(ClientBase):
             task.id,
             status,
         )
+
+
+def _listed_id(raw: object) -> object:
+    return raw.get("id") if type(raw) is dict else None
 
 
 def _is_last_page(_: int, page: TaskPage) -> bool:
@@ -623,12 +669,17 @@ class ZefortTaskListing(ClosingIterator):
         """The next pending task.
 
         Raises:
-            ProtocolError: a page or a task is not what the API promises.
+            ProtocolError: a page or a task is not what the API promises, or the listing
+                ignores ``page`` (page 2 repeats page 1), so it cannot be read whole.
             APIError: the server refused a page.
         """
         while True:
             while not self._buffer:
-                page = await self._pages.__anext__()
+                try:
+                    page = await self._pages.__anext__()
+                except _PageIgnoredError:
+                    await self.aclose()  # the pages fetched ahead are of no use now
+                    raise
                 self._buffer.extend(page.results)
             task = self._structure(self._buffer.popleft(), ZefortTask)
             if task.id not in self._seen:
@@ -644,7 +695,7 @@ class ZefortTaskListing(ClosingIterator):
 class ZefortTaskSource:
     """The `JobSource` of Zefort tasks: how the tracker reads one task, or the whole listing.
 
-    Use it with `asyncbulk._tracker.JobTracker` to add tasks while tracking; `track_tasks` and
+    Use it with `asyncbulk.JobTracker` to add tasks while tracking; `track_tasks` and
     `wait_for_task` cover the common cases.
 
     Attributes:
@@ -664,9 +715,12 @@ class ZefortTaskSource:
         """The client it reads through."""
         return f"ZefortTaskSource({self._client!r})"
 
-    async def fetch(self, job_id: str) -> ZefortTask:
-        """``GET /api/tasks/{id}/``."""
-        return await self._client.get_task(job_id)
+    async def fetch(self, job_id: str, *, deadline: float | None = None) -> ZefortTask:
+        """``GET /api/tasks/{id}/``, ending by ``deadline``."""
+        session = self._client._session  # noqa: SLF001 -- the client's own source
+        path = session.path(_TASK, task_id=job_id)
+        response = await session.request("GET", path, **request_keywords("detect", deadline))
+        return self._client._task(response, "GET")  # noqa: SLF001
 
     def is_finished(self, job: ZefortTask) -> bool:
         """Done or failed; an undocumented status is still running (warned about once)."""
@@ -685,27 +739,44 @@ class ZefortTaskSource:
         """Zefort does not say when a task finished."""
         return None
 
-    async def sweep(self, job_ids: Collection[str]) -> Mapping[str, ZefortTask]:
-        """The tracked tasks the pending listing shows, reading all its pages.
+    async def sweep(self, view: SweepView[ZefortTask], *, deadline: float | None = None) -> bool:
+        """Report the tracked tasks the pending listing shows, reading its pages concurrently.
 
-        A listed task that cannot be read is left out: its own fetch will tell.
+        Only a tracked task whose ``backend_status`` moved is built into a `ZefortTask`; the
+        others cost a dictionary lookup, and nothing of them outlives their page. A listed task
+        that cannot be read is left out: its own fetch will tell.
+
+        Returns:
+            True once every page was read; False when the listing ignores ``page`` (page 2
+            repeats page 1), so that it can never be read whole.
         """
-        wanted = job_ids if isinstance(job_ids, set | frozenset) else frozenset(job_ids)
         client = self._client
-        found: dict[str, ZefortTask] = {}
-        async with client._listing(client._page_size) as pages:  # noqa: SLF001
-            async for page in pages:
-                for raw in page.results:
-                    # A non-string id (a list, say) is unhashable: test the type first.
-                    task_id = raw.get("id") if type(raw) is dict else None
-                    if type(task_id) is str and task_id in wanted:
+        known = view.known
+        async with client._listing(client._page_size, deadline=deadline) as pages:  # noqa: SLF001
+            try:
+                async for page in pages:
+                    for raw in page.results:
+                        # A non-string id (a list, say) is unhashable: test the type first.
+                        task_id = raw.get("id") if type(raw) is dict else None
+                        if type(task_id) is not str:
+                            continue
+                        last = known(task_id)
+                        if last is UNTRACKED:
+                            continue
+                        status = raw.get("backend_status")
+                        if status == last or (last is None and status == _PENDING):
+                            view.unchanged(task_id)
+                            continue
                         try:
                             task = structure_task(raw)
                         except ProtocolError:
                             continue
-                        found[task.id] = task
+                        view.changed(task_id, task)
+            except _PageIgnoredError as exc:
+                logger.warning("ZefortClient: %s; following tasks one by one instead", exc)
+                return False
             self._pages = max(1, pages.expected)
-        return found
+        return True
 
     def sweep_cost(self) -> int:
         """The pages the listing took last time (1 before the first sweep)."""

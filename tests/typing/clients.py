@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from asyncbulk import (
+    AsyncBulkError,
     BackgroundJob,
     BulkSubmission,
     ChakraClient,
@@ -15,6 +16,8 @@ from asyncbulk import (
     SubmissionError,
     SubmissionSummary,
     Timeouts,
+    TrackerStats,
+    TrackingOptions,
     ZefortClient,
     ZefortTask,
 )
@@ -78,3 +81,25 @@ async def simulated() -> None:
         async with ChakraClient(sim.chakra_token, base_url=sim.chakra_url) as chakra:
             await chakra.get_background_job("x")
         print(sim.records.total_requests, sim.zefort_url, sim.zefort_api_key)
+
+
+async def tracking(token: str, api_key: str, task_ids: list[str]) -> tuple[str, ...]:
+    """One TrackingOptions for both clients, progress snapshots, and what stayed unacknowledged."""
+    options = TrackingOptions(min_interval=0.5, max_interval=10.0, max_in_flight=4)
+
+    def show(stats: TrackerStats) -> None:
+        print(stats.finished, stats.tracked, dict(stats.entries), stats.lag_p99)
+
+    async with ChakraClient(token, tracking=options) as chakra:
+        job = await chakra.wait_for_job("job-id", timeout=60.0, on_progress=show)
+        print(job.status_counts)
+    async with ZefortClient(api_key, tracking=options) as zefort:
+        tasks = zefort.track_tasks(task_ids, timeout=60.0, acknowledge=True, on_progress=show)
+        async with tasks:
+            async for task in tasks:
+                print(task.id)
+        try:
+            await zefort.wait_for_task("task-id", timeout=5.0, on_progress=show)
+        except AsyncBulkError as exc:
+            print(exc.unfinished)
+        return tasks.unacknowledged

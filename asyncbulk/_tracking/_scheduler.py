@@ -1,0 +1,399 @@
+"""The tracker's rules, decided without I/O: which job to poll, when to sweep, when to look again.
+
+`Scheduler` is told the time by its caller (``now``, in any monotonic seconds) and answers with
+what to do (`Poll` one job, `Sweep` the listing, or nothing until `next_wake`); it never sleeps,
+awaits or reads a clock, so every rule is tested synchronously with a made-up clock. The engine
+(`asyncbulk._tracking._engine.JobTracker`) carries the answers out and reports each outcome back.
+
+One heap ordered by each job's next poll time serves every job: a tracked job costs one small
+record and one heap entry (a stale entry is skipped when popped, never searched for). A job's
+interval starts at ``min_interval``, grows 1.5-2x (with jitter, so jobs added together drift
+apart) up to ``max_interval``, and drops back to ``min_interval`` when the job shows progress.
+Where the vendor lists many jobs in one request, a sweep of the listing replaces the polls due
+within ``sweep_interval`` whenever it costs fewer requests than they would; a sweep reschedules
+only the jobs it saw change, and a job missing from a complete listing gets one fetch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+__all__ = ["UNTRACKED", "Poll", "Scheduler", "Sweep"]
+
+_UNSEEN: Final[Any] = object()
+#: What `Scheduler.known` says of a job it does not track.
+UNTRACKED: Final[Any] = object()
+
+
+class Job:
+    """One tracked job: a few slots. ``token`` ties it to its live heap entry (-1 once gone)."""
+
+    __slots__ = ("deadline", "due", "id", "interval", "polling", "progress", "seen", "token")
+
+    def __init__(self, job_id: str, interval: float, deadline: float | None, seen: int) -> None:
+        """A job not yet polled."""
+        self.id = job_id
+        self.interval = interval
+        self.deadline = deadline
+        self.progress: Any = _UNSEEN
+        self.polling = False
+        self.token = 0
+        self.due = 0.0
+        self.seen = seen
+
+
+@attrs.frozen
+class Poll:
+    """Fetch one job on its own, then report `Scheduler.polled` (or a failure)."""
+
+    job: Job
+
+    @property
+    def job_id(self) -> str:
+        """The job to fetch."""
+        return self.job.id
+
+
+@attrs.frozen
+class Sweep:
+    """Read the listing; report each tracked job seen, then `Scheduler.sweep_ended`."""
+
+    generation: int
+
+
+class Scheduler:
+    """Which job to poll and when to sweep, for any number of jobs, given the time.
+
+    Args:
+        min_interval: the first and shortest wait between two polls of a job.
+        max_interval: the longest wait between two polls of a job.
+        sweep_interval: the least time between two sweeps.
+        max_in_flight: polls and sweeps under way at once.
+        rng: the jitter's source; seed one for reproducible tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_interval: float,
+        max_interval: float,
+        sweep_interval: float,
+        max_in_flight: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Nothing tracked yet, no deadline."""
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.sweep_interval = sweep_interval
+        self.max_in_flight = max_in_flight
+        self._rng = rng or random.Random()
+        self.jobs: dict[str, Job] = {}
+        self._heap: list[tuple[float, int, Job]] = []
+        self._deadlines: list[tuple[float, int, Job]] = []
+        self._tokens = 0
+        self._fetch_now: deque[Job] = deque()
+        #: Polls and sweeps under way (reported back with `work_done`).
+        self.in_flight = 0
+        #: When tracking as a whole ends; None for never.
+        self.deadline: float | None = None
+        self.timed_out = False
+        #: No more jobs will be added.
+        self.closed = False
+        self.sweeping = False
+        self._sweep_mode = False
+        self._next_sweep_at = 0.0
+        self._sweep_failures = 0
+        self._sweep_started = 0.0
+        self.no_sweep = False
+        self._generation = 0
+        #: The last complete sweep: its generation, and when it started.
+        self._swept_generation = -1
+        self._swept_at = 0.0
+
+    @property
+    def done(self) -> bool:
+        """Closed to new jobs, every job gone, nothing under way: tracking is over."""
+        return self.closed and not self.jobs and not self.in_flight
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def add(self, job_id: str, now: float, timeout: float | None) -> bool:
+        """Track a job, due at once; False when it is tracked already."""
+        if job_id in self.jobs:
+            return False
+        deadline = None if timeout is None else now + timeout
+        job = Job(job_id, self.min_interval, deadline, self._generation)
+        self.jobs[job_id] = job
+        self._schedule_at(job, now)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, job.token, job))
+        return True
+
+    def remove(self, job_id: str) -> bool:
+        """Stop tracking a job; False when it was not tracked."""
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return False
+        job.token = -1
+        return True
+
+    def expire(self, now: float) -> list[str]:
+        """Drop the jobs whose own deadline has passed; their ids."""
+        expired: list[str] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, job = heapq.heappop(deadlines)
+            if self.jobs.get(job.id) is job:
+                self.remove(job.id)
+                expired.append(job.id)
+        return expired
+
+    def check_deadline(self, now: float) -> bool:
+        """Whether the overall deadline passed just now (True once; `timed_out` from then on)."""
+        if self.timed_out or self.deadline is None or now < self.deadline:
+            return False
+        self.timed_out = True
+        return True
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def next_work(self, now: float, sweep_cost: int | None) -> Poll | Sweep | None:
+        """The next piece of work due now, counted as under way; None when nothing is.
+
+        Args:
+            now: the time.
+            sweep_cost: requests a sweep would take now; None when there is no listing.
+        """
+        if self.timed_out or self.in_flight >= self.max_in_flight:
+            return None
+        while self._fetch_now:
+            job = self._fetch_now.popleft()
+            if self.jobs.get(job.id) is job:
+                self.in_flight += 1
+                return Poll(job)
+        due = self._peek()
+        if due is None or due > now:
+            return None
+        if self._should_sweep(now, sweep_cost):
+            self.sweeping = True
+            self._next_sweep_at = now + self.sweep_interval
+            self._sweep_started = now
+            self._generation += 1
+            self.in_flight += 1
+            return Sweep(self._generation)
+        if self._sweep_mode and (self.sweeping or now < self._next_sweep_at):
+            return None  # the coming sweep covers the jobs due now
+        return self._next_poll(now)
+
+    def _next_poll(self, now: float) -> Poll | None:
+        """Pop the job due first and poll it, unless a recent sweep saw it."""
+        while True:
+            _, _, job = heapq.heappop(self._heap)
+            if not self._defer(job, now):
+                job.polling = True
+                self.in_flight += 1
+                return Poll(job)
+            due = self._peek()
+            if due is None or due > now:
+                return None
+
+    def _defer(self, job: Job, now: float) -> bool:
+        """Reschedule, instead of polling, a job the last complete sweep saw lately.
+
+        A sweep leaves the jobs it saw unchanged where they are in the heap (no push per
+        job); when polls take over (a sweep failed, few jobs left) such a job is given the
+        interval it would have had from that sighting, here, once, as it comes up.
+        """
+        since = self._swept_at
+        if job.seen != self._swept_generation or now - since >= job.interval:
+            return False
+        interval = min(self.max_interval, job.interval * self._rng.uniform(1.5, 2.0))
+        due = since + interval * self._rng.uniform(0.9, 1.0)
+        if due <= now:
+            return False
+        job.interval = interval
+        self._schedule_at(job, due)
+        return True
+
+    def next_wake(self, now: float) -> float | None:
+        """When to look again if no outcome comes sooner; None for never."""
+        times: list[float] = []
+        if self.deadline is not None and not self.timed_out:
+            times.append(self.deadline)
+        if self._deadlines:
+            times.append(self._deadlines[0][0])
+        if self.in_flight < self.max_in_flight and not self.timed_out:
+            due = self._peek()
+            if due is not None and due <= now and self._sweep_mode:
+                # Due jobs wait for the next sweep; one under way reports when it ends.
+                if not self.sweeping:
+                    times.append(self._next_sweep_at)
+            elif due is not None:
+                times.append(due)
+        return min(times) if times else None
+
+    def _should_sweep(self, now: float, cost: int | None) -> bool:
+        """Whether reading the listing now costs fewer requests than the polls it replaces."""
+        if self.no_sweep or self.sweeping or now < self._next_sweep_at:
+            return False
+        if cost is None:
+            self.no_sweep = True
+            return False
+        self._sweep_mode = self._count_due(now + self.sweep_interval, cost) > cost
+        return self._sweep_mode
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def work_done(self) -> None:
+        """A poll or sweep ended, whatever its outcome."""
+        self.in_flight -= 1
+
+    def polled(self, job: Job, progress: Hashable | None, now: float) -> None:
+        """A poll found the job still running: poll it again later."""
+        if self.jobs.get(job.id) is job:
+            self._reschedule(job, progressed=self._note_progress(job, progress), now=now)
+
+    def finish(self, job_id: str) -> bool:
+        """The job finished: stop tracking it; False when it was not tracked (any more)."""
+        return self.remove(job_id)
+
+    def lose(self, job: Job) -> bool:
+        """The server says the job does not exist: stop tracking it; False when already gone."""
+        return self.jobs.get(job.id) is job and self.remove(job.id)
+
+    def poll_failed(self, job: Job, now: float) -> None:
+        """The poll failed: try later, at a longer interval."""
+        if self.jobs.get(job.id) is job:
+            self._reschedule(job, progressed=False, now=now)
+
+    def poll_cancelled(self, job: Job, now: float) -> None:
+        """The poll was stopped before it told anything: poll again next time."""
+        if self.jobs.get(job.id) is job:
+            self._schedule_at(job, now)
+
+    # -- sweeps -------------------------------------------------------------------------------
+
+    def known(self, job_id: str) -> Any:
+        """The last progress seen of a job (None before any), or `UNTRACKED`."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return UNTRACKED
+        return None if job.progress is _UNSEEN else job.progress
+
+    def seen(self, job_id: str, generation: int) -> None:
+        """The sweep ``generation`` listed the job, unchanged: nothing to reschedule."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job.seen = generation
+
+    def swept(self, job_id: str, progress: Hashable | None, generation: int, now: float) -> None:
+        """The sweep listed the job still running but changed: poll it soon again."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        job.seen = generation
+        if not job.polling and self._note_progress(job, progress):
+            self._reschedule(job, progressed=True, now=now)
+
+    def sweep_ended(self, generation: int, now: float, *, complete: bool) -> None:
+        """The sweep read the whole listing (``complete``), or learnt it cannot be relied on.
+
+        After a complete sweep, each job tracked before it started that it did not list gets
+        one fetch (acknowledged elsewhere?). A listing that cannot be read whole (it ignores
+        its ``page`` parameter, say) is never swept again: polls cost least then.
+        """
+        self._end_sweep(now)
+        self._sweep_failures = 0
+        if not complete:
+            self.no_listing()
+            return
+        self._swept_generation = generation
+        self._swept_at = self._sweep_started
+        for job in self.jobs.values():
+            if job.seen < generation and not job.polling:
+                job.polling = True
+                self._fetch_now.append(job)
+
+    def sweep_failed(self, now: float) -> None:
+        """The sweep failed: back off the listing and poll the jobs one by one meanwhile."""
+        self._end_sweep(now)
+        self._sweep_failures += 1
+        wait = min(self.max_interval, self.sweep_interval * 2**self._sweep_failures)
+        self._next_sweep_at = now + wait
+        self._sweep_mode = False
+
+    def sweep_cancelled(self, now: float) -> None:
+        """The sweep was stopped before it ended."""
+        self._end_sweep(now)
+
+    def no_listing(self) -> None:
+        """The source has no usable listing: poll every job on its own from now on."""
+        self.sweeping = False
+        self.no_sweep = True
+        self._sweep_mode = False
+
+    def _end_sweep(self, now: float) -> None:
+        self.sweeping = False
+        # A listing that takes long to read (a hundred pages) is read at most two thirds of
+        # the time, so sweeping never takes all the CPU or the connection pool.
+        self._next_sweep_at = max(self._next_sweep_at, now + (now - self._sweep_started) / 2)
+
+    # -- the heap -----------------------------------------------------------------------------
+
+    def _schedule_at(self, job: Job, when: float) -> None:
+        self._tokens += 1
+        job.token = self._tokens
+        job.due = when
+        job.polling = False
+        heapq.heappush(self._heap, (when, job.token, job))
+
+    def _peek(self) -> float | None:
+        """The time the next job falls due, dropping entries that no longer count."""
+        heap = self._heap
+        while heap:
+            due, token, job = heap[0]
+            if token == job.token and not job.polling:
+                return due
+            heapq.heappop(heap)
+        return None
+
+    def _count_due(self, limit: float, cap: int) -> int:
+        """Jobs due by ``limit``, counting no further than ``cap + 1``: O(answer), not O(heap)."""
+        heap, count, stack = self._heap, 0, [0]
+        size = len(heap)
+        while stack:
+            i = stack.pop()
+            if i >= size:
+                continue
+            due, token, job = heap[i]
+            if due > limit:
+                continue  # the heap property: nothing below is due sooner
+            if token == job.token and not job.polling:
+                count += 1
+                if count > cap:
+                    return count
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        return count
+
+    def _note_progress(self, job: Job, progress: Hashable | None) -> bool:
+        progressed = (
+            job.progress is not _UNSEEN and progress is not None and progress != job.progress
+        )
+        job.progress = progress
+        return progressed
+
+    def _reschedule(self, job: Job, *, progressed: bool, now: float) -> None:
+        if progressed:
+            job.interval = self.min_interval
+        else:
+            job.interval = min(self.max_interval, job.interval * self._rng.uniform(1.5, 2.0))
+        self._schedule_at(job, now + job.interval * self._rng.uniform(0.9, 1.0))

@@ -1,0 +1,253 @@
+"""The tracker's scheduling rules, driven by a made-up clock: no I/O, no sleeping, no event loop."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import random
+
+import pytest
+
+from asyncbulk._tracking import UNTRACKED, Scheduler
+from asyncbulk._tracking._scheduler import Poll, Sweep
+
+
+def make(**settings) -> Scheduler:
+    options = {
+        "min_interval": 1.0,
+        "max_interval": 8.0,
+        "sweep_interval": 0.5,
+        "max_in_flight": 4,
+        "rng": random.Random(7),
+    }
+    options.update(settings)
+    return Scheduler(**options)
+
+
+def run_due(sched: Scheduler, now: float, cost: int | None = None) -> list[Poll | Sweep]:
+    """Every piece of work due at ``now`` (up to the in-flight bound)."""
+    work = []
+    while (item := sched.next_work(now, cost)) is not None:
+        work.append(item)
+    return work
+
+
+def test_a_new_job_is_due_at_once_and_polled_once():
+    """A job added is polled at once, and not again while that poll is under way."""
+    sched = make()
+    sched.add("a", 0.0, None)
+    work = run_due(sched, 0.0)
+    assert [w.job_id for w in work if isinstance(w, Poll)] == ["a"]
+    assert sched.next_work(100.0, None) is None  # still under way
+    assert sched.next_wake(0.0) is None
+
+
+def test_interval_backs_off_without_progress_up_to_the_maximum():
+    """Each poll without progress waits 1.35-2x longer than the one before, never past max."""
+    sched = make()
+    sched.add("a", 0.0, None)
+    now, waits = 0.0, []
+    for _ in range(12):
+        (poll,) = run_due(sched, now)
+        sched.work_done()
+        sched.polled(poll.job, "same", now)
+        due = sched.next_wake(now)
+        assert due is not None
+        waits.append(due - now)
+        now = due
+    assert waits[0] >= 1.5 * 0.9
+    assert all(b >= a * 1.3 for a, b in itertools.pairwise(waits[:4]))
+    assert max(waits) <= 8.0
+    assert waits[-1] >= 8.0 * 0.9
+
+
+def test_progress_brings_the_interval_back_to_the_minimum():
+    """A job that shows progress is polled again after min_interval."""
+    sched = make()
+    sched.add("a", 0.0, None)
+    now = 0.0
+    for step in range(6):
+        (poll,) = run_due(sched, now)
+        sched.work_done()
+        sched.polled(poll.job, 1 if step < 5 else 2, now)
+        now = sched.next_wake(now) or 0.0
+    (poll,) = run_due(sched, now)
+    sched.work_done()
+    sched.polled(poll.job, 3, now)
+    assert (sched.next_wake(now) or 0.0) - now <= 1.0
+
+
+def test_polls_under_way_are_bounded():
+    """With ten jobs due and max_in_flight=3, three polls start; a fourth once one ends."""
+    sched = make(max_in_flight=3)
+    for i in range(10):
+        sched.add(f"j{i}", 0.0, None)
+    assert len(run_due(sched, 0.0)) == 3
+    sched.work_done()
+    assert len(run_due(sched, 0.0)) == 1
+
+
+def test_sweep_replaces_polls_only_when_cheaper():
+    """Many jobs due and a one-page listing: one sweep; one job: a poll."""
+    many = make()
+    for i in range(50):
+        many.add(f"j{i}", 0.0, None)
+    assert [type(w) for w in run_due(many, 0.0, cost=1)] == [Sweep]
+    one = make()
+    one.add("only", 0.0, None)
+    assert [type(w) for w in run_due(one, 0.0, cost=1)] == [Poll]
+
+
+def sweep_once(sched: Scheduler, now: float, listed: dict[str, object], *, complete=True) -> None:
+    (work,) = run_due(sched, now, cost=1)
+    assert isinstance(work, Sweep)
+    for job_id, progress in listed.items():
+        if sched.known(job_id) is UNTRACKED:
+            continue
+        if progress == sched.known(job_id):
+            sched.seen(job_id, work.generation)
+        else:
+            sched.swept(job_id, progress, work.generation, now)
+    sched.work_done()
+    sched.sweep_ended(work.generation, now, complete=complete)
+
+
+def test_sweep_reschedules_only_what_changed():
+    """Jobs the sweep saw unchanged keep their heap entries: no push, no reschedule."""
+    sched = make()
+    for i in range(100):
+        sched.add(f"j{i}", 0.0, None)
+    heap_before = len(sched._heap)
+    sweep_once(sched, 0.0, {f"j{i}": None for i in range(100)})
+    assert len(sched._heap) == heap_before
+    # Due jobs wait for the next sweep instead of being polled one by one.
+    assert sched.next_work(0.1, 1) is None
+    assert sched.next_wake(0.1) == pytest.approx(0.5)
+
+
+def test_job_missing_from_a_complete_sweep_gets_one_fetch():
+    """A job the listing did not show is polled once; one added during the sweep is not."""
+    sched = make()
+    for i in range(10):
+        sched.add(f"j{i}", 0.0, None)
+    (work,) = run_due(sched, 0.0, cost=1)
+    assert isinstance(work, Sweep)
+    for i in range(9):  # j9 is not listed
+        sched.seen(f"j{i}", work.generation)
+    sched.add("late", 0.0, None)  # added while the sweep ran
+    sched.work_done()
+    sched.sweep_ended(work.generation, 0.0, complete=True)
+    first = sched.next_work(0.0, 1)
+    assert isinstance(first, Poll)
+    assert first.job_id == "j9"
+
+
+def test_a_listing_that_cannot_be_read_whole_is_never_swept_again():
+    """After an incomplete sweep, no job counts as missing and every job is polled instead."""
+    sched = make()
+    for i in range(20):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, {"j0": None}, complete=False)
+    assert sched.no_sweep
+    work = run_due(sched, 10.0, cost=1)
+    assert all(isinstance(w, Poll) for w in work)
+    assert len(work) == 4
+
+
+def test_a_failed_sweep_backs_off_and_polls_meanwhile():
+    """After a failed sweep the listing waits (2x sweep_interval) and due jobs are polled."""
+    sched = make()
+    for i in range(20):
+        sched.add(f"j{i}", 0.0, None)
+    assert [type(w) for w in run_due(sched, 0.0, cost=1)] == [Sweep]
+    sched.work_done()
+    sched.sweep_failed(0.0)
+    assert all(isinstance(w, Poll) for w in run_due(sched, 0.5, cost=1))
+    for _ in range(4):
+        sched.work_done()
+    assert all(isinstance(w, Poll) for w in run_due(sched, 0.9, cost=1))
+
+
+def test_after_a_failed_sweep_jobs_seen_lately_are_not_polled_at_once():
+    """Jobs the last complete sweep saw wait out their interval from that sighting."""
+    sched = make(min_interval=1.0, max_interval=8.0)
+    for i in range(20):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, {f"j{i}": None for i in range(20)})
+    (work,) = run_due(sched, 0.6, cost=1)
+    assert isinstance(work, Sweep)
+    sched.work_done()
+    sched.sweep_failed(0.6)
+    assert run_due(sched, 0.7, cost=1) == []  # seen at 0.0: next due after 1.35 s or so
+    assert sched.next_wake(0.7) >= 1.35
+    # By then the listing is due again: one sweep instead of twenty polls.
+    assert [type(w) for w in run_due(sched, 2.5, cost=1)] == [Sweep]
+
+
+def test_overall_deadline_stops_all_new_work_and_is_the_next_wake():
+    """The deadline is a wake-up time; once passed, nothing new starts."""
+    sched = make()
+    sched.deadline = 3.0
+    sched.add("a", 0.0, None)
+    (poll,) = run_due(sched, 0.0)
+    sched.work_done()
+    sched.polled(poll.job, None, 0.0)
+    sched.add("b", 2.0, None)
+    assert sched.next_wake(2.5) is not None
+    assert not sched.check_deadline(2.9)
+    assert sched.check_deadline(3.0)
+    assert not sched.check_deadline(3.1)  # said once
+    assert sched.next_work(3.0, None) is None
+    assert sched.next_wake(3.0) is None
+
+
+def test_a_job_deadline_expires_that_job_only():
+    """A job past its own deadline is dropped; the others stay tracked."""
+    sched = make()
+    sched.add("short", 0.0, 1.0)
+    sched.add("long", 0.0, None)
+    assert sched.next_wake(0.5) == pytest.approx(0.0)  # both due, and short's deadline next
+    assert sched.expire(0.5) == []
+    assert sched.expire(1.0) == ["short"]
+    assert set(sched.jobs) == {"long"}
+
+
+def test_jitter_is_reproducible_with_a_seeded_rng():
+    """Two schedulers with the same seed make the same decisions at the same times."""
+    times = []
+    for _ in range(2):
+        sched = make(rng=random.Random(3))
+        sched.add("a", 0.0, None)
+        (poll,) = run_due(sched, 0.0)
+        sched.work_done()
+        sched.polled(poll.job, None, 0.0)
+        times.append(sched.next_wake(0.0))
+    assert times[0] == times[1]
+
+
+def test_scheduling_creates_no_reference_cycles():
+    """Adding, polling, sweeping and finishing thousands of jobs leaves no garbage for the GC."""
+    gc.collect()
+    gc.disable()
+    try:
+        sched = make(max_in_flight=64)
+        now = 0.0
+        for i in range(2000):
+            sched.add(f"j{i}", now, 100.0)
+        for _ in range(20):
+            now += 1.0
+            for work in run_due(sched, now, cost=1):
+                sched.work_done()
+                if isinstance(work, Sweep):
+                    for i in range(0, 2000, 2):
+                        sched.seen(f"j{i}", work.generation)
+                    sched.sweep_ended(work.generation, now, complete=True)
+                elif int(work.job_id[1:]) % 3 == 0:
+                    sched.finish(work.job_id)
+                else:
+                    sched.polled(work.job, now, now)
+        sched.expire(1000.0)
+        del sched
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

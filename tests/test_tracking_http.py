@@ -1,0 +1,276 @@
+"""Tracking through real HTTP against the simulator: acknowledgement, listings, errors, progress."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import pytest
+
+from asyncbulk import (
+    AuthenticationError,
+    NotFoundError,
+    ProtocolError,
+    RetryPolicy,
+    TrackingOptions,
+)
+from asyncbulk._tracking import UNTRACKED
+from asyncbulk.chakra import ChakraClient, ProcessUpdate
+from asyncbulk.testing import Fault, Simulator
+from asyncbulk.zefort import ZefortClient
+
+pytestmark = pytest.mark.anyio
+
+FAST = TrackingOptions(min_interval=0.02, max_interval=0.2, sweep_interval=0.05)
+TASK = "/api/tasks/{id}/"
+TASKS = "/api/tasks/"
+
+
+class ConsumerError(Exception):
+    """The consumer's own failure."""
+
+
+async def take_until_crash(iterator, taken: list[str], *, background: bool) -> None:
+    """Take tasks, and raise while holding the third."""
+    if background:
+        async with iterator:
+            await take_until_crash(iterator, taken, background=False)
+        return
+    async for task in iterator:
+        taken.append(task.id)
+        if len(taken) == 3:
+            raise ConsumerError
+
+
+async def collect_ids(iterator, got: list[str]) -> None:
+    """Keep the ids that came before an error."""
+    async for task in iterator:
+        got.append(task.id)  # noqa: PERF401 -- keeps the ids that came before an error
+
+
+async def read_all(listing) -> None:
+    async with listing:
+        async for _ in listing:
+            pass
+
+
+def make_tasks(sim: Simulator, count: int, delay: float = 0.0) -> list[str]:
+    """Create tasks straight in the simulator's state, each with its own body."""
+    previous, sim.zefort.task_delay = sim.zefort.task_delay, delay
+    try:
+        return [
+            sim.zefort.submit_bulk_update({"status": "review", "search": {"q": f"n{i}"}}).id
+            for i in range(count)
+        ]
+    finally:
+        sim.zefort.task_delay = previous
+
+
+def client(sim: Simulator, **settings) -> ZefortClient:
+    options = {"retry": RetryPolicy.testing(), "tracking": FAST, **settings}
+    return ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url, **options)
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["plain", "async-with"])
+async def test_a_consumer_that_raises_leaves_its_task_pending(background):
+    """The task held when the loop raised is not acknowledged; a later run finds it again."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 10)
+        taken: list[str] = []
+        iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+        with pytest.raises(ConsumerError):
+            await take_until_crash(iterator, taken, background=background)
+        held = taken[-1]
+        acknowledged = sim.records.acknowledgements
+        assert acknowledged[held] == 0
+        assert sim.zefort.task(held).frontend_status == "pending"
+        assert set(acknowledged) <= set(taken[:-1])
+        if background:  # leaving the block settles what was taken before
+            assert dict(acknowledged) == dict.fromkeys(taken[:-1], 1)
+        again = [task.id async for task in zefort.track_tasks(ids, timeout=10, acknowledge=True)]
+        assert held in again
+        # Over both runs: exactly one successful PATCH per task.
+        assert dict(sim.records.acknowledgements) == dict.fromkeys(ids, 1)
+
+
+async def test_tasks_are_yielded_before_acknowledgement_and_acknowledged_once_taken():
+    """Each task comes out still pending, and its PATCH arrives only after the next is asked."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 5)
+        iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+        async for task in iterator:
+            assert not task.is_acknowledged
+            assert sim.records.acknowledgements[task.id] == 0
+        assert dict(sim.records.acknowledgements) == dict.fromkeys(ids, 1)
+        assert sim.records.count(method="PATCH", route=TASK) == 5
+        assert iterator.stats.acknowledged == 5
+
+
+async def test_failed_acknowledgements_are_named(caplog):
+    """When every PATCH fails, every task is still yielded, and each is named unacknowledged."""
+    async with Simulator() as sim, client(sim, retry=RetryPolicy.testing(attempts=2)) as zefort:
+        ids = make_tasks(sim, 4)
+        sim.faults.add(Fault("status", status=500, vendor="zefort", method="PATCH"))
+        iterator = zefort.track_tasks(ids, timeout=10, acknowledge=True)
+        with caplog.at_level(logging.WARNING, logger="asyncbulk"):
+            got = [task.id async for task in iterator]
+        assert sorted(got) == sorted(ids)
+        assert sorted(iterator.unacknowledged) == sorted(ids)
+        assert iterator.stats.unacknowledged == 4
+        assert not sim.records.acknowledgements
+        assert all(sim.zefort.task(i).frontend_status == "pending" for i in ids)
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert all(task_id in warned for task_id in ids)
+
+
+async def test_wait_for_task_returns_the_acknowledged_task():
+    """wait_for_task(acknowledge=True) returns the task as the PATCH answered it."""
+    async with Simulator() as sim, client(sim) as zefort:
+        (task_id,) = make_tasks(sim, 1, delay=0.1)
+        task = await zefort.wait_for_task(task_id, timeout=5, acknowledge=True)
+        assert task.is_acknowledged
+        assert sim.records.acknowledgements == {task_id: 1}
+
+
+async def test_a_listing_that_ignores_page_falls_back_to_polls():
+    """Page 2 repeating page 1 is detected once; tasks are then polled, every one delivered."""
+    async with Simulator() as sim, client(sim, listing_page_size=10) as zefort:
+        sim.zefort.listing_ignores_page = True
+        ids = make_tasks(sim, 60, delay=0.3)
+        got = [task.id async for task in zefort.track_tasks(ids, timeout=20)]
+        assert sorted(got) == sorted(ids)
+        # One sweep found the repeat (page 1, then page 2 and the pages fetched ahead of it).
+        assert sim.records.count(method="GET", route=TASKS) <= 5
+        assert sim.records.count(method="GET", route=TASK) >= 60
+
+
+async def test_a_listing_that_ignores_page_is_not_read_short():
+    """iter_tasks says the listing cannot be read whole instead of ending after page 1."""
+    async with Simulator() as sim, client(sim) as zefort:
+        sim.zefort.listing_ignores_page = True
+        make_tasks(sim, 25, delay=60)
+        with pytest.raises(ProtocolError, match="ignores `page`"):
+            await read_all(zefort.iter_tasks(page_size=10))
+
+
+async def test_an_error_that_ends_tracking_names_every_task_not_delivered():
+    """After a 401, the tasks detected are delivered, and the error names all the others."""
+    async with Simulator() as sim, client(sim) as zefort:
+        quick = make_tasks(sim, 3)
+        slow = make_tasks(sim, 4, delay=60)
+        got: list[str] = []
+        refuse = Fault("status", status=401, vendor="zefort")
+        iterator = zefort.track_tasks([*quick, *slow], timeout=10)
+        got.append((await iterator.__anext__()).id)
+        sim.faults.add(refuse)
+        with pytest.raises(AuthenticationError) as caught:
+            await collect_ids(iterator, got)
+        assert set(got) | set(caught.value.unfinished) == {*quick, *slow}
+        assert not set(got) & set(caught.value.unfinished)
+        assert set(slow) <= set(caught.value.unfinished)
+
+
+async def test_a_missing_task_error_names_it_unfinished():
+    """A task the server does not know ends tracking with NotFoundError naming it."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 2)
+        got: list[str] = []
+        with pytest.raises(NotFoundError) as caught:
+            await collect_ids(zefort.track_tasks([*ids, "task_ghost"], timeout=10), got)
+        assert sorted(got) == sorted(ids)
+        assert caught.value.unfinished == ("task_ghost",)
+
+
+async def test_chakra_progress_carries_entry_counts_at_the_documented_rate():
+    """on_progress shows entry counts per status moving, at most every 0.5 s, and at the end."""
+    async with (
+        Simulator(chakra_entries_per_second=8) as sim,
+        ChakraClient(
+            sim.chakra_token,
+            base_url=sim.chakra_url,
+            tracking=TrackingOptions(min_interval=0.02, max_interval=0.1),
+        ) as chakra,
+    ):
+        submission = await chakra.bulk_update_processes(
+            "tele_sales", [ProcessUpdate.by_key("lead_id", "LEAD-001", state="S")] * 16
+        )
+        calls: list[tuple[float, dict[str, int]]] = []
+        job = await chakra.wait_for_job(
+            submission.jobs[0].id,
+            timeout=20,
+            on_progress=lambda stats: calls.append((time.monotonic(), dict(stats.entries))),
+        )
+        assert calls[-1][1] == dict(job.status_counts)
+        assert any(
+            counts.get("NOT_STARTED", 0) + counts.get("IN_PROGRESS", 0) > 0 for _, counts in calls
+        )
+        assert len({tuple(sorted(counts.items())) for _, counts in calls}) >= 2
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls[:-1])]
+        assert all(gap >= 0.5 for gap in gaps)
+        seen: list[int] = []
+        await submission.wait(timeout=20, on_progress=lambda stats: seen.append(stats.finished))
+        assert seen[-1] == len(submission.jobs)
+
+
+class RecordingView:
+    """A SweepView that tracks the given ids and records what a sweep reports of each."""
+
+    def __init__(self, tracked: set[str]) -> None:  # noqa: D107 -- the class says it
+        self.tracked = tracked
+        self.changed_ids: list[str] = []
+        self.unchanged_ids: list[str] = []
+
+    def known(self, job_id: str):
+        return None if job_id in self.tracked else UNTRACKED
+
+    def unchanged(self, job_id: str) -> None:
+        self.unchanged_ids.append(job_id)
+
+    def changed(self, job_id: str, state) -> None:
+        assert state.id == job_id
+        self.changed_ids.append(job_id)
+
+
+async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
+    """Of the listed tasks, only tracked ones that finished are built; others are just marked."""
+    async with Simulator() as sim, client(sim, listing_page_size=7) as zefort:
+        pending = make_tasks(sim, 30, delay=60)
+        done = make_tasks(sim, 5)
+        view = RecordingView({*pending[:20], *done})
+        assert await zefort.task_source.sweep(view) is True
+        assert sorted(view.changed_ids) == sorted(done)
+        assert sorted(view.unchanged_ids) == sorted(pending[:20])
+        assert sim.records.count(method="GET", route=TASKS) == 5  # 35 tasks, 7 a page
+
+
+async def test_leaving_the_block_normally_acknowledges_the_task_held():
+    """A break inside async with is a normal end: the task held is acknowledged, once."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 6)
+        async with zefort.track_tasks(ids, timeout=10, acknowledge=True) as tasks:
+            async for task in tasks:
+                held = task.id
+                break
+        assert dict(sim.records.acknowledgements) == {held: 1}
+        assert tasks.unacknowledged == ()
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["plain", "async-with"])
+async def test_acknowledgements_that_hang_end_at_the_deadline(background):
+    """PATCHes held for 60 s: the loop ends at its deadline, naming every task unacknowledged."""
+    async with Simulator() as sim, client(sim) as zefort:
+        ids = make_tasks(sim, 3)
+        sim.faults.add(Fault("latency", delay=60, vendor="zefort", method="PATCH"))
+        iterator = zefort.track_tasks(ids, timeout=1.0, acknowledge=True)
+        started = time.monotonic()
+        got: list[str] = []
+        if background:
+            async with iterator:
+                await collect_ids(iterator, got)
+        else:
+            await collect_ids(iterator, got)
+        assert time.monotonic() - started < 30  # bounded by the deadline, not by the PATCH
+        assert sorted(got) == sorted(ids)
+        assert sorted(iterator.unacknowledged) == sorted(ids)
+        assert not sim.records.acknowledgements
