@@ -396,7 +396,9 @@ async def test_a_lagging_job_is_not_finished_while_its_counts_run():
     async with (
         Simulator(chakra_entries_per_second=5.0) as slow,
         ChakraClient(
-            slow.chakra_token, base_url=slow.chakra_url, poll_interval=(0.01, 0.05)
+            slow.chakra_token,
+            base_url=slow.chakra_url,
+            tracking=TrackingOptions(min_interval=0.01, max_interval=0.05),
         ) as client,
     ):
         slow.chakra.job_shape = "lagging"

@@ -595,7 +595,10 @@ async def test_each_job_shape_is_finished_exactly_when_the_rule_says(server, dat
     terminal = data.get("completionStatus") not in {None, "IN_PROGRESS", "NOT_STARTED"}
     finished = settled or terminal or bool(data.get("completedAt"))
     async with ChakraClient(
-        "chakra-test-token", base_url=server.url, retry=NO_RETRY, poll_interval=(0.01, 0.02)
+        "chakra-test-token",
+        base_url=server.url,
+        retry=NO_RETRY,
+        tracking=TrackingOptions(min_interval=0.01, max_interval=0.02),
     ) as chakra:
         job = await survive(lambda: chakra.get_background_job("j"))
         waited = await survive(lambda: chakra.wait_for_job("j", timeout=0.05))
