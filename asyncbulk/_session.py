@@ -1,9 +1,9 @@
 """The one way in for the network: every request of every vendor client goes through `Session`.
 
-The session owns the aiohttp client session, authenticates, limits requests in flight, retries
-by the `RetryPolicy`, shares a pause among all requests when the host answers 429, decodes the
-vendor's envelope, and maps aiohttp's exceptions to asyncbulk's own. No other module imports
-aiohttp for client work.
+The session authenticates, limits requests in flight, retries by the `RetryPolicy`, shares a
+pause among all requests when the host answers 429 and decodes the vendor's envelope. It sends
+every try through a `Transport` (`asyncbulk._transport`), the only module that imports aiohttp
+for client work and the one place its exceptions become asyncbulk's own.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote
 
-import aiohttp
 import anyio
 import attrs
 import orjson
@@ -37,10 +36,19 @@ from asyncbulk._exceptions import (
     unregister_secrets,
 )
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
+from asyncbulk._transport import (
+    AiohttpTransport,
+    Transport,
+    TransportRequest,
+    TransportResponse,
+)
 from asyncbulk._version import __version__
 
 if TYPE_CHECKING:
+    import ssl as _ssl
     from collections.abc import Callable, Mapping
+
+    import aiohttp
 
 __all__ = [
     "BasicAuth",
@@ -335,6 +343,11 @@ class Session:
         session: a caller's own aiohttp session, used as is and never closed by us.
         allow_insecure_http: allow plain http:// to a host that is not loopback.
         name: the client's name, for messages.
+        trust_env: let the client's own aiohttp session read proxies from the environment.
+        ssl: True to verify certificates, False not to, or an `ssl.SSLContext`.
+        proxy: the URL of a proxy for every request.
+        transport: what sends each try (an `AiohttpTransport` by default); when given,
+            ``session``, ``trust_env``, ``ssl`` and ``proxy`` must not be.
     """
 
     def __init__(
@@ -349,18 +362,35 @@ class Session:
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
         name: str = "client",
+        trust_env: bool = False,
+        ssl: bool | _ssl.SSLContext = True,
+        proxy: str | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        """Check the settings; the aiohttp session itself opens on first use."""
+        """Check the settings; the transport opens its connections on first use."""
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ValidationError("retry", "must be a RetryPolicy")
         if timeouts is not None and not isinstance(timeouts, Timeouts):
             raise ValidationError("timeouts", "must be a Timeouts")
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise ValidationError("session", "must be an aiohttp.ClientSession")
         self.max_in_flight = _check_in_flight(max_in_flight)
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
+        if transport is None:
+            transport = AiohttpTransport(
+                session,
+                max_connections=self.max_in_flight,
+                connect_timeout=self.timeouts.connect,
+                read_timeout=self.timeouts.read,
+                total_timeout=self.timeouts.total,
+                trust_env=trust_env,
+                ssl=ssl,
+                proxy=proxy,
+            )
+        elif session is not None or trust_env or ssl is not True or proxy is not None:
+            raise ValidationError(
+                "transport", "give either a transport or session/trust_env/ssl/proxy, not both"
+            )
         self.stats = RequestStats()
         self._auth = auth
         self._envelope = envelope
@@ -377,8 +407,7 @@ class Session:
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._secrets = tuple(s for s in auth.secrets() if s)
         register_secrets(self._secrets)
-        self._client = session
-        self._owns_client = session is None
+        self._transport = transport
         self._closed = False
         self._limiter: anyio.CapacityLimiter | None = None
         self._pause = _Pause()
@@ -427,37 +456,24 @@ class Session:
         path = path[len(self._prefix) :]
         return f"{path}?{target.raw_query_string}" if target.raw_query_string else path
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError(f"{self._name} is closed")
-        if self._client is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.max_in_flight, limit_per_host=self.max_in_flight
-            )
-            self._client = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=self.timeouts.total,
-                    connect=self.timeouts.connect,
-                    sock_read=self.timeouts.read,
-                ),
-                raise_for_status=False,
-            )
-        return self._client
 
     async def open(self) -> None:
-        """Open the aiohttp session now rather than on first use."""
-        self._open()
+        """Open the transport now rather than on first use."""
+        self._check_open()
+        opener = getattr(self._transport, "open", None)
+        if opener is not None:
+            await opener()
 
     async def aclose(self) -> None:
-        """Close the aiohttp session, unless the caller passed it; idempotent."""
+        """Close the transport (never an aiohttp session the caller passed); idempotent."""
         if self._closed:
             return
         self._closed = True
         unregister_secrets(self._secrets)
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
-            await client.close()
+        await self._transport.aclose()
 
     async def request(  # noqa: C901 -- the retry loop reads best whole, in one place
         self,
@@ -487,7 +503,7 @@ class Session:
             ClientClosedError: the client was closed.
         """
         data = None if json_body is _NO_BODY else _encode_json(json_body)
-        client = self._open()
+        self._check_open()
         policy = retry or self.retry
         if idempotent is None:
             idempotent = is_idempotent(method)
@@ -505,15 +521,14 @@ class Session:
             if policy.wait and self._pause.until:
                 await self._pause.wait()
             try:
-                raw = await self._try(client, method, url, url_text, data, headers)
+                raw = await self._try(method, url_text, data, headers)
                 self._log(method, url, raw.status, attempt, started)
             except TransportError as exc:
-                # `from None` only hides the context: aiohttp's exception would still hang on
-                # it, with the request's headers (the credentials) or the whole body. Drop it.
-                exc.__context__ = None
                 error: AsyncBulkError = exc
                 retriable = idempotent or not exc.sent
             except ProtocolError as exc:
+                # `from None` only hides the context: a JSON decoder's error would still hang
+                # on it, with the whole answer (which may echo a credential). Drop it.
                 exc.__context__ = None
                 error, retriable = exc, idempotent
             else:
@@ -552,14 +567,8 @@ class Session:
             self._pause.extend(min(wait, policy.budget))
         return error.retry_after
 
-    async def _try(  # noqa: PLR0917 -- private, called from one place
-        self,
-        client: aiohttp.ClientSession,
-        method: str,
-        url: URL,
-        url_text: str,
-        data: bytes | None,
-        headers: Mapping[str, str],
+    async def _try(
+        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
     ) -> _RawResponse:
         """One try, within the limit on requests in flight."""
         limiter = self._limiter
@@ -572,36 +581,21 @@ class Session:
         except anyio.WouldBlock:
             await limiter.acquire_on_behalf_of(borrower)
         try:
-            if self._closed:
-                # Closed while this request waited (a retry, the limiter): aiohttp would raise
-                # a bare RuntimeError from its closed session.
-                raise ClientClosedError(f"{self._name} is closed")
+            # Closed while this request waited (a retry, the limiter): nothing may be sent.
+            self._check_open()
             self.stats.requests += 1
-            async with client.request(method, url, data=data, headers=headers) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransportError(
-                f"could not connect: {exc}",
-                method=method,
-                url=url_text,
-                sent=False,
-            ) from None
-        except TimeoutError:
-            raise TransportError(
-                "timed out waiting for the answer", method=method, url=url_text, sent=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"connection failed: {type(exc).__name__}: {exc}",
-                method=method,
-                url=url_text,
-                sent=True,
-            ) from None
+            answer = await self._transport.send(
+                TransportRequest(method=method, url=url, headers=headers, body=data)
+            )
         finally:
             limiter.release_on_behalf_of(borrower)
+        return self._read(method, url, answer)
+
+    def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
+        """Count the answer and decode its JSON body."""
+        status = answer.status
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        raw = answer.body
         body: Any = None
         if raw.strip():
             try:
@@ -611,11 +605,13 @@ class Session:
                     raise ProtocolError(
                         f"answer is not JSON: {self._excerpt(raw)!r}",
                         method=method,
-                        url=url_text,
+                        url=url,
                         status=status,
                     ) from None
                 body = raw.decode("utf-8", "replace")
-        return _RawResponse(status=status, body=body, retry_after=retry_after, url=url_text)
+        return _RawResponse(
+            status=status, body=body, retry_after=answer.headers.get("Retry-After"), url=url
+        )
 
     def decode(self, method: str, raw: _RawResponse) -> Response:
         """Unwrap a successful answer's envelope."""

@@ -38,6 +38,7 @@ from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
     import datetime as dt
+    import ssl as _ssl
     from collections.abc import AsyncGenerator, Callable, Collection, Hashable
 
     import aiohttp
@@ -109,6 +110,11 @@ class ChakraClient(ClientBase):
         max_in_flight: requests in flight at once, all methods together.
         session: an aiohttp session of your own, used as is and never closed here.
         allow_insecure_http: allow plain http:// to a host that is not loopback.
+        trust_env: let the client's own aiohttp session read proxy settings and ``.netrc``
+            from the environment.
+        ssl: True to verify the server's certificate, False not to, or an `ssl.SSLContext`
+            (a custom CA, a client certificate).
+        proxy: the URL of an HTTP proxy every request goes through.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
 
@@ -131,6 +137,9 @@ class ChakraClient(ClientBase):
         max_in_flight: int = 16,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
+        trust_env: bool = False,
+        ssl: bool | _ssl.SSLContext = True,
+        proxy: str | None = None,
         max_batches_in_flight: int = 4,
         poll_interval: tuple[float, float] = (0.25, 5.0),
     ) -> None:
@@ -145,6 +154,9 @@ class ChakraClient(ClientBase):
             session=session,
             allow_insecure_http=allow_insecure_http,
             name="ChakraClient",
+            trust_env=trust_env,
+            ssl=ssl,
+            proxy=proxy,
         )
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         if (

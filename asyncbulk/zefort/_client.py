@@ -36,6 +36,7 @@ from asyncbulk.zefort._models import (
 )
 
 if TYPE_CHECKING:
+    import ssl as _ssl
     from collections.abc import Callable, Collection, Iterable
 
     import aiohttp
@@ -146,6 +147,11 @@ class ZefortClient(ClientBase):
         max_in_flight: requests in flight at once.
         session: an aiohttp session of your own, used as is and never closed by the client.
         allow_insecure_http: allow plain http:// to a host other than loopback.
+        trust_env: let the client's own aiohttp session read proxy settings and ``.netrc``
+            from the environment.
+        ssl: True to verify the server's certificate, False not to, or an `ssl.SSLContext`
+            (a custom CA, a client certificate).
+        proxy: the URL of an HTTP proxy every request goes through.
         poll_min_interval: the first and shortest wait between two polls of a task, in seconds.
         poll_max_interval: the longest wait between two polls of a task, in seconds.
         sweep_interval: the least time between two reads of the pending listing; when
@@ -168,6 +174,9 @@ class ZefortClient(ClientBase):
         max_in_flight: int = 16,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
+        trust_env: bool = False,
+        ssl: bool | _ssl.SSLContext = True,
+        proxy: str | None = None,
         poll_min_interval: float = 0.25,
         poll_max_interval: float = 5.0,
         sweep_interval: float = 0.5,
@@ -185,6 +194,9 @@ class ZefortClient(ClientBase):
             session=session,
             allow_insecure_http=allow_insecure_http,
             name="ZefortClient",
+            trust_env=trust_env,
+            ssl=ssl,
+            proxy=proxy,
         )
         low = _check_seconds("poll_min_interval", poll_min_interval, optional=False)
         high = _check_seconds("poll_max_interval", poll_max_interval, optional=False)
