@@ -37,10 +37,13 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
 from asyncbulk._transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     AiohttpTransport,
+    RefusedAnswerError,
     Transport,
     TransportRequest,
     TransportResponse,
+    check_max_response_bytes,
 )
 from asyncbulk._version import __version__
 
@@ -70,6 +73,9 @@ logger.addHandler(logging.NullHandler())
 USER_AGENT: Final = f"asyncbulk/{__version__}"
 _NO_BODY: Final = object()
 _BODY_EXCERPT: Final = 500
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: Same-origin redirects a GET follows before the answer is taken to be a loop.
+MAX_REDIRECTS: Final = 5
 
 
 def _check_timeout(name: str) -> Callable[[object, object, float | None], None]:
@@ -348,6 +354,8 @@ class Session:
         proxy: the URL of a proxy for every request.
         transport: what sends each try (an `AiohttpTransport` by default); when given,
             ``session``, ``trust_env``, ``ssl`` and ``proxy`` must not be.
+        max_response_bytes: the largest answer read; a larger one is a `ProtocolError`, and
+            the connection is closed without reading the rest.
     """
 
     def __init__(
@@ -366,6 +374,7 @@ class Session:
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
         transport: Transport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         """Check the settings; the transport opens its connections on first use."""
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
@@ -374,6 +383,7 @@ class Session:
         if timeouts is not None and not isinstance(timeouts, Timeouts):
             raise ValidationError("timeouts", "must be a Timeouts")
         self.max_in_flight = _check_in_flight(max_in_flight)
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         if transport is None:
@@ -521,7 +531,7 @@ class Session:
             if policy.wait and self._pause.until:
                 await self._pause.wait()
             try:
-                raw = await self._try(method, url_text, data, headers)
+                raw = await self._send(method, url_text, data, headers)
                 self._log(method, url, raw.status, attempt, started)
             except TransportError as exc:
                 error: AsyncBulkError = exc
@@ -530,7 +540,7 @@ class Session:
                 # `from None` only hides the context: a JSON decoder's error would still hang
                 # on it, with the whole answer (which may echo a credential). Drop it.
                 exc.__context__ = None
-                error, retriable = exc, idempotent
+                error, retriable = exc, idempotent and not isinstance(exc, RefusedAnswerError)
             else:
                 if raw.status < 400:  # noqa: PLR2004
                     return self.decode(method, raw)
@@ -567,10 +577,47 @@ class Session:
             self._pause.extend(min(wait, policy.budget))
         return error.retry_after
 
-    async def _try(
+    async def _send(
         self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
     ) -> _RawResponse:
-        """One try, within the limit on requests in flight."""
+        """One try, following same-origin redirects of a request without a body."""
+        for _ in range(MAX_REDIRECTS + 1):
+            answer = await self._try(method, url, data, headers)
+            if answer.status not in _REDIRECTS:
+                return self._read(method, url, answer)
+            url = self._redirect_target(method, url, data, answer)
+        raise RefusedAnswerError(f"more than {MAX_REDIRECTS} redirects", method=method, url=url)
+
+    def _redirect_target(
+        self, method: str, url: str, data: bytes | None, answer: TransportResponse
+    ) -> str:
+        """Where a redirect leads, if it may be followed: same origin, no body to send again.
+
+        Raises:
+            ProtocolError: no Location, another origin, or a request with a body.
+        """
+        location = answer.headers.get("Location")
+
+        def refused(message: str) -> RefusedAnswerError:
+            return RefusedAnswerError(message, method=method, url=url, status=answer.status)
+
+        if not location:
+            raise refused("a redirect without a Location")
+        try:
+            target = URL(url, encoded=True).join(URL(location, encoded=True))
+        except ValueError:
+            raise refused(f"a redirect to a bad Location {location!r}") from None
+        if (target.scheme, target.host, target.port) != self._origin:
+            raise refused(f"refusing to follow a redirect to another origin: Location {location!r}")
+        if data is not None or method not in {"GET", "HEAD"}:
+            # Sending a bulk body again, even to the same host, could apply it twice.
+            raise refused(f"refusing to follow a redirect of a {method}: Location {location!r}")
+        return str(target)
+
+    async def _try(
+        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
+    ) -> TransportResponse:
+        """One request on the wire, within the limit on requests in flight."""
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 -- created by request() before the first try
         # A fresh borrower per try: one task may have several requests in flight (the tracker's
@@ -585,16 +632,22 @@ class Session:
             self._check_open()
             self.stats.requests += 1
             answer = await self._transport.send(
-                TransportRequest(method=method, url=url, headers=headers, body=data)
+                TransportRequest(
+                    method=method,
+                    url=url,
+                    headers=headers,
+                    body=data,
+                    max_response_bytes=self.max_response_bytes,
+                )
             )
         finally:
             limiter.release_on_behalf_of(borrower)
-        return self._read(method, url, answer)
+        self.stats.by_status[answer.status] = self.stats.by_status.get(answer.status, 0) + 1
+        return answer
 
     def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
-        """Count the answer and decode its JSON body."""
+        """Decode an answer's JSON body."""
         status = answer.status
-        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         raw = answer.body
         body: Any = None
         if raw.strip():

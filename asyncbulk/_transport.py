@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "AiohttpTransport",
     "MockTransport",
+    "RefusedAnswerError",
     "Transport",
     "TransportRequest",
     "TransportResponse",
@@ -108,8 +109,12 @@ class Transport(Protocol):
         ...
 
 
+class RefusedAnswerError(ProtocolError):
+    """An answer refused on principle (too large, a redirect not to follow): never retried."""
+
+
 def _too_large(request: TransportRequest, size: str) -> ProtocolError:
-    return ProtocolError(
+    return RefusedAnswerError(
         f"answer of {size} is larger than max_response_bytes ({request.max_response_bytes})",
         method=request.method,
         url=request.url,

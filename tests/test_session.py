@@ -691,3 +691,123 @@ def test_unrepeatable_requests_retry_only_what_proves_nothing_happened() -> None
     narrowed = RetryPolicy(retry_statuses={429, 502}).for_unrepeatable()
     assert narrowed.retry_statuses == {429}
     assert not narrowed.retries_status(502, idempotent=False)
+
+
+# -- redirects and answer size ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def other() -> AsyncIterator[Server]:
+    """A second server, on another port: another origin."""
+    srv = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", srv.dispatch)
+    async with serve(app) as srv.url:
+        yield srv
+
+
+def redirect(code: int, location: str) -> Handler:
+    async def answer(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=code, headers={"Location": location})
+
+    return answer
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308], ids=str)
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+async def test_redirects_to_another_origin_are_never_followed(
+    server: Server, other: Server, code: int, method: str
+) -> None:
+    """A redirect to another port is a ProtocolError naming the Location; nothing reaches it."""
+    location = f"{other.url}/v1/ext/background-job/x"
+    server.handler = redirect(code, location)
+    other.handler = chakra_ok({"id": "forged"})
+    session = chakra_session(server)
+    options = {"json_body": {"processes": [{"id": "p"}]}} if method == "PATCH" else {}
+    with pytest.raises(ProtocolError, match="another origin") as info:
+        await session.request(method, "/v1/ext/procedure/p/process", **options)
+    await session.aclose()
+    assert location in str(info.value)
+    assert other.seen == []
+    assert len(server.seen) == 1
+
+
+async def test_same_origin_get_redirects_are_followed(server: Server) -> None:
+    """A GET redirected on its own origin is followed, relative Location included."""
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        if request.path == "/old":
+            return web.Response(status=301, headers={"Location": "/new?x=1"})
+        return await chakra_ok({"path": request.path_qs})(request)
+
+    server.handler = moved
+    session = chakra_session(server)
+    response = await session.request("GET", "/old")
+    await session.aclose()
+    assert response.data == {"path": "/new?x=1"}
+    assert [s.raw_path for s in server.seen] == ["/old", "/new?x=1"]
+    assert server.seen[1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_requests_with_a_body_follow_no_redirect(server: Server) -> None:
+    """A PATCH redirected to its own origin is refused: its body is sent exactly once."""
+    server.handler = redirect(307, "/v1/ext/procedure/p/process2")
+    session = chakra_session(server)
+    with pytest.raises(ProtocolError, match="redirect of a PATCH"):
+        await session.request("PATCH", "/v1/ext/procedure/p/process", json_body={"a": 1})
+    await session.aclose()
+    assert len(server.seen) == 1
+
+
+async def test_redirect_loops_end(server: Server) -> None:
+    """A GET redirected to itself forever is a ProtocolError after a bounded number of hops."""
+    server.handler = redirect(302, "/loop")
+    session = chakra_session(server)
+    with pytest.raises(ProtocolError, match="redirects"):
+        await session.request("GET", "/loop")
+    await session.aclose()
+    assert len(server.seen) == 6
+
+
+async def test_an_answer_larger_than_the_limit_is_refused(server: Server) -> None:
+    """An answer whose Content-Length exceeds max_response_bytes is a ProtocolError, not retried."""
+    server.handler = status(200, {"_data": "x" * 5000})
+    session = chakra_session(server, max_response_bytes=1000)
+    with pytest.raises(ProtocolError, match="max_response_bytes"):
+        await session.request("GET", "/big")
+    await session.aclose()
+    assert len(server.seen) == 1
+
+
+async def test_a_streamed_answer_is_not_read_past_the_limit(server: Server) -> None:
+    """A chunked answer with no length is cut at the limit: the server cannot send it all."""
+    written = 0
+    chunk = b" " * 65536
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal written
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for _ in range(1600):  # 100 MiB, if the client read it all
+                await response.write(chunk)
+                written += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    server.handler = endless
+    session = chakra_session(server, max_response_bytes=256 * 1024)
+    with pytest.raises(ProtocolError, match="max_response_bytes"):
+        await session.request("GET", "/stream")
+    await session.aclose()
+    await anyio.sleep(0.2)
+    assert written < 50 * 1024 * 1024
+
+
+def test_max_response_bytes_is_checked() -> None:
+    """A size limit that is not a positive integer is a ValidationError naming it."""
+    for value in (0, -1, 1.5, True):
+        with pytest.raises(ValidationError, match="max_response_bytes"):
+            asyncbulk.ChakraClient("a-token", max_response_bytes=value)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from loopback import serve
 
-from asyncbulk import ChakraClient, TransportError, ValidationError, ZefortClient
+from asyncbulk import ChakraClient, ProtocolError, TransportError, ValidationError, ZefortClient
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import BearerAuth, ChakraEnvelope, Session
 from asyncbulk._transport import (
@@ -157,3 +157,14 @@ async def test_trust_env_reads_the_proxy_from_the_environment(
             with pytest.raises(TransportError):
                 await zefort.get_task("task_1")
     assert seen == ["http://127.0.0.1:9/api/tasks/task_1/"]
+
+
+async def test_oversized_mock_answer_is_refused() -> None:
+    """The size limit holds for any transport: a larger scripted answer is a ProtocolError."""
+    session = mock_session(
+        MockTransport(lambda _r: TransportResponse.of(200, b"[" + b"1," * 100 + b"1]")),
+        max_response_bytes=64,
+    )
+    with pytest.raises(ProtocolError, match="max_response_bytes"):
+        await session.request("GET", "/x")
+    await session.aclose()

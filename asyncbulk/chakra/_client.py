@@ -24,6 +24,7 @@ from asyncbulk._exceptions import (
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._retry import NOT_ACTED_ON
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
+from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.chakra._models import (
     ENTRY_STATUSES,
     BackgroundJob,
@@ -115,6 +116,8 @@ class ChakraClient(ClientBase):
         ssl: True to verify the server's certificate, False not to, or an `ssl.SSLContext`
             (a custom CA, a client certificate).
         proxy: the URL of an HTTP proxy every request goes through.
+        max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
+            `ProtocolError` and its connection is closed unread.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
 
@@ -140,6 +143,7 @@ class ChakraClient(ClientBase):
         trust_env: bool = False,
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_batches_in_flight: int = 4,
         poll_interval: tuple[float, float] = (0.25, 5.0),
     ) -> None:
@@ -157,6 +161,7 @@ class ChakraClient(ClientBase):
             trust_env=trust_env,
             ssl=ssl,
             proxy=proxy,
+            max_response_bytes=max_response_bytes,
         )
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         if (

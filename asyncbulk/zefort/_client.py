@@ -27,6 +27,7 @@ from asyncbulk._exceptions import (
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
+from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.zefort._models import (
     TaskPage,
     ZefortTask,
@@ -152,6 +153,8 @@ class ZefortClient(ClientBase):
         ssl: True to verify the server's certificate, False not to, or an `ssl.SSLContext`
             (a custom CA, a client certificate).
         proxy: the URL of an HTTP proxy every request goes through.
+        max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
+            `ProtocolError` and its connection is closed unread.
         poll_min_interval: the first and shortest wait between two polls of a task, in seconds.
         poll_max_interval: the longest wait between two polls of a task, in seconds.
         sweep_interval: the least time between two reads of the pending listing; when
@@ -177,6 +180,7 @@ class ZefortClient(ClientBase):
         trust_env: bool = False,
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         poll_min_interval: float = 0.25,
         poll_max_interval: float = 5.0,
         sweep_interval: float = 0.5,
@@ -197,6 +201,7 @@ class ZefortClient(ClientBase):
             trust_env=trust_env,
             ssl=ssl,
             proxy=proxy,
+            max_response_bytes=max_response_bytes,
         )
         low = _check_seconds("poll_min_interval", poll_min_interval, optional=False)
         high = _check_seconds("poll_max_interval", poll_max_interval, optional=False)
