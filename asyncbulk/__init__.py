@@ -9,6 +9,7 @@ from asyncbulk._exceptions import (
     AsyncBulkError,
     AuthenticationError,
     ClientClosedError,
+    DeadlineExceededError,
     JobTimeoutError,
     NotFoundError,
     OutcomeUnknownError,
@@ -19,6 +20,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._flow import Priority, RateLimit
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
 from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
@@ -60,6 +62,7 @@ __all__ = [
     "ChakraClient",
     "ChakraJobSource",
     "ClientClosedError",
+    "DeadlineExceededError",
     "FailedEntry",
     "JobEntries",
     "JobEntry",
@@ -69,9 +72,11 @@ __all__ = [
     "JobTracker",
     "NotFoundError",
     "OutcomeUnknownError",
+    "Priority",
     "ProcessCreate",
     "ProcessUpdate",
     "ProtocolError",
+    "RateLimit",
     "RateLimitedError",
     "RequestStats",
     "RetryPolicy",

@@ -12,7 +12,9 @@ import base64
 import ipaddress
 import json
 import logging
+import math
 import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote
 
@@ -26,6 +28,7 @@ from asyncbulk._exceptions import (
     AsyncBulkError,
     AuthenticationError,
     ClientClosedError,
+    DeadlineExceededError,
     NotFoundError,
     ProtocolError,
     RateLimitedError,
@@ -35,6 +38,7 @@ from asyncbulk._exceptions import (
     register_secrets,
     unregister_secrets,
 )
+from asyncbulk._flow import FlowControl, Priority, RateLimit
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
 from asyncbulk._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -103,23 +107,48 @@ class Timeouts:
     read: float | None = attrs.field(default=None, validator=_check_timeout("timeouts.read"))
 
 
-@attrs.define
+def _frozen_counts(value: Mapping[int, int]) -> Mapping[int, int]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen(kw_only=True)
 class RequestStats:
-    """Counts of what a client has sent and met, for progress displays and tests.
+    """A snapshot of what a client has sent and met, for progress displays and tests.
+
+    Read ``client.stats`` again for fresh figures: a snapshot never changes.
 
     Attributes:
-        requests: tries sent (each retry counts).
+        requests: tries sent (each retry and each redirect followed counts).
         retries: tries that were retries.
         rate_limited: 429 answers met.
         errors: requests that ended in an error after their last try.
         by_status: answers per HTTP status.
+        send_rate: the send rate in force, in requests per second: the configured
+            `RateLimit`, or the rate learned from 429s; None while unlimited.
+        limiter_wait: seconds requests spent waiting for their turn at the rate limiter and
+            for pauses of the host, all requests together.
+        host_pauses: times the whole host paused because its shared budget was spent.
     """
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     errors: int = 0
-    by_status: dict[int, int] = attrs.field(factory=dict)
+    by_status: Mapping[int, int] = attrs.field(factory=dict, converter=_frozen_counts)
+    send_rate: float | None = None
+    limiter_wait: float = 0.0
+    host_pauses: int = 0
+
+
+@attrs.define
+class _Counters:
+    """The session's running counts; only `Session` writes them, `RequestStats` shows them."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    by_status: dict[int, int] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -319,23 +348,6 @@ def encode_segment(value: str) -> str:
     return encoded
 
 
-class _Pause:
-    """A moment before which no request to the host starts: a 429 sets it for everyone."""
-
-    __slots__ = ("until",)
-
-    def __init__(self) -> None:
-        self.until = 0.0
-
-    def extend(self, seconds: float) -> None:
-        self.until = max(self.until, time.monotonic() + seconds)
-
-    async def wait(self) -> None:
-        # A loop, not an Event: another 429 may push the moment further while we sleep.
-        while (left := self.until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(left)
-
-
 class Session:
     """Requests to one vendor host: auth, limits, retries, the 429 pause, envelopes, errors.
 
@@ -356,6 +368,8 @@ class Session:
             ``session``, ``trust_env``, ``ssl`` and ``proxy`` must not be.
         max_response_bytes: the largest answer read; a larger one is a `ProtocolError`, and
             the connection is closed without reading the rest.
+        rate_limit: a cap on the send rate from the start; without it the rate is unlimited
+            until the server answers 429, and then learned.
     """
 
     def __init__(
@@ -375,6 +389,7 @@ class Session:
         proxy: str | None = None,
         transport: Transport | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """Check the settings; the transport opens its connections on first use."""
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
@@ -401,7 +416,10 @@ class Session:
             raise ValidationError(
                 "transport", "give either a transport or session/trust_env/ssl/proxy, not both"
             )
-        self.stats = RequestStats()
+        self._counts = _Counters()
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ValidationError("rate_limit", "must be a RateLimit")
+        self._flow = FlowControl(rate_limit, max_pause=self.retry.budget)
         self._auth = auth
         self._envelope = envelope
         self._name = name
@@ -420,7 +438,6 @@ class Session:
         self._transport = transport
         self._closed = False
         self._limiter: anyio.CapacityLimiter | None = None
-        self._pause = _Pause()
 
     def __repr__(self) -> str:
         """The base URL and the auth kind, never the credentials."""
@@ -430,6 +447,21 @@ class Session:
     def closed(self) -> bool:
         """Whether `aclose` has been called."""
         return self._closed
+
+    @property
+    def stats(self) -> RequestStats:
+        """A snapshot of the requests sent, retries, 429s, errors and the rate in force."""
+        counts = self._counts
+        return RequestStats(
+            requests=counts.requests,
+            retries=counts.retries,
+            rate_limited=counts.rate_limited,
+            errors=counts.errors,
+            by_status=counts.by_status,
+            send_rate=self._flow.rate(),
+            limiter_wait=self._flow.waited,
+            host_pauses=self._flow.throttles.pauses,
+        )
 
     def path(self, template: str, **segments: str) -> str:
         """Fill a path template with ids, each percent-encoded as a single segment.
@@ -494,6 +526,9 @@ class Session:
         json_body: Any = _NO_BODY,
         idempotent: bool | None = None,
         retry: RetryPolicy | None = None,
+        priority: Priority = Priority.SUBMIT,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name, bounded by deadline
     ) -> Response:
         """Send a request, retrying by the policy, and decode its answer.
 
@@ -505,14 +540,23 @@ class Session:
             idempotent: whether the request may be repeated safely; by default GET, HEAD,
                 OPTIONS, PUT and DELETE are, POST and PATCH are not.
             retry: a policy for this request instead of the session's.
+            priority: its place in line when the send rate is what limits.
+            deadline: when the call must be over, in `anyio.current_time` seconds; every wait
+                (a turn at the rate limiter, a pause of the host, a retry delay) that would end
+                after it ends at it with `DeadlineExceededError`, and each try is cut short.
+            timeout: seconds the whole call may take (tries, waits and retries together); each
+                try is still bounded by the client's ``timeouts.total``.
 
         Raises:
             APIError: the server answered with an error status (after retries where allowed).
+            DeadlineExceededError: the deadline (or timeout) came first.
             TransportError: no answer came (after retries where allowed).
             ProtocolError: the answer was not JSON or not in the vendor's envelope.
             ClientClosedError: the client was closed.
+            ValidationError: ``priority``, ``deadline`` or ``timeout`` is of the wrong type.
         """
         data = None if json_body is _NO_BODY else _encode_json(json_body)
+        limit = _call_deadline(priority, deadline, timeout)
         self._check_open()
         policy = retry or self.retry
         if idempotent is None:
@@ -524,14 +568,13 @@ class Session:
         headers = self._headers if data is None else self._json_headers
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
+        plan = _Plan(priority=priority, deadline=limit, wait=policy.wait)
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
-            if policy.wait and self._pause.until:
-                await self._pause.wait()
             try:
-                raw = await self._send(method, url_text, data, headers)
+                raw = await self._send(method, url_text, data, headers, plan)
                 self._log(method, url, raw.status, attempt, started)
             except TransportError as exc:
                 error: AsyncBulkError = exc
@@ -541,18 +584,22 @@ class Session:
                 # on it, with the whole answer (which may echo a credential). Drop it.
                 exc.__context__ = None
                 error, retriable = exc, idempotent and not isinstance(exc, RefusedAnswerError)
+            except DeadlineExceededError:
+                self._counts.errors += 1
+                raise
             else:
                 if raw.status < 400:  # noqa: PLR2004
                     return self.decode(method, raw)
                 error = self._status_error(method, url_text, raw)
                 retriable = policy.retries_status(raw.status, idempotent=idempotent)
-            retry_after = self._note_rate_limit(error, policy)
+            # The server's Retry-After delays this request's own retry, and no other.
+            retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             delay = policy.delay(attempt, retry_after)
             out_of_time = time.monotonic() - started + delay > policy.budget
             if not retriable or attempt >= policy.attempts or out_of_time:
-                self.stats.errors += 1
+                self._counts.errors += 1
                 raise error
-            self.stats.retries += 1
+            self._counts.retries += 1
             logger.warning(
                 "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
                 self._name,
@@ -564,25 +611,18 @@ class Session:
                 error,
             )
             if policy.wait:
-                await anyio.sleep(delay)
-
-    def _note_rate_limit(self, error: AsyncBulkError, policy: RetryPolicy) -> float | None:
-        """Count a 429 and pause every request to the host for its Retry-After."""
-        if not isinstance(error, RateLimitedError):
-            return None
-        self.stats.rate_limited += 1
-        if policy.wait:
-            # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
-            wait = error.retry_after if error.retry_after is not None else 1.0
-            self._pause.extend(min(wait, policy.budget))
-        return error.retry_after
+                try:
+                    await self._flow.sleep(delay, limit, method=method, url=url_text)
+                except DeadlineExceededError as exc:
+                    self._counts.errors += 1
+                    raise exc from error
 
     async def _send(
-        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
+        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], plan: _Plan
     ) -> _RawResponse:
         """One try, following same-origin redirects of a request without a body."""
         for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._try(method, url, data, headers)
+            answer = await self._try(method, url, data, headers, plan)
             if answer.status not in _REDIRECTS:
                 return self._read(method, url, answer)
             url = self._redirect_target(method, url, data, answer)
@@ -615,9 +655,21 @@ class Session:
         return str(target)
 
     async def _try(
-        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
+        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], plan: _Plan
     ) -> TransportResponse:
-        """One request on the wire, within the limit on requests in flight."""
+        """One request on the wire: in its turn at the host's rate, within the in-flight limit."""
+        if plan.wait:
+            await self._flow.turn(plan.priority, plan.deadline, method=method, url=url)
+        else:
+            self._flow.note_send()
+        timeout = self.timeouts.total
+        if plan.deadline is not None:
+            left = plan.deadline - anyio.current_time()
+            if left <= 0:
+                raise DeadlineExceededError(
+                    "the deadline passed before the request was sent", method=method, url=url
+                )
+            timeout = min(timeout, left)
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 -- created by request() before the first try
         # A fresh borrower per try: one task may have several requests in flight (the tracker's
@@ -630,19 +682,30 @@ class Session:
         try:
             # Closed while this request waited (a retry, the limiter): nothing may be sent.
             self._check_open()
-            self.stats.requests += 1
+            self._counts.requests += 1
             answer = await self._transport.send(
                 TransportRequest(
                     method=method,
                     url=url,
                     headers=headers,
                     body=data,
+                    timeout=timeout,
                     max_response_bytes=self.max_response_bytes,
                 )
             )
         finally:
             limiter.release_on_behalf_of(borrower)
-        self.stats.by_status[answer.status] = self.stats.by_status.get(answer.status, 0) + 1
+        status = answer.status
+        counts = self._counts
+        counts.by_status[status] = counts.by_status.get(status, 0) + 1
+        retry_after = None
+        if status == 429:  # noqa: PLR2004
+            counts.rate_limited += 1
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+            # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
+            if retry_after is not None:
+                retry_after = min(retry_after, self.retry.budget)
+        self._flow.answered(status, retry_after)
         return answer
 
     def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
@@ -711,6 +774,31 @@ class Session:
                 attempt,
                 (time.monotonic() - started) * 1000,
             )
+
+
+@attrs.frozen
+class _Plan:
+    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps."""
+
+    priority: Priority
+    deadline: float | None
+    wait: bool
+
+
+def _call_deadline(priority: object, deadline: object, timeout: object) -> float | None:
+    """The call's absolute deadline, from ``deadline`` and ``timeout``; checks all three."""
+    if not isinstance(priority, Priority):
+        raise ValidationError("priority", f"must be a Priority, not {priority!r}")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | float) or math.isnan(deadline)
+    ):
+        raise ValidationError("deadline", f"must be a time in seconds or None, not {deadline!r}")
+    if timeout is None:
+        return deadline
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValidationError("timeout", f"must be a number of seconds > 0, not {timeout!r}")
+    ends = anyio.current_time() + timeout
+    return ends if deadline is None else min(deadline, ends)
 
 
 def _encode_json(body: Any) -> bytes:

@@ -271,8 +271,6 @@ class JobTracker(Generic[T]):
         self._on_progress = on_progress
         self._on_finished = on_finished
         self.stats = TrackerStats()
-        source_stats = getattr(source, "stats", None)
-        self._source_stats = source_stats if isinstance(source_stats, RequestStats) else None
         self._base_requests = 0
         self._base_rate_limited = 0
 
@@ -454,9 +452,9 @@ class JobTracker(Generic[T]):
             self._started_at = time.monotonic()
             if self._timeout is not None:
                 self._deadline = self._started_at + self._timeout
-            if self._source_stats is not None:
-                self._base_requests = self._source_stats.requests
-                self._base_rate_limited = self._source_stats.rate_limited
+            if (source_stats := self._source_stats()) is not None:
+                self._base_requests = source_stats.requests
+                self._base_rate_limited = source_stats.rate_limited
 
     def _finish_iteration(self) -> None:
         """End the iteration: with the first problem met, or plainly."""
@@ -862,11 +860,16 @@ class JobTracker(Generic[T]):
         self._sweep_mode = False
         logger.debug("%s listing failed, next try in %.2f s: %s", self._source.kind, wait, error)
 
+    def _source_stats(self) -> RequestStats | None:
+        """A fresh snapshot of the source's request counts, if it keeps them."""
+        stats = getattr(self._source, "stats", None)
+        return stats if isinstance(stats, RequestStats) else None
+
     def _report(self, *, force: bool = False) -> None:
         stats = self.stats
-        if self._source_stats is not None:
-            stats.requests = self._source_stats.requests - self._base_requests
-            stats.rate_limited = self._source_stats.rate_limited - self._base_rate_limited
+        if (source_stats := self._source_stats()) is not None:
+            stats.requests = source_stats.requests - self._base_requests
+            stats.rate_limited = source_stats.rate_limited - self._base_rate_limited
         else:
             stats.requests = stats.polls + stats.sweeps
         if self._on_progress is None:

@@ -259,8 +259,8 @@ async def test_retry_after_is_honoured(server: Server) -> None:
     assert session.stats.rate_limited == 1
 
 
-async def test_one_429_pauses_every_request_to_the_host(server: Server) -> None:
-    """When one request meets a 429, no other request reaches the host until Retry-After ends."""
+async def test_one_429_delays_only_its_own_retry(server: Server) -> None:
+    """A lone 429 delays the retry of the request that met it; the others go on meanwhile."""
     limited = anyio.Event()
 
     async def first_limited(request: web.Request) -> web.StreamResponse:
@@ -283,9 +283,39 @@ async def test_one_429_pauses_every_request_to_the_host(server: Server) -> None:
             tg.start_soon(later, n)
     await session.aclose()
     t429 = server.seen[0].at
-    after = [s.at - t429 for s in server.seen[1:]]
-    assert len(after) == 6
-    assert min(after) >= 0.45
+    others = [s.at - t429 for s in server.seen if s.raw_path.startswith("/later/")]
+    (retry,) = [s.at - t429 for s in server.seen[1:] if s.raw_path == "/first"]
+    assert len(others) == 5
+    assert max(others) < retry
+    assert retry >= 0.45
+    assert session.stats.host_pauses == 0
+
+
+async def test_429s_that_are_most_answers_pause_the_host(server: Server) -> None:
+    """When the host refuses most requests at once, nothing is sent until its Retry-After ends."""
+    refused = 0
+
+    async def spent(request: web.Request) -> web.StreamResponse:
+        nonlocal refused
+        if refused < 4:
+            refused += 1
+            return await status(429, headers={"Retry-After": "0.5"})(request)
+        return await chakra_ok({})(request)
+
+    server.handler = spent
+    session = chakra_session(server)
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(session.request, "GET", f"/{n}")
+    await session.aclose()
+    refusals = [s.at for s in server.seen[:4]]
+    retries = [s.at for s in server.seen[4:]]
+    assert len(retries) == 4
+    assert min(retries) - max(refusals) >= 0.4
+    # One pause, for the Retry-After: not 0.5 s for each of the four 429s.
+    assert max(retries) - max(refusals) < 1.9
+    assert session.stats.host_pauses == 1
+    assert session.stats.rate_limited == 4
 
 
 async def test_rate_limit_error_carries_retry_after(server: Server) -> None:

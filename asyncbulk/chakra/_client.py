@@ -21,6 +21,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._flow import Priority
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._retry import NOT_ACTED_ON
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from asyncbulk._flow import RateLimit
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Response, Timeouts
     from asyncbulk._tracker import TrackIterator
@@ -118,6 +120,8 @@ class ChakraClient(ClientBase):
         proxy: the URL of an HTTP proxy every request goes through.
         max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
             `ProtocolError` and its connection is closed unread.
+        rate_limit: a cap on the send rate (`RateLimit`) for a known quota; without it the
+            rate is unlimited until the server answers 429, and then learned.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         poll_interval: the tracker's first and largest wait between two polls of a job, seconds.
 
@@ -144,6 +148,7 @@ class ChakraClient(ClientBase):
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: RateLimit | None = None,
         max_batches_in_flight: int = 4,
         poll_interval: tuple[float, float] = (0.25, 5.0),
     ) -> None:
@@ -162,6 +167,7 @@ class ChakraClient(ClientBase):
             ssl=ssl,
             proxy=proxy,
             max_response_bytes=max_response_bytes,
+            rate_limit=rate_limit,
         )
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         if (
@@ -194,7 +200,8 @@ class ChakraClient(ClientBase):
             NotFoundError: there is no such job.
             ProtocolError: the answer lacks the job's id or has a field of the wrong type.
         """
-        response = await self._session.request("GET", self._session.path(_JOB_PATH, job_id=job_id))
+        path = self._session.path(_JOB_PATH, job_id=job_id)
+        response = await self._session.request("GET", path, priority=Priority.DETECT)
         return _job_from(response)
 
     async def wait_for_job(
@@ -645,7 +652,9 @@ class _EntriesFetcher:
 
     async def __call__(self, index: int) -> _Page:
         params = {**self.params, "skip": index * self.page_size}
-        response = await self.session.request("GET", self.path, params=params)
+        response = await self.session.request(
+            "GET", self.path, params=params, priority=Priority.DETECT
+        )
         data = response.data
         if not isinstance(data, list):
             raise ProtocolError(

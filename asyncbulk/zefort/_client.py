@@ -24,6 +24,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._flow import Priority
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
@@ -42,8 +43,9 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from asyncbulk._flow import RateLimit
     from asyncbulk._retry import RetryPolicy
-    from asyncbulk._session import Timeouts
+    from asyncbulk._session import RequestStats, Timeouts
     from asyncbulk._tracker import TrackerStats
 
 __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
@@ -155,6 +157,8 @@ class ZefortClient(ClientBase):
         proxy: the URL of an HTTP proxy every request goes through.
         max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
             `ProtocolError` and its connection is closed unread.
+        rate_limit: a cap on the send rate (`RateLimit`) for a known quota; without it the
+            rate is unlimited until the server answers 429, and then learned.
         poll_min_interval: the first and shortest wait between two polls of a task, in seconds.
         poll_max_interval: the longest wait between two polls of a task, in seconds.
         sweep_interval: the least time between two reads of the pending listing; when
@@ -181,6 +185,7 @@ class ZefortClient(ClientBase):
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: RateLimit | None = None,
         poll_min_interval: float = 0.25,
         poll_max_interval: float = 5.0,
         sweep_interval: float = 0.5,
@@ -202,6 +207,7 @@ class ZefortClient(ClientBase):
             ssl=ssl,
             proxy=proxy,
             max_response_bytes=max_response_bytes,
+            rate_limit=rate_limit,
         )
         low = _check_seconds("poll_min_interval", poll_min_interval, optional=False)
         high = _check_seconds("poll_max_interval", poll_max_interval, optional=False)
@@ -323,7 +329,8 @@ class ZefortClient(ClientBase):
             ProtocolError: the answer is not a task (the message names the field).
         """
         path = self._session.path(_TASK, task_id=task_id)
-        return self._task(await self._session.request("GET", path), "GET")
+        response = await self._session.request("GET", path, priority=Priority.DETECT)
+        return self._task(response, "GET")
 
     async def acknowledge_task(self, task_id: str) -> ZefortTask:
         """Mark a task seen (``PATCH {"frontend_status": "done"}``): it leaves the pending list.
@@ -336,7 +343,11 @@ class ZefortClient(ClientBase):
         """
         path = self._session.path(_TASK, task_id=task_id)
         response = await self._session.request(
-            "PATCH", path, json_body={"frontend_status": "done"}, idempotent=True
+            "PATCH",
+            path,
+            json_body={"frontend_status": "done"},
+            idempotent=True,
+            priority=Priority.HOUSEKEEPING,
         )
         return self._task(response, "PATCH")
 
@@ -363,7 +374,9 @@ class ZefortClient(ClientBase):
             page = index + 1
             params = {"page": page, "page_size": page_size}
             try:
-                response = await self._session.request("GET", _TASKS, params=params)
+                response = await self._session.request(
+                    "GET", _TASKS, params=params, priority=Priority.DETECT
+                )
             except NotFoundError:
                 if page == 1:
                     raise
@@ -569,12 +582,16 @@ class ZefortTaskSource:
     def __init__(self, client: ZefortClient) -> None:
         """Serve the tasks of ``client``."""
         self._client = client
-        self.stats = client.stats
         self._pages = 1
 
     def __repr__(self) -> str:
         """The client it reads through."""
         return f"ZefortTaskSource({self._client!r})"
+
+    @property
+    def stats(self) -> RequestStats:
+        """A snapshot of the client's request counts."""
+        return self._client.stats
 
     async def fetch(self, job_id: str) -> ZefortTask:
         """``GET /api/tasks/{id}/``."""
