@@ -247,7 +247,7 @@ class ThrottleRule:
         *,
         several: int = 2,
         window: float = 1.0,
-        share: float = 0.1,
+        share: float = 0.05,
         long: float = 10.0,
         default: float = 1.0,
     ) -> None:
