@@ -9,11 +9,13 @@ for client work and the one place its exceptions become asyncbulk's own.
 from __future__ import annotations
 
 import base64
+import inspect
 import ipaddress
 import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote
@@ -53,7 +55,7 @@ from asyncbulk._version import __version__
 
 if TYPE_CHECKING:
     import ssl as _ssl
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     import aiohttp
 
@@ -170,8 +172,31 @@ class Response:
     url: str
 
 
+#: A credential: a fixed string, or a function (plain or async) that returns the current one.
+#: A function is asked on first use and again once after a 401, so a rotated key is picked up.
+Credential = str | Callable[[], str] | Callable[[], Awaitable[str]]
+
+
 class Auth(Protocol):
     """An authentication strategy: the header it adds, and the secrets to keep out of text."""
+
+    @property
+    def generation(self) -> int:
+        """How many values the credential has had: a change means new headers."""
+        ...
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether asking again may give another credential (it is a function)."""
+        ...
+
+    async def ensure(self) -> None:
+        """Have a credential: ask the function the first time."""
+        ...
+
+    async def refresh(self) -> None:
+        """Ask the function again (after a 401)."""
+        ...
 
     def header(self) -> tuple[str, str]:
         """The header name and value to send."""
@@ -182,47 +207,95 @@ class Auth(Protocol):
         ...
 
 
-class BearerAuth:
+class _CredentialAuth:
+    """A credential, fixed or asked of a function, and how many values it has had."""
+
+    __slots__ = ("_field", "_source", "_value", "generation")
+
+    def __init__(self, credential: Credential, *, field: str) -> None:
+        self._field = field
+        self.generation = 0
+        self._source: Callable[[], str | Awaitable[str]] | None = None
+        self._value: str | None = None
+        if callable(credential):
+            self._source = credential
+        else:
+            _check_credential(field, credential)
+            self._value = credential
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether the credential comes from a function."""
+        return self._source is not None
+
+    async def ensure(self) -> None:
+        """Ask the function for a first credential, unless there is one."""
+        if self._value is None:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Ask the function again; a new value bumps `generation`.
+
+        Raises:
+            ValidationError: the function returned something that is not a usable credential.
+        """
+        if self._source is None:
+            return
+        value = self._source()
+        if inspect.isawaitable(value):
+            value = await value
+        _check_credential(self._field, value)
+        if value != self._value:
+            self._value = value
+            self.generation += 1
+
+    def _current(self) -> str:
+        if self._value is None:
+            raise ClientClosedError("no credential yet: ensure() was not awaited")
+        return self._value
+
+
+class BearerAuth(_CredentialAuth):
     """``Authorization: Bearer <token>`` (ChakraHQ)."""
 
-    __slots__ = ("_token",)
+    __slots__ = ()
 
-    def __init__(self, token: str, *, field: str = "token") -> None:
-        """Keep the token; an empty one is a `ValidationError` naming ``field``."""
-        _check_credential(field, token)
-        self._token = token
+    def __init__(self, token: Credential, *, field: str = "token") -> None:
+        """Keep the token or its function; an empty token is a `ValidationError` (``field``)."""
+        super().__init__(token, field=field)
 
     def header(self) -> tuple[str, str]:
         """The Authorization header."""
-        return "Authorization", f"Bearer {self._token}"
+        return "Authorization", f"Bearer {self._current()}"
 
     def secrets(self) -> tuple[str, ...]:
         """The token."""
-        return (self._token,)
+        return (self._current(),)
 
     def __repr__(self) -> str:
         """Never shows the token."""
         return "BearerAuth(token=<redacted>)"
 
 
-class BasicAuth:
+class BasicAuth(_CredentialAuth):
     """HTTP Basic with an API key as the user name and an empty password (Zefort)."""
 
-    __slots__ = ("_encoded", "_key")
+    __slots__ = ()
 
-    def __init__(self, api_key: str, *, field: str = "api_key") -> None:
-        """Keep the key; an empty one is a `ValidationError` naming ``field``."""
-        _check_credential(field, api_key)
-        self._key = api_key
-        self._encoded = base64.b64encode(f"{api_key}:".encode()).decode("ascii")
+    def __init__(self, api_key: Credential, *, field: str = "api_key") -> None:
+        """Keep the key or its function; an empty key is a `ValidationError` (``field``)."""
+        super().__init__(api_key, field=field)
+
+    def _encoded(self) -> str:
+        return base64.b64encode(f"{self._current()}:".encode()).decode("ascii")
 
     def header(self) -> tuple[str, str]:
         """The Authorization header."""
-        return "Authorization", f"Basic {self._encoded}"
+        return "Authorization", f"Basic {self._encoded()}"
 
     def secrets(self) -> tuple[str, ...]:
         """The key and its encoded form."""
-        return (self._key, self._encoded)
+        return (self._current(), self._encoded())
 
     def __repr__(self) -> str:
         """Never shows the key."""
@@ -426,15 +499,11 @@ class Session:
         self._prefix = self.base_url.raw_path.rstrip("/")
         self._root = f"{self.base_url.origin()}{self._prefix}"
         self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
-        header_name, header_value = auth.header()
-        self._headers = {
-            header_name: header_value,
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
-        self._secrets = tuple(s for s in auth.secrets() if s)
-        register_secrets(self._secrets)
+        self._header_sets: tuple[int, dict[str, str], dict[str, str]] | None = None
+        self._secrets: list[str] = []
+        self._auth_lock: anyio.Lock | None = None
+        if not auth.refreshable:
+            self._headers_now()
         self._transport = transport
         self._closed = False
         self._limiter: anyio.CapacityLimiter | None = None
@@ -514,10 +583,10 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        unregister_secrets(self._secrets)
+        unregister_secrets(tuple(self._secrets))
         await self._transport.aclose()
 
-    async def request(  # noqa: C901 -- the retry loop reads best whole, in one place
+    async def request(
         self,
         method: str,
         path: str,
@@ -565,57 +634,117 @@ class Session:
         if params:
             url = url.update_query(params)
         url_text = str(url)
-        headers = self._headers if data is None else self._json_headers
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
-        plan = _Plan(priority=priority, deadline=limit, wait=policy.wait)
-        started = time.monotonic()
-        attempt = 0
+        call = _Call(
+            method=method,
+            url=url,
+            url_text=url_text,
+            data=data,
+            plan=_Plan(priority=priority, deadline=limit, wait=policy.wait),
+            policy=policy,
+            idempotent=idempotent,
+            started=time.monotonic(),
+            attempts=policy.attempts,
+        )
         while True:
-            attempt += 1
+            call.attempt += 1
+            outcome = await self._attempt(call)
+            if isinstance(outcome, Response):
+                return outcome
+            await self._before_retry(call, *outcome)
+
+    async def _attempt(self, call: _Call) -> Response | tuple[AsyncBulkError, bool]:
+        """One try: the decoded answer, or the error met and whether it may be retried."""
+        generation, plain, with_body = await self._credential(None)
+        headers = plain if call.data is None else with_body
+        method = call.method
+        try:
+            raw = await self._send(method, call.url_text, call.data, headers, call.plan)
+            self._log(call, raw.status)
+        except TransportError as exc:
+            return exc, call.idempotent or not exc.sent
+        except ProtocolError as exc:
+            # `from None` only hides the context: a JSON decoder's error would still hang
+            # on it, with the whole answer (which may echo a credential). Drop it.
+            exc.__context__ = None
+            return exc, call.idempotent and not isinstance(exc, RefusedAnswerError)
+        except DeadlineExceededError:
+            self._counts.errors += 1
+            raise
+        if raw.status < 400:  # noqa: PLR2004
+            return self.decode(method, raw)
+        error = self._status_error(method, call.url_text, raw)
+        retriable = call.policy.retries_status(raw.status, idempotent=call.idempotent)
+        if raw.status == 401 and self._auth.refreshable and not call.refreshed:  # noqa: PLR2004
+            # Perhaps a rotated credential: ask for it once more, and try once more. The
+            # server refused the request, so even a bulk body is safe to send again.
+            call.refreshed = True
+            await self._credential(generation)
+            call.attempts += 1
+            return error, True
+        return error, retriable
+
+    async def _before_retry(self, call: _Call, error: AsyncBulkError, retriable: bool) -> None:
+        """Raise ``error`` if it is the last, else wait before the next try, within the deadline."""
+        policy = call.policy
+        # The server's Retry-After delays this request's own retry, and no other.
+        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+        delay = policy.delay(call.attempt, retry_after)
+        out_of_time = time.monotonic() - call.started + delay > policy.budget
+        if not retriable or call.attempt >= call.attempts or out_of_time:
+            self._counts.errors += 1
+            raise error
+        self._counts.retries += 1
+        logger.warning(
+            "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
+            self._name,
+            call.method,
+            call.url.raw_path,
+            delay,
+            call.attempt + 1,
+            call.attempts,
+            error,
+        )
+        if policy.wait:
             try:
-                raw = await self._send(method, url_text, data, headers, plan)
-                self._log(method, url, raw.status, attempt, started)
-            except TransportError as exc:
-                error: AsyncBulkError = exc
-                retriable = idempotent or not exc.sent
-            except ProtocolError as exc:
-                # `from None` only hides the context: a JSON decoder's error would still hang
-                # on it, with the whole answer (which may echo a credential). Drop it.
-                exc.__context__ = None
-                error, retriable = exc, idempotent and not isinstance(exc, RefusedAnswerError)
-            except DeadlineExceededError:
+                await self._flow.sleep(
+                    delay, call.plan.deadline, method=call.method, url=call.url_text
+                )
+            except DeadlineExceededError as exc:
                 self._counts.errors += 1
-                raise
-            else:
-                if raw.status < 400:  # noqa: PLR2004
-                    return self.decode(method, raw)
-                error = self._status_error(method, url_text, raw)
-                retriable = policy.retries_status(raw.status, idempotent=idempotent)
-            # The server's Retry-After delays this request's own retry, and no other.
-            retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-            delay = policy.delay(attempt, retry_after)
-            out_of_time = time.monotonic() - started + delay > policy.budget
-            if not retriable or attempt >= policy.attempts or out_of_time:
-                self._counts.errors += 1
-                raise error
-            self._counts.retries += 1
-            logger.warning(
-                "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
-                self._name,
-                method,
-                url.raw_path,
-                delay,
-                attempt + 1,
-                policy.attempts,
-                error,
-            )
-            if policy.wait:
-                try:
-                    await self._flow.sleep(delay, limit, method=method, url=url_text)
-                except DeadlineExceededError as exc:
-                    self._counts.errors += 1
-                    raise exc from error
+                raise exc from error
+
+    def _headers_now(self) -> tuple[int, dict[str, str], dict[str, str]]:
+        """The headers of the credential's current value; a new value becomes a secret."""
+        auth = self._auth
+        sets = self._header_sets
+        if sets is None or sets[0] != auth.generation:
+            name, value = auth.header()
+            plain = {name: value, "User-Agent": USER_AGENT, "Accept": "application/json"}
+            sets = (auth.generation, plain, {**plain, "Content-Type": "application/json"})
+            fresh = tuple(secret for secret in auth.secrets() if secret)
+            register_secrets(fresh)
+            self._secrets.extend(fresh)
+            self._header_sets = sets
+        return sets
+
+    async def _credential(self, stale: int | None) -> tuple[int, dict[str, str], dict[str, str]]:
+        """The headers to send; with ``stale``, after asking for a newer credential than that.
+
+        Concurrent requests that met the same 401 ask the credential's function once between
+        them: whoever comes second finds the generation moved on and uses the new value.
+        """
+        auth = self._auth
+        if auth.refreshable and (self._header_sets is None or stale is not None):
+            if self._auth_lock is None:
+                self._auth_lock = anyio.Lock()
+            async with self._auth_lock:
+                if stale is None:
+                    await auth.ensure()
+                elif auth.generation == stale:
+                    await auth.refresh()
+        return self._headers_now()
 
     async def _send(
         self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], plan: _Plan
@@ -763,17 +892,34 @@ class Session:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return text[:_BODY_EXCERPT]
 
-    def _log(self, method: str, url: URL, status: int, attempt: int, started: float) -> None:
+    def _log(self, call: _Call, status: int) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s %s -> %d (attempt %d, %.1f ms)",
                 self._name,
-                method,
-                url.raw_path_qs,
+                call.method,
+                call.url.raw_path_qs,
                 status,
-                attempt,
-                (time.monotonic() - started) * 1000,
+                call.attempt,
+                (time.monotonic() - call.started) * 1000,
             )
+
+
+@attrs.define(kw_only=True)
+class _Call:
+    """One call of `Session.request`, across its tries."""
+
+    method: str
+    url: URL
+    url_text: str
+    data: bytes | None
+    plan: _Plan
+    policy: RetryPolicy
+    idempotent: bool
+    started: float
+    attempts: int
+    attempt: int = 0
+    refreshed: bool = False
 
 
 @attrs.frozen

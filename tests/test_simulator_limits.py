@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import logging
 import time
 
 import aiohttp
@@ -17,10 +18,12 @@ import pytest
 from asyncbulk import (
     AsyncBulkError,
     AuthenticationError,
+    ChakraClient,
     DeadlineExceededError,
     ProtocolError,
     RateLimitedError,
     RetryPolicy,
+    ValidationError,
     ZefortClient,
 )
 from asyncbulk.testing import Fault, ManualClock, Simulator, TokenBucket
@@ -28,6 +31,8 @@ from asyncbulk.testing import Fault, ManualClock, Simulator, TokenBucket
 pytestmark = pytest.mark.anyio
 
 TASK_ROUTE = "/api/tasks/{id}/"
+#: A background job of the documentation's example data.
+EXAMPLE_JOB = "19632427-908f-4bf3-a6f5-69b9a0bbfc63"
 
 
 def basic(key: str) -> dict[str, str]:
@@ -264,3 +269,110 @@ async def test_a_fixed_key_ends_at_the_first_401() -> None:
             with pytest.raises(AuthenticationError):
                 await zefort.get_task(task_id)
     assert sim.records.count(status=401) == 1
+
+
+# -- credentials asked of a function ---------------------------------------------------------
+
+
+class KeyStore:
+    """Where a deployment keeps its current key: the client asks it, counting the calls."""
+
+    def __init__(self, key: str) -> None:
+        """Hold ``key`` as the current one."""
+        self.key = key
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return self.key
+
+
+async def test_a_rotated_key_is_picked_up_after_a_401() -> None:
+    """After a rotation the cached key meets 401; the function is asked once more, and it works."""
+    async with Simulator() as sim:
+        ids = make_tasks(sim, 12)
+        store = KeyStore(sim.zefort_api_key)
+        async with ZefortClient(store, base_url=sim.zefort_url) as zefort:
+            await zefort.get_task(ids[0])
+            store.key = "rotated-key-3"
+            sim.rotate_credentials(zefort_api_key="rotated-key-3")
+            async with anyio.create_task_group() as tg:
+                for task_id in ids[1:]:
+                    tg.start_soon(zefort.get_task, task_id)
+    # Asked on first use, then once for all the requests that met the same 401.
+    assert store.calls == 2
+    assert sim.records.count(status=200) == 12
+    assert 1 <= sim.records.count(status=401) <= 11
+
+
+async def test_an_async_credential_outlasts_a_401_window() -> None:
+    """An async key function asked again in a 401 window gets the key that works after it."""
+    clock = ManualClock()
+    async with Simulator(clock=clock) as sim:
+        (task_id,) = make_tasks(sim, 1)
+        asked: list[str] = []
+
+        async def token() -> str:
+            if asked:
+                # Fetching the new secret takes the rest of the window.
+                clock.advance(1)
+            asked.append("asked")
+            return sim.zefort_api_key
+
+        async with ZefortClient(token, base_url=sim.zefort_url) as zefort:
+            await zefort.get_task(task_id)
+            sim.rotate_credentials(zefort_api_key="rotated-key-4", window=1)
+            task = await zefort.get_task(task_id)
+    assert task.id == task_id
+    assert len(asked) == 2
+    assert [r.status for r in sim.records.requests if r.route == TASK_ROUTE] == [200, 401, 200]
+
+
+async def test_a_second_401_after_asking_again_ends_the_call() -> None:
+    """The function is asked once per call: a key still refused raises AuthenticationError."""
+    async with Simulator() as sim:
+        (task_id,) = make_tasks(sim, 1)
+        store = KeyStore("a-key-the-server-never-had")
+        async with ZefortClient(store, base_url=sim.zefort_url) as zefort:
+            with pytest.raises(AuthenticationError):
+                await zefort.get_task(task_id)
+    assert store.calls == 2
+    assert sim.records.count(status=401) == 2
+
+
+async def test_credentials_from_a_function_never_reach_a_log_or_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every value the function returns is a secret: not in DEBUG logs, scrubbed from errors."""
+    caplog.set_level(logging.DEBUG, logger="asyncbulk")
+    async with Simulator() as sim:
+        ids = make_tasks(sim, 2)
+        first, second = "first-rotating-key-5", "second-rotating-key-6"
+        sim.rotate_credentials(chakra_token=first, zefort_api_key=first)
+        store = KeyStore(first)
+        async with (
+            ZefortClient(store, base_url=sim.zefort_url) as zefort,
+            ChakraClient(store, base_url=sim.chakra_url) as chakra,
+        ):
+            await zefort.get_task(ids[0])
+            await chakra.get_background_job(EXAMPLE_JOB)
+            store.key = second
+            sim.rotate_credentials(chakra_token=second, zefort_api_key=second)
+            await zefort.get_task(ids[1])
+            await chakra.get_background_job(EXAMPLE_JOB)
+            scrubbed = str(ProtocolError(f"echoed {first} and {second}"))
+    encoded = [base64.b64encode(f"{k}:".encode()).decode() for k in (first, second)]
+    text = " ".join(r.getMessage() for r in caplog.records) + repr(zefort) + repr(chakra)
+    assert caplog.records
+    for secret in (first, second, *encoded):
+        assert secret not in text
+        assert secret not in scrubbed
+    assert sim.records.count(status=401) == 2
+
+
+async def test_a_function_returning_no_key_is_refused() -> None:
+    """A credential function that returns an empty string is a ValidationError, nothing sent."""
+    async with Simulator() as sim, ZefortClient(lambda: "", base_url=sim.zefort_url) as zefort:
+        with pytest.raises(ValidationError, match="api_key"):
+            await zefort.get_task("task_1")
+    assert sim.records.total_requests == 0

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from asyncbulk._flow import RateLimit
     from asyncbulk._retry import RetryPolicy
-    from asyncbulk._session import Response, Timeouts
+    from asyncbulk._session import Credential, Response, Timeouts
     from asyncbulk._tracker import TrackIterator
 
 __all__ = ["ChakraClient", "ChakraJobSource", "JobEntries", "JobEntryPages"]
@@ -105,7 +105,9 @@ class ChakraClient(ClientBase):
             summary = await submission.summary()
 
     Args:
-        token: the access token shown in a Chakra API key's details.
+        token: the access token shown in a Chakra API key's details, or a function (plain or
+            async) that returns the current one: it is asked on first use and again once
+            after a 401, so a rotated token is picked up; a fixed token ends at a 401.
         base_url: the API's base URL.
         retry: the retry policy for reads; bulk submissions use a stricter one derived from it
             (see `bulk_update_processes`).
@@ -136,7 +138,7 @@ class ChakraClient(ClientBase):
 
     def __init__(
         self,
-        token: str,
+        token: Credential,
         *,
         base_url: str = DEFAULT_BASE_URL,
         retry: RetryPolicy | None = None,

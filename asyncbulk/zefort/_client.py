@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from asyncbulk._flow import RateLimit
     from asyncbulk._retry import RetryPolicy
-    from asyncbulk._session import RequestStats, Timeouts
+    from asyncbulk._session import Credential, RequestStats, Timeouts
     from asyncbulk._tracker import TrackerStats
 
 __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
@@ -141,7 +141,9 @@ class ZefortClient(ClientBase):
             task = await zefort.wait_for_task(task.id, timeout=300, acknowledge=True)
 
     Args:
-        api_key: the API key, sent as the Basic-auth user name with an empty password.
+        api_key: the API key, sent as the Basic-auth user name with an empty password, or a
+            function (plain or async) that returns the current one: it is asked on first use
+            and again once after a 401, so a rotated key is picked up.
         base_url: ``https://sandbox.zefort.com``, ``https://my.zefort.com`` (EU),
             ``https://us.zefort.com`` (US) or a dedicated host.
         retry: the retry policy; the default retries reads and never repeats a bulk update
@@ -173,7 +175,7 @@ class ZefortClient(ClientBase):
 
     def __init__(
         self,
-        api_key: str,
+        api_key: Credential,
         *,
         base_url: str = "https://sandbox.zefort.com",
         retry: RetryPolicy | None = None,
