@@ -64,11 +64,15 @@ __all__ = [
     "BearerAuth",
     "ChakraEnvelope",
     "ClientBase",
+    "Credential",
     "PlainEnvelope",
+    "RequestObserver",
     "RequestStats",
     "Response",
     "Session",
     "Timeouts",
+    "TryInfo",
+    "TryResult",
 ]
 
 logger: Final = logging.getLogger("asyncbulk")
@@ -421,6 +425,72 @@ def encode_segment(value: str) -> str:
     return encoded
 
 
+@attrs.frozen(kw_only=True)
+class TryInfo:
+    """One try of a request about to go on the wire (each redirect followed is a try too).
+
+    Attributes:
+        vendor: "chakra", "zefort", or the session's name.
+        method: the HTTP method.
+        url: the full URL (credentials travel in headers, never in it).
+        path: the URL's path, without the query.
+        attempt: the try's number within its call, from 1.
+        priority: the call's `Priority`.
+        job_id: the job or task the call concerns, when the caller said.
+    """
+
+    vendor: str
+    method: str
+    url: str
+    path: str
+    attempt: int
+    priority: Priority
+    job_id: str | None
+
+
+@attrs.frozen(kw_only=True)
+class TryResult:
+    """How a try ended.
+
+    Attributes:
+        status: the answer's status, or None when no answer came.
+        error: the error the try raised (no answer, an answer refused), or None.
+        seconds: the try's time on the wire.
+    """
+
+    status: int | None
+    error: AsyncBulkError | None
+    seconds: float
+
+
+class RequestObserver(Protocol):
+    """Hooks around every try on the wire, for tracing and metrics; the default does nothing.
+
+    `try_started` runs just before the request is sent (its turn at the rate limiter and its
+    in-flight slot already taken) and may return anything, a span say; `try_ended` gets it
+    back with the result, whether the try was answered, failed or was cancelled (then with
+    no status and no error).
+    """
+
+    def try_started(self, info: TryInfo) -> object:
+        """A try is about to be sent; return what `try_ended` should get back."""
+        ...
+
+    def try_ended(self, info: TryInfo, context: object, result: TryResult) -> None:
+        """The try is over."""
+        ...
+
+
+class _NoObserver:
+    """Observes nothing, at the cost of two calls per try."""
+
+    def try_started(self, info: TryInfo) -> object:  # noqa: ARG002 -- the protocol's signature
+        return None
+
+    def try_ended(self, info: TryInfo, context: object, result: TryResult) -> None:
+        """Nothing to do."""
+
+
 class Session:
     """Requests to one vendor host: auth, limits, retries, the 429 pause, envelopes, errors.
 
@@ -443,6 +513,8 @@ class Session:
             the connection is closed without reading the rest.
         rate_limit: a cap on the send rate from the start; without it the rate is unlimited
             until the server answers 429, and then learned.
+        vendor: the vendor's name in log records and observer calls (the name if empty).
+        observer: hooks around every try (`RequestObserver`); None for none.
     """
 
     def __init__(
@@ -463,6 +535,8 @@ class Session:
         transport: Transport | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         rate_limit: RateLimit | None = None,
+        vendor: str = "",
+        observer: RequestObserver | None = None,
     ) -> None:
         """Check the settings; the transport opens its connections on first use."""
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
@@ -496,6 +570,8 @@ class Session:
         self._auth = auth
         self._envelope = envelope
         self._name = name
+        self._vendor = vendor or name
+        self._observer: RequestObserver = observer or _NoObserver()
         self._prefix = self.base_url.raw_path.rstrip("/")
         self._root = f"{self.base_url.origin()}{self._prefix}"
         self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
@@ -598,6 +674,7 @@ class Session:
         priority: Priority = Priority.SUBMIT,
         deadline: float | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name, bounded by deadline
+        job_id: str | None = None,
     ) -> Response:
         """Send a request, retrying by the policy, and decode its answer.
 
@@ -615,6 +692,7 @@ class Session:
                 after it ends at it with `DeadlineExceededError`, and each try is cut short.
             timeout: seconds the whole call may take (tries, waits and retries together); each
                 try is still bounded by the client's ``timeouts.total``.
+            job_id: the job or task the call concerns, for log records and the observer.
 
         Raises:
             APIError: the server answered with an error status (after retries where allowed).
@@ -646,6 +724,7 @@ class Session:
             idempotent=idempotent,
             started=time.monotonic(),
             attempts=policy.attempts,
+            job_id=job_id,
         )
         while True:
             call.attempt += 1
@@ -660,7 +739,7 @@ class Session:
         headers = plain if call.data is None else with_body
         method = call.method
         try:
-            raw = await self._send(method, call.url_text, call.data, headers, call.plan)
+            raw = await self._send(call, headers)
             self._log(call, raw.status)
         except TransportError as exc:
             return exc, call.idempotent or not exc.sent
@@ -696,6 +775,9 @@ class Session:
             self._counts.errors += 1
             raise error
         self._counts.retries += 1
+        fields = self._fields(call, error.status if isinstance(error, APIError) else None)
+        fields["delay"] = round(delay, 3)
+        fields["error"] = type(error).__name__
         logger.warning(
             "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
             self._name,
@@ -705,6 +787,7 @@ class Session:
             call.attempt + 1,
             call.attempts,
             error,
+            extra=fields,
         )
         if policy.wait:
             try:
@@ -746,20 +829,20 @@ class Session:
                     await auth.refresh()
         return self._headers_now()
 
-    async def _send(
-        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], plan: _Plan
-    ) -> _RawResponse:
+    async def _send(self, call: _Call, headers: Mapping[str, str]) -> _RawResponse:
         """One try, following same-origin redirects of a request without a body."""
+        method, url, path = call.method, call.url_text, call.url.raw_path
         for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._try(method, url, data, headers, plan)
+            answer = await self._try(call, url, path, headers)
             if answer.status not in _REDIRECTS:
                 return self._read(method, url, answer)
-            url = self._redirect_target(method, url, data, answer)
+            target = self._redirect_target(method, url, call.data, answer)
+            url, path = str(target), target.raw_path
         raise RefusedAnswerError(f"more than {MAX_REDIRECTS} redirects", method=method, url=url)
 
     def _redirect_target(
         self, method: str, url: str, data: bytes | None, answer: TransportResponse
-    ) -> str:
+    ) -> URL:
         """Where a redirect leads, if it may be followed: same origin, no body to send again.
 
         Raises:
@@ -781,12 +864,13 @@ class Session:
         if data is not None or method not in {"GET", "HEAD"}:
             # Sending a bulk body again, even to the same host, could apply it twice.
             raise refused(f"refusing to follow a redirect of a {method}: Location {location!r}")
-        return str(target)
+        return target
 
     async def _try(
-        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str], plan: _Plan
+        self, call: _Call, url: str, path: str, headers: Mapping[str, str]
     ) -> TransportResponse:
         """One request on the wire: in its turn at the host's rate, within the in-flight limit."""
+        method, plan = call.method, call.plan
         if plan.wait:
             await self._flow.turn(plan.priority, plan.deadline, method=method, url=url)
         else:
@@ -812,16 +896,15 @@ class Session:
             # Closed while this request waited (a retry, the limiter): nothing may be sent.
             self._check_open()
             self._counts.requests += 1
-            answer = await self._transport.send(
-                TransportRequest(
-                    method=method,
-                    url=url,
-                    headers=headers,
-                    body=data,
-                    timeout=timeout,
-                    max_response_bytes=self.max_response_bytes,
-                )
+            request = TransportRequest(
+                method=method,
+                url=url,
+                headers=headers,
+                body=call.data,
+                timeout=timeout,
+                max_response_bytes=self.max_response_bytes,
             )
+            answer = await self._observed(call, request, path)
         finally:
             limiter.release_on_behalf_of(borrower)
         status = answer.status
@@ -835,6 +918,35 @@ class Session:
             if retry_after is not None:
                 retry_after = min(retry_after, self.retry.budget)
         self._flow.answered(status, retry_after)
+        return answer
+
+    async def _observed(
+        self, call: _Call, request: TransportRequest, path: str
+    ) -> TransportResponse:
+        """Send through the transport, between the observer's two hooks: the point to trace."""
+        info = TryInfo(
+            vendor=self._vendor,
+            method=request.method,
+            url=request.url,
+            path=path,
+            attempt=call.attempt,
+            priority=call.plan.priority,
+            job_id=call.job_id,
+        )
+        observer = self._observer
+        context = observer.try_started(info)
+        began = time.monotonic()
+        status: int | None = None
+        failure: AsyncBulkError | None = None
+        try:
+            answer = await self._transport.send(request)
+            status = answer.status
+        except AsyncBulkError as exc:
+            failure = exc
+            raise
+        finally:
+            result = TryResult(status=status, error=failure, seconds=time.monotonic() - began)
+            observer.try_ended(info, context, result)
         return answer
 
     def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
@@ -892,8 +1004,21 @@ class Session:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return text[:_BODY_EXCERPT]
 
+    def _fields(self, call: _Call, status: int | None) -> dict[str, Any]:
+        """The facts of a log record, as ``extra=`` fields a structured handler can read."""
+        return {
+            "vendor": self._vendor,
+            "method": call.method,
+            "path": call.url.raw_path,
+            "status": status,
+            "attempt": call.attempt,
+            "ms": round((time.monotonic() - call.started) * 1000, 1),
+            "job_id": call.job_id,
+        }
+
     def _log(self, call: _Call, status: int) -> None:
         if logger.isEnabledFor(logging.DEBUG):
+            fields = self._fields(call, status)
             logger.debug(
                 "%s %s %s -> %d (attempt %d, %.1f ms)",
                 self._name,
@@ -901,7 +1026,8 @@ class Session:
                 call.url.raw_path_qs,
                 status,
                 call.attempt,
-                (time.monotonic() - call.started) * 1000,
+                fields["ms"],
+                extra=fields,
             )
 
 
@@ -918,6 +1044,7 @@ class _Call:
     idempotent: bool
     started: float
     attempts: int
+    job_id: str | None = None
     attempt: int = 0
     refreshed: bool = False
 

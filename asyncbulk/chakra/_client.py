@@ -165,6 +165,7 @@ class ChakraClient(ClientBase):
             session=session,
             allow_insecure_http=allow_insecure_http,
             name="ChakraClient",
+            vendor="chakra",
             trust_env=trust_env,
             ssl=ssl,
             proxy=proxy,
@@ -203,7 +204,7 @@ class ChakraClient(ClientBase):
             ProtocolError: the answer lacks the job's id or has a field of the wrong type.
         """
         path = self._session.path(_JOB_PATH, job_id=job_id)
-        response = await self._session.request("GET", path, priority=Priority.DETECT)
+        response = await self._session.request("GET", path, priority=Priority.DETECT, job_id=job_id)
         return _job_from(response)
 
     async def wait_for_job(

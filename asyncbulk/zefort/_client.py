@@ -205,6 +205,7 @@ class ZefortClient(ClientBase):
             session=session,
             allow_insecure_http=allow_insecure_http,
             name="ZefortClient",
+            vendor="zefort",
             trust_env=trust_env,
             ssl=ssl,
             proxy=proxy,
@@ -331,7 +332,9 @@ class ZefortClient(ClientBase):
             ProtocolError: the answer is not a task (the message names the field).
         """
         path = self._session.path(_TASK, task_id=task_id)
-        response = await self._session.request("GET", path, priority=Priority.DETECT)
+        response = await self._session.request(
+            "GET", path, priority=Priority.DETECT, job_id=task_id
+        )
         return self._task(response, "GET")
 
     async def acknowledge_task(self, task_id: str) -> ZefortTask:
@@ -350,6 +353,7 @@ class ZefortClient(ClientBase):
             json_body={"frontend_status": "done"},
             idempotent=True,
             priority=Priority.HOUSEKEEPING,
+            job_id=task_id,
         )
         return self._task(response, "PATCH")
 
