@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 
+import anyio
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loopback import serve
 
-from asyncbulk import ChakraClient, ProtocolError, TransportError, ValidationError, ZefortClient
+from asyncbulk import (
+    AsyncBulkError,
+    ChakraClient,
+    ProtocolError,
+    TransportError,
+    ValidationError,
+    ZefortClient,
+)
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import BearerAuth, ChakraEnvelope, Session
 from asyncbulk._transport import (
@@ -22,6 +33,17 @@ from asyncbulk._transport import (
 pytestmark = pytest.mark.anyio
 
 TOKEN = "transport-test-token"
+HOSTILE_LOCATIONS = [
+    "https://evil.test/x",
+    "//evil.test/x",
+    "http://api.example.test/x",
+    "https://api.example.test:444/x",
+    "/same-origin",
+    "https://api.example.test/x",
+    "http://[::1",
+    "",
+]
+HOSTILE_WAITS = ["86400", "1e300", "-5", "nan", "Fri, 31 Dec 9999 23:59:59 GMT", "soon", "0"]
 
 
 def ok(data: object) -> TransportResponse:
@@ -168,3 +190,35 @@ async def test_oversized_mock_answer_is_refused() -> None:
     with pytest.raises(ProtocolError, match="max_response_bytes"):
         await session.request("GET", "/x")
     await session.aclose()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    status=st.sampled_from([300, 301, 302, 303, 304, 307, 308, 429]),
+    location=st.one_of(st.none(), st.text(max_size=40), st.sampled_from(HOSTILE_LOCATIONS)),
+    retry_after=st.one_of(st.none(), st.text(max_size=30), st.sampled_from(HOSTILE_WAITS)),
+    method=st.sampled_from(["GET", "PATCH"]),
+)
+def test_hostile_redirects_and_retry_afters_end_in_a_library_error(
+    status: int, location: str | None, retry_after: str | None, method: str
+) -> None:
+    """Any 3xx or 429 headers end a call fast (an answer or an AsyncBulkError), never elsewhere."""
+    headers = {}
+    if location is not None and location.isprintable():
+        headers["Location"] = location
+    if retry_after is not None and retry_after.isprintable():
+        headers["Retry-After"] = retry_after
+    transport = MockTransport(lambda _r: TransportResponse.of(status, b"{}", headers))
+
+    async def run() -> None:
+        session = mock_session(transport, retry=RetryPolicy(attempts=2, max_wait=0.01, budget=1))
+        body = {"json_body": {}} if method == "PATCH" else {}
+        with anyio.fail_after(5):
+            with contextlib.suppress(AsyncBulkError):
+                await session.request(method, "/x", **body)
+        await session.aclose()
+
+    anyio.run(run)
+    for request in transport.requests:
+        assert request.url.startswith("https://api.example.test/")
+    assert len(transport.requests) <= 2 * 6

@@ -195,16 +195,31 @@ class ChakraClient(ClientBase):
 
     # -- background jobs -----------------------------------------------------------------
 
-    async def get_background_job(self, job_id: str) -> BackgroundJob:
+    async def get_background_job(
+        self,
+        job_id: str,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the per-call limit of every client call
+    ) -> BackgroundJob:
         """Fetch one background job, with its entry counts per status.
+
+        Args:
+            job_id: the background job's id.
+            deadline: when the call must be over, in `anyio.current_time` seconds.
+            timeout: seconds the call may take, retries included (each try is still bounded
+                by the client's ``timeouts``).
 
         Raises:
             ValidationError: `job_id` is empty.
             NotFoundError: there is no such job.
             ProtocolError: the answer lacks the job's id or has a field of the wrong type.
+            DeadlineExceededError: the deadline or timeout came first.
         """
         path = self._session.path(_JOB_PATH, job_id=job_id)
-        response = await self._session.request("GET", path, priority=Priority.DETECT, job_id=job_id)
+        response = await self._session.request(
+            "GET", path, priority=Priority.DETECT, job_id=job_id, deadline=deadline, timeout=timeout
+        )
         return _job_from(response)
 
     async def wait_for_job(

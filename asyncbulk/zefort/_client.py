@@ -323,17 +323,35 @@ class ZefortClient(ClientBase):
 
     # -- tasks --------------------------------------------------------------------------------
 
-    async def get_task(self, task_id: str) -> ZefortTask:
+    async def get_task(
+        self,
+        task_id: str,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the per-call limit of every client call
+    ) -> ZefortTask:
         """One task as it stands: ``GET /api/tasks/{task_id}/``.
+
+        Args:
+            task_id: the task's id.
+            deadline: when the call must be over, in `anyio.current_time` seconds.
+            timeout: seconds the call may take, retries included (each try is still bounded
+                by the client's ``timeouts``).
 
         Raises:
             ValidationError: the id is not a non-empty string.
             NotFoundError: no such task.
             ProtocolError: the answer is not a task (the message names the field).
+            DeadlineExceededError: the deadline or timeout came first.
         """
         path = self._session.path(_TASK, task_id=task_id)
         response = await self._session.request(
-            "GET", path, priority=Priority.DETECT, job_id=task_id
+            "GET",
+            path,
+            priority=Priority.DETECT,
+            job_id=task_id,
+            deadline=deadline,
+            timeout=timeout,
         )
         return self._task(response, "GET")
 
