@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar
 import anyio
 import attrs
 
-from asyncbulk._exceptions import DeadlineExceededError, ValidationError
+from asyncbulk._exceptions import ClientClosedError, DeadlineExceededError, ValidationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -314,6 +314,14 @@ class FairQueue(Generic[T]):
             if not queue:
                 self._credit[priority] = 0
 
+    def drain(self) -> list[T]:
+        """Take every waiter out, in no particular order."""
+        items = [item for queue in self._queues.values() for item in queue]
+        for priority in Priority:
+            self._queues[priority].clear()
+            self._credit[priority] = 0
+        return items
+
     def pop(self) -> T | None:
         """The next waiter to go, or None when none waits."""
         waiting = [p for p in Priority if self._queues[p]]
@@ -367,7 +375,28 @@ class FlowControl:
         self._max_pause = max_pause
         self._queue: FairQueue[_Waiter] = FairQueue()
         self._head: _Waiter | None = None
+        self._closing: anyio.Event | None = None
+        self._closed = False
         self.waited = 0.0
+
+    def close(self) -> None:
+        """Wake every waiter: each raises `ClientClosedError` instead of waiting on."""
+        self._closed = True
+        if self._closing is not None:
+            self._closing.set()
+        self._promote()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the client was closed while this request waited")
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the client closes meanwhile."""
+        if self._closing is None:
+            self._closing = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._closing.wait()
+        self._check_open()
 
     def _send_rate(self) -> SendRate:
         if self._rate is None:
@@ -396,7 +425,9 @@ class FlowControl:
 
         Raises:
             DeadlineExceededError: the turn would come after ``deadline`` (raised at it).
+            ClientClosedError: the client closed meanwhile.
         """
+        self._check_open()
         rate = self._send_rate()
         now = self._clock()
         if self._head is None and not len(self._queue) and self._ready_in(now) <= 0:
@@ -409,6 +440,7 @@ class FlowControl:
         limit = effective_deadline(deadline)
         try:
             while True:
+                self._check_open()
                 now = self._clock()
                 if self._head is waiter:
                     wait = self._ready_in(now)
@@ -428,6 +460,10 @@ class FlowControl:
             self._promote()
 
     def _promote(self) -> None:
+        if self._closed:
+            # Wake them all: each finds the client closed and leaves.
+            for waiter in self._queue.drain():
+                waiter.turn.set()
         if self._head is None:
             self._head = self._queue.pop()
             if self._head is not None:
@@ -440,34 +476,36 @@ class FlowControl:
         with anyio.move_on_after(limit - self._clock()):
             await waiter.turn.wait()
             return
+        self._check_open()
         raise DeadlineExceededError(
             "the deadline passed waiting for the rate limiter", method=method, url=url
         )
 
     async def _sleep_until(self, until: float, limit: float, *, method: str, url: str) -> None:
         if until > limit:
-            await anyio.sleep(max(0.0, limit - self._clock()))
+            await self._nap(max(0.0, limit - self._clock()))
             raise DeadlineExceededError(
                 "the deadline passed waiting for the rate limiter or a pause of the host",
                 method=method,
                 url=url,
             )
-        await anyio.sleep(max(0.0, until - self._clock()))
+        await self._nap(max(0.0, until - self._clock()))
 
     async def sleep(self, seconds: float, deadline: float | None, *, method: str, url: str) -> None:
         """Sleep ``seconds`` before a retry, or until the deadline and raise.
 
         Raises:
             DeadlineExceededError: the wait would end after ``deadline`` (raised at it).
+            ClientClosedError: the client closed meanwhile.
         """
         now = self._clock()
         limit = effective_deadline(deadline)
         if now + seconds > limit:
-            await anyio.sleep(max(0.0, limit - now))
+            await self._nap(max(0.0, limit - now))
             raise DeadlineExceededError(
                 f"the deadline passed before a retry due in {seconds:.2f} s", method=method, url=url
             )
-        await anyio.sleep(seconds)
+        await self._nap(seconds)
 
     def note_send(self) -> None:
         """Count a request sent without waiting for a turn (the no-sleep test mode)."""

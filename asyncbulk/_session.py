@@ -659,6 +659,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        self._flow.close()
         unregister_secrets(tuple(self._secrets))
         await self._transport.aclose()
 

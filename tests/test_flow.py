@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from asyncbulk import (
+    ClientClosedError,
     DeadlineExceededError,
     Priority,
     RateLimit,
@@ -380,3 +381,31 @@ async def test_stats_are_snapshots() -> None:
         after.requests = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
         after.by_status[200] = 9  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_closing_the_client_wakes_every_waiter() -> None:
+    """Requests waiting on a day-long pause or their turn raise ClientClosedError at aclose()."""
+    answers = iter([refused("86400")])
+    session = scripted(
+        MockTransport(lambda _r: next(answers, ok())),
+        retry=RetryPolicy.never(),
+        rate_limit=RateLimit(1, burst=1),
+    )
+    with pytest.raises(RateLimitedError):
+        await session.request("GET", "/limited")
+    outcomes: list[str] = []
+
+    async def wait_in_line(n: int) -> None:
+        try:
+            await session.request("GET", f"/{n}")
+        except ClientClosedError:
+            outcomes.append("closed")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(wait_in_line, n)
+            await anyio.sleep(0.1)
+            await session.aclose()
+    assert outcomes == ["closed"] * 4
