@@ -9,6 +9,7 @@ from asyncbulk._exceptions import (
     AsyncBulkError,
     AuthenticationError,
     ClientClosedError,
+    DeadlineExceededError,
     IncompleteListingError,
     JobTimeoutError,
     JournalError,
@@ -21,6 +22,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._flow import Priority, RateLimit
 from asyncbulk._handles import BatchRecord, Origin
 from asyncbulk._journal import (
     Journal,
@@ -79,6 +81,7 @@ __all__ = [
     "ChakraClient",
     "ChakraJobSource",
     "ClientClosedError",
+    "DeadlineExceededError",
     "FailedEntry",
     "IncompleteListingError",
     "JobEntries",
@@ -95,9 +98,11 @@ __all__ = [
     "Origin",
     "OutcomeUnknownError",
     "Pending",
+    "Priority",
     "ProcessCreate",
     "ProcessUpdate",
     "ProtocolError",
+    "RateLimit",
     "RateLimitedError",
     "RequestStats",
     "RetryPolicy",

@@ -17,7 +17,9 @@ AsyncBulkError
 ├── JournalError             the journal cannot be opened or failed to write
 ├── BatchError               one batch of a submission not accepted (asyncbulk.chakra; in
 │                            SubmissionError.errors, naming the batch's input positions)
-└── JobTimeoutError          (also TimeoutError) a deadline passed with jobs still unfinished
+├── JobTimeoutError          (also TimeoutError) a deadline passed with jobs still unfinished
+└── DeadlineExceededError    (also TimeoutError) a wait (rate limiter, host pause, retry delay)
+                             reached the caller's deadline
 ```
 
 aiohttp's own exceptions never reach the caller: the session layer maps them to
@@ -40,6 +42,7 @@ __all__ = [
     "AsyncBulkError",
     "AuthenticationError",
     "ClientClosedError",
+    "DeadlineExceededError",
     "IncompleteListingError",
     "JobTimeoutError",
     "JournalError",
@@ -325,3 +328,22 @@ class JobTimeoutError(AsyncBulkError, TimeoutError):
         super().__init__(f"{message} (unfinished: {shown})" if ids else message)
         self.unfinished = ids
         self.finished = dict(finished or {})
+
+
+class DeadlineExceededError(AsyncBulkError, TimeoutError):
+    """A request's wait (the rate limiter, a pause of the host, a retry delay) reached its deadline.
+
+    Raised at the deadline, never later. Callers with a timeout error of their own (the
+    tracker's `JobTimeoutError`) catch it and raise theirs.
+
+    Attributes:
+        method: the request's method, when known.
+        url: the request's URL, when known.
+    """
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        """Say which wait reached the deadline, and for which request."""
+        where = f"{method} {url}" if method and url else (url or "")
+        super().__init__(f"{where}: {message}" if where else message)
+        self.method = method
+        self.url = url

@@ -27,6 +27,8 @@ __all__ = [
     "BatchRecord",
     "BatchState",
     "Origin",
+    "account_of",
+    "check_account",
     "fingerprint",
     "job_handle",
     "read_handle",
@@ -68,6 +70,42 @@ def fingerprint(vendor: str, credential: str) -> str:
     return hmac.new(_FINGERPRINT_KEY, message, hashlib.sha256).digest()[:_FINGERPRINT_BYTES].hex()
 
 
+_NO_ACCOUNT: Final = (
+    "is needed when the credential is a function: a rotating credential does not say which "
+    "account it belongs to, so pass account= (any stable name of the account) to make, resume "
+    "or journal handles"
+)
+
+
+def account_of(vendor: str, credential: object, account: str | None) -> str:
+    """The account fingerprint of a client: from ``account`` when given, else from the credential.
+
+    A credential given as a function changes when it rotates, so it names no account: without
+    ``account`` the fingerprint is empty, and handles and journals refuse to work (naming
+    ``account``) rather than mix accounts.
+
+    Raises:
+        ValidationError: ``account`` is given but is not a non-empty string.
+    """
+    if account is not None:
+        if not isinstance(account, str) or not account.strip():
+            raise ValidationError("account", "must be a non-empty string")
+        return fingerprint(vendor, f"account\x00{account}")
+    if isinstance(credential, str):
+        return fingerprint(vendor, credential)
+    return ""
+
+
+def check_account(origin: Origin) -> None:
+    """Refuse to make or read handles for a client whose account is unknown.
+
+    Raises:
+        ValidationError: naming ``account``.
+    """
+    if not origin.account:
+        raise ValidationError("account", _NO_ACCOUNT)
+
+
 @attrs.frozen(kw_only=True)
 class Origin:
     """Where an object comes from: vendor, base URL and account fingerprint, no credential.
@@ -83,7 +121,12 @@ class Origin:
     account: str
 
     def stamp(self, kind: Kind) -> dict[str, Any]:
-        """The fields every handle from this origin starts with."""
+        """The fields every handle from this origin starts with.
+
+        Raises:
+            ValidationError: the account is unknown (a credential function without ``account=``).
+        """
+        check_account(self)
         return {
             "asyncbulk_handle": HANDLE_VERSION,
             "vendor": self.vendor,
@@ -213,6 +256,7 @@ def read_handle(
             "asyncbulk_handle",
             f"handle version {version!r} is not {HANDLE_VERSION}, the one this library reads",
         )
+    check_account(origin)
     for field in ("vendor", "base_url", "account"):
         value = _text(handle, field)
         expected = getattr(origin, field)

@@ -55,7 +55,8 @@ class RetryPolicy:
         max_wait: the largest cap on any one wait, in seconds.
         budget: seconds after the first try past which no other try starts.
         retry_statuses: statuses retried for every request, idempotent or not.
-        wait: False turns every sleep off (backoff and 429 pauses), for tests.
+        wait: False turns every sleep off (backoff, pauses of the host, turns at the send-rate
+            limiter), for tests.
     """
 
     attempts: int = 6

@@ -1,22 +1,25 @@
 """The one way in for the network: every request of every vendor client goes through `Session`.
 
-The session owns the aiohttp client session, authenticates, limits requests in flight, retries
-by the `RetryPolicy`, shares a pause among all requests when the host answers 429, decodes the
-vendor's envelope, and maps aiohttp's exceptions to asyncbulk's own. No other module imports
-aiohttp for client work.
+The session authenticates, limits requests in flight, retries by the `RetryPolicy`, shares a
+pause among all requests when the host answers 429 and decodes the vendor's envelope. It sends
+every try through a `Transport` (`asyncbulk._transport`), the only module that imports aiohttp
+for client work and the one place its exceptions become asyncbulk's own.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import ipaddress
 import json
 import logging
+import math
 import time
+from collections.abc import Awaitable, Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote
 
-import aiohttp
 import anyio
 import attrs
 import orjson
@@ -27,6 +30,7 @@ from asyncbulk._exceptions import (
     AsyncBulkError,
     AuthenticationError,
     ClientClosedError,
+    DeadlineExceededError,
     NotFoundError,
     ProtocolError,
     RateLimitedError,
@@ -36,22 +40,39 @@ from asyncbulk._exceptions import (
     register_secrets,
     unregister_secrets,
 )
+from asyncbulk._flow import FlowControl, Priority, RateLimit
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
+from asyncbulk._transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    RefusedAnswerError,
+    Transport,
+    TransportRequest,
+    TransportResponse,
+    check_max_response_bytes,
+)
 from asyncbulk._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    import ssl as _ssl
+    from collections.abc import Mapping
+
+    import aiohttp
 
 __all__ = [
     "BasicAuth",
     "BearerAuth",
     "ChakraEnvelope",
     "ClientBase",
+    "Credential",
     "PlainEnvelope",
+    "RequestObserver",
     "RequestStats",
     "Response",
     "Session",
     "Timeouts",
+    "TryInfo",
+    "TryResult",
 ]
 
 logger: Final = logging.getLogger("asyncbulk")
@@ -62,6 +83,9 @@ logger.addHandler(logging.NullHandler())
 USER_AGENT: Final = f"asyncbulk/{__version__}"
 _NO_BODY: Final = object()
 _BODY_EXCERPT: Final = 500
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: Same-origin redirects a GET follows before the answer is taken to be a loop.
+MAX_REDIRECTS: Final = 5
 
 
 def _check_timeout(name: str) -> Callable[[object, object, float | None], None]:
@@ -89,23 +113,48 @@ class Timeouts:
     read: float | None = attrs.field(default=None, validator=_check_timeout("timeouts.read"))
 
 
-@attrs.define
+def _frozen_counts(value: Mapping[int, int]) -> Mapping[int, int]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen(kw_only=True)
 class RequestStats:
-    """Counts of what a client has sent and met, for progress displays and tests.
+    """A snapshot of what a client has sent and met, for progress displays and tests.
+
+    Read ``client.stats`` again for fresh figures: a snapshot never changes.
 
     Attributes:
-        requests: tries sent (each retry counts).
+        requests: tries sent (each retry and each redirect followed counts).
         retries: tries that were retries.
         rate_limited: 429 answers met.
         errors: requests that ended in an error after their last try.
         by_status: answers per HTTP status.
+        send_rate: the send rate in force, in requests per second: the configured
+            `RateLimit`, or the rate learned from 429s; None while unlimited.
+        limiter_wait: seconds requests spent waiting for their turn at the rate limiter and
+            for pauses of the host, all requests together.
+        host_pauses: times the whole host paused because its shared budget was spent.
     """
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     errors: int = 0
-    by_status: dict[int, int] = attrs.field(factory=dict)
+    by_status: Mapping[int, int] = attrs.field(factory=dict, converter=_frozen_counts)
+    send_rate: float | None = None
+    limiter_wait: float = 0.0
+    host_pauses: int = 0
+
+
+@attrs.define
+class _Counters:
+    """The session's running counts; only `Session` writes them, `RequestStats` shows them."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    by_status: dict[int, int] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -127,8 +176,31 @@ class Response:
     url: str
 
 
+#: A credential: a fixed string, or a function (plain or async) that returns the current one.
+#: A function is asked on first use and again once after a 401, so a rotated key is picked up.
+Credential = str | Callable[[], str] | Callable[[], Awaitable[str]]
+
+
 class Auth(Protocol):
     """An authentication strategy: the header it adds, and the secrets to keep out of text."""
+
+    @property
+    def generation(self) -> int:
+        """How many values the credential has had: a change means new headers."""
+        ...
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether asking again may give another credential (it is a function)."""
+        ...
+
+    async def ensure(self) -> None:
+        """Have a credential: ask the function the first time."""
+        ...
+
+    async def refresh(self) -> None:
+        """Ask the function again (after a 401)."""
+        ...
 
     def header(self) -> tuple[str, str]:
         """The header name and value to send."""
@@ -139,47 +211,95 @@ class Auth(Protocol):
         ...
 
 
-class BearerAuth:
+class _CredentialAuth:
+    """A credential, fixed or asked of a function, and how many values it has had."""
+
+    __slots__ = ("_field", "_source", "_value", "generation")
+
+    def __init__(self, credential: Credential, *, field: str) -> None:
+        self._field = field
+        self.generation = 0
+        self._source: Callable[[], str | Awaitable[str]] | None = None
+        self._value: str | None = None
+        if callable(credential):
+            self._source = credential
+        else:
+            _check_credential(field, credential)
+            self._value = credential
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether the credential comes from a function."""
+        return self._source is not None
+
+    async def ensure(self) -> None:
+        """Ask the function for a first credential, unless there is one."""
+        if self._value is None:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Ask the function again; a new value bumps `generation`.
+
+        Raises:
+            ValidationError: the function returned something that is not a usable credential.
+        """
+        if self._source is None:
+            return
+        value = self._source()
+        if inspect.isawaitable(value):
+            value = await value
+        _check_credential(self._field, value)
+        if value != self._value:
+            self._value = value
+            self.generation += 1
+
+    def _current(self) -> str:
+        if self._value is None:
+            raise ClientClosedError("no credential yet: ensure() was not awaited")
+        return self._value
+
+
+class BearerAuth(_CredentialAuth):
     """``Authorization: Bearer <token>`` (ChakraHQ)."""
 
-    __slots__ = ("_token",)
+    __slots__ = ()
 
-    def __init__(self, token: str, *, field: str = "token") -> None:
-        """Keep the token; an empty one is a `ValidationError` naming ``field``."""
-        _check_credential(field, token)
-        self._token = token
+    def __init__(self, token: Credential, *, field: str = "token") -> None:
+        """Keep the token or its function; an empty token is a `ValidationError` (``field``)."""
+        super().__init__(token, field=field)
 
     def header(self) -> tuple[str, str]:
         """The Authorization header."""
-        return "Authorization", f"Bearer {self._token}"
+        return "Authorization", f"Bearer {self._current()}"
 
     def secrets(self) -> tuple[str, ...]:
         """The token."""
-        return (self._token,)
+        return (self._current(),)
 
     def __repr__(self) -> str:
         """Never shows the token."""
         return "BearerAuth(token=<redacted>)"
 
 
-class BasicAuth:
+class BasicAuth(_CredentialAuth):
     """HTTP Basic with an API key as the user name and an empty password (Zefort)."""
 
-    __slots__ = ("_encoded", "_key")
+    __slots__ = ()
 
-    def __init__(self, api_key: str, *, field: str = "api_key") -> None:
-        """Keep the key; an empty one is a `ValidationError` naming ``field``."""
-        _check_credential(field, api_key)
-        self._key = api_key
-        self._encoded = base64.b64encode(f"{api_key}:".encode()).decode("ascii")
+    def __init__(self, api_key: Credential, *, field: str = "api_key") -> None:
+        """Keep the key or its function; an empty key is a `ValidationError` (``field``)."""
+        super().__init__(api_key, field=field)
+
+    def _encoded(self) -> str:
+        return base64.b64encode(f"{self._current()}:".encode()).decode("ascii")
 
     def header(self) -> tuple[str, str]:
         """The Authorization header."""
-        return "Authorization", f"Basic {self._encoded}"
+        return "Authorization", f"Basic {self._encoded()}"
 
     def secrets(self) -> tuple[str, ...]:
         """The key and its encoded form."""
-        return (self._key, self._encoded)
+        return (self._current(), self._encoded())
 
     def __repr__(self) -> str:
         """Never shows the key."""
@@ -306,21 +426,70 @@ def encode_segment(value: str) -> str:
     return encoded
 
 
-class _Pause:
-    """A moment before which no request to the host starts: a 429 sets it for everyone."""
+@attrs.frozen(kw_only=True)
+class TryInfo:
+    """One try of a request about to go on the wire (each redirect followed is a try too).
 
-    __slots__ = ("until",)
+    Attributes:
+        vendor: "chakra", "zefort", or the session's name.
+        method: the HTTP method.
+        url: the full URL (credentials travel in headers, never in it).
+        path: the URL's path, without the query.
+        attempt: the try's number within its call, from 1.
+        priority: the call's `Priority`.
+        job_id: the job or task the call concerns, when the caller said.
+    """
 
-    def __init__(self) -> None:
-        self.until = 0.0
+    vendor: str
+    method: str
+    url: str
+    path: str
+    attempt: int
+    priority: Priority
+    job_id: str | None
 
-    def extend(self, seconds: float) -> None:
-        self.until = max(self.until, time.monotonic() + seconds)
 
-    async def wait(self) -> None:
-        # A loop, not an Event: another 429 may push the moment further while we sleep.
-        while (left := self.until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(left)
+@attrs.frozen(kw_only=True)
+class TryResult:
+    """How a try ended.
+
+    Attributes:
+        status: the answer's status, or None when no answer came.
+        error: the error the try raised (no answer, an answer refused), or None.
+        seconds: the try's time on the wire.
+    """
+
+    status: int | None
+    error: AsyncBulkError | None
+    seconds: float
+
+
+class RequestObserver(Protocol):
+    """Hooks around every try on the wire, for tracing and metrics; the default does nothing.
+
+    `try_started` runs just before the request is sent (its turn at the rate limiter and its
+    in-flight slot already taken) and may return anything, a span say; `try_ended` gets it
+    back with the result, whether the try was answered, failed or was cancelled (then with
+    no status and no error).
+    """
+
+    def try_started(self, info: TryInfo) -> object:
+        """A try is about to be sent; return what `try_ended` should get back."""
+        ...
+
+    def try_ended(self, info: TryInfo, context: object, result: TryResult) -> None:
+        """The try is over."""
+        ...
+
+
+class _NoObserver:
+    """Observes nothing, at the cost of two calls per try."""
+
+    def try_started(self, info: TryInfo) -> object:  # noqa: ARG002 -- the protocol's signature
+        return None
+
+    def try_ended(self, info: TryInfo, context: object, result: TryResult) -> None:
+        """Nothing to do."""
 
 
 class Session:
@@ -336,6 +505,17 @@ class Session:
         session: a caller's own aiohttp session, used as is and never closed by us.
         allow_insecure_http: allow plain http:// to a host that is not loopback.
         name: the client's name, for messages.
+        trust_env: let the client's own aiohttp session read proxies from the environment.
+        ssl: True to verify certificates, False not to, or an `ssl.SSLContext`.
+        proxy: the URL of a proxy for every request.
+        transport: what sends each try (an `AiohttpTransport` by default); when given,
+            ``session``, ``trust_env``, ``ssl`` and ``proxy`` must not be.
+        max_response_bytes: the largest answer read; a larger one is a `ProtocolError`, and
+            the connection is closed without reading the rest.
+        rate_limit: a cap on the send rate from the start; without it the rate is unlimited
+            until the server answers 429, and then learned.
+        vendor: the vendor's name in log records and observer calls (the name if empty).
+        observer: hooks around every try (`RequestObserver`); None for none.
     """
 
     def __init__(
@@ -350,39 +530,60 @@ class Session:
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
         name: str = "client",
+        trust_env: bool = False,
+        ssl: bool | _ssl.SSLContext = True,
+        proxy: str | None = None,
+        transport: Transport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: RateLimit | None = None,
+        vendor: str = "",
+        observer: RequestObserver | None = None,
     ) -> None:
-        """Check the settings; the aiohttp session itself opens on first use."""
+        """Check the settings; the transport opens its connections on first use."""
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ValidationError("retry", "must be a RetryPolicy")
         if timeouts is not None and not isinstance(timeouts, Timeouts):
             raise ValidationError("timeouts", "must be a Timeouts")
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise ValidationError("session", "must be an aiohttp.ClientSession")
         self.max_in_flight = _check_in_flight(max_in_flight)
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
-        self.stats = RequestStats()
+        if transport is None:
+            transport = AiohttpTransport(
+                session,
+                max_connections=self.max_in_flight,
+                connect_timeout=self.timeouts.connect,
+                read_timeout=self.timeouts.read,
+                total_timeout=self.timeouts.total,
+                trust_env=trust_env,
+                ssl=ssl,
+                proxy=proxy,
+            )
+        elif session is not None or trust_env or ssl is not True or proxy is not None:
+            raise ValidationError(
+                "transport", "give either a transport or session/trust_env/ssl/proxy, not both"
+            )
+        self._counts = _Counters()
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ValidationError("rate_limit", "must be a RateLimit")
+        self._flow = FlowControl(rate_limit, max_pause=self.retry.budget)
         self._auth = auth
         self._envelope = envelope
         self._name = name
+        self._vendor = vendor or name
+        self._observer: RequestObserver = observer or _NoObserver()
         self._prefix = self.base_url.raw_path.rstrip("/")
         self._root = f"{self.base_url.origin()}{self._prefix}"
         self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
-        header_name, header_value = auth.header()
-        self._headers = {
-            header_name: header_value,
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
-        self._secrets = tuple(s for s in auth.secrets() if s)
-        register_secrets(self._secrets)
-        self._client = session
-        self._owns_client = session is None
+        self._header_sets: tuple[int, dict[str, str], dict[str, str]] | None = None
+        self._secrets: list[str] = []
+        self._auth_lock: anyio.Lock | None = None
+        if not auth.refreshable:
+            self._headers_now()
+        self._transport = transport
         self._closed = False
         self._limiter: anyio.CapacityLimiter | None = None
-        self._pause = _Pause()
 
     def __repr__(self) -> str:
         """The base URL and the auth kind, never the credentials."""
@@ -392,6 +593,21 @@ class Session:
     def closed(self) -> bool:
         """Whether `aclose` has been called."""
         return self._closed
+
+    @property
+    def stats(self) -> RequestStats:
+        """A snapshot of the requests sent, retries, 429s, errors and the rate in force."""
+        counts = self._counts
+        return RequestStats(
+            requests=counts.requests,
+            retries=counts.retries,
+            rate_limited=counts.rate_limited,
+            errors=counts.errors,
+            by_status=counts.by_status,
+            send_rate=self._flow.rate(),
+            limiter_wait=self._flow.waited,
+            host_pauses=self._flow.throttles.pauses,
+        )
 
     def path(self, template: str, **segments: str) -> str:
         """Fill a path template with ids, each percent-encoded as a single segment.
@@ -428,39 +644,27 @@ class Session:
         path = path[len(self._prefix) :]
         return f"{path}?{target.raw_query_string}" if target.raw_query_string else path
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError(f"{self._name} is closed")
-        if self._client is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.max_in_flight, limit_per_host=self.max_in_flight
-            )
-            self._client = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=self.timeouts.total,
-                    connect=self.timeouts.connect,
-                    sock_read=self.timeouts.read,
-                ),
-                raise_for_status=False,
-            )
-        return self._client
 
     async def open(self) -> None:
-        """Open the aiohttp session now rather than on first use."""
-        self._open()
+        """Open the transport now rather than on first use."""
+        self._check_open()
+        opener = getattr(self._transport, "open", None)
+        if opener is not None:
+            await opener()
 
     async def aclose(self) -> None:
-        """Close the aiohttp session, unless the caller passed it; idempotent."""
+        """Close the transport (never an aiohttp session the caller passed); idempotent."""
         if self._closed:
             return
         self._closed = True
-        unregister_secrets(self._secrets)
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
-            await client.close()
+        self._flow.close()
+        unregister_secrets(tuple(self._secrets))
+        await self._transport.aclose()
 
-    async def request(  # noqa: C901 -- the retry loop reads best whole, in one place
+    async def request(
         self,
         method: str,
         path: str,
@@ -469,6 +673,10 @@ class Session:
         json_body: Any = _NO_BODY,
         idempotent: bool | None = None,
         retry: RetryPolicy | None = None,
+        priority: Priority = Priority.SUBMIT,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name, bounded by deadline
+        job_id: str | None = None,
     ) -> Response:
         """Send a request, retrying by the policy, and decode its answer.
 
@@ -480,15 +688,25 @@ class Session:
             idempotent: whether the request may be repeated safely; by default GET, HEAD,
                 OPTIONS, PUT and DELETE are, POST and PATCH are not.
             retry: a policy for this request instead of the session's.
+            priority: its place in line when the send rate is what limits.
+            deadline: when the call must be over, in `anyio.current_time` seconds; every wait
+                (a turn at the rate limiter, a pause of the host, a retry delay) that would end
+                after it ends at it with `DeadlineExceededError`, and each try is cut short.
+            timeout: seconds the whole call may take (tries, waits and retries together); each
+                try is still bounded by the client's ``timeouts.total``.
+            job_id: the job or task the call concerns, for log records and the observer.
 
         Raises:
             APIError: the server answered with an error status (after retries where allowed).
+            DeadlineExceededError: the deadline (or timeout) came first.
             TransportError: no answer came (after retries where allowed).
             ProtocolError: the answer was not JSON or not in the vendor's envelope.
             ClientClosedError: the client was closed.
+            ValidationError: ``priority``, ``deadline`` or ``timeout`` is of the wrong type.
         """
         data = None if json_body is _NO_BODY else _encode_json(json_body)
-        client = self._open()
+        limit = _call_deadline(priority, deadline, timeout)
+        self._check_open()
         policy = retry or self.retry
         if idempotent is None:
             idempotent = is_idempotent(method)
@@ -496,73 +714,177 @@ class Session:
         if params:
             url = url.update_query(params)
         url_text = str(url)
-        headers = self._headers if data is None else self._json_headers
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
-        started = time.monotonic()
-        attempt = 0
+        call = _Call(
+            method=method,
+            url=url,
+            url_text=url_text,
+            data=data,
+            plan=_Plan(priority=priority, deadline=limit, wait=policy.wait),
+            policy=policy,
+            idempotent=idempotent,
+            started=time.monotonic(),
+            attempts=policy.attempts,
+            job_id=job_id,
+        )
         while True:
-            attempt += 1
-            if policy.wait and self._pause.until:
-                await self._pause.wait()
-            try:
-                raw = await self._try(client, method, url, url_text, data, headers)
-                self._log(method, url, raw.status, attempt, started)
-            except TransportError as exc:
-                # `from None` only hides the context: aiohttp's exception would still hang on
-                # it, with the request's headers (the credentials) or the whole body. Drop it.
-                exc.__context__ = None
-                error: AsyncBulkError = exc
-                retriable = idempotent or not exc.sent
-            except ProtocolError as exc:
-                exc.__context__ = None
-                error, retriable = exc, idempotent
-            else:
-                if raw.status < 400:  # noqa: PLR2004
-                    return self.decode(method, raw)
-                error = self._status_error(method, url_text, raw)
-                retriable = policy.retries_status(raw.status, idempotent=idempotent)
-            retry_after = self._note_rate_limit(error, policy)
-            delay = policy.delay(attempt, retry_after)
-            out_of_time = time.monotonic() - started + delay > policy.budget
-            if not retriable or attempt >= policy.attempts or out_of_time:
-                self.stats.errors += 1
-                raise error
-            self.stats.retries += 1
-            logger.warning(
-                "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
-                self._name,
-                method,
-                url.raw_path,
-                delay,
-                attempt + 1,
-                policy.attempts,
-                error,
-            )
-            if policy.wait:
-                await anyio.sleep(delay)
+            call.attempt += 1
+            outcome = await self._attempt(call)
+            if isinstance(outcome, Response):
+                return outcome
+            await self._before_retry(call, *outcome)
 
-    def _note_rate_limit(self, error: AsyncBulkError, policy: RetryPolicy) -> float | None:
-        """Count a 429 and pause every request to the host for its Retry-After."""
-        if not isinstance(error, RateLimitedError):
-            return None
-        self.stats.rate_limited += 1
+    async def _attempt(self, call: _Call) -> Response | tuple[AsyncBulkError, bool]:
+        """One try: the decoded answer, or the error met and whether it may be retried."""
+        generation, plain, with_body = await self._credential(None)
+        headers = plain if call.data is None else with_body
+        method = call.method
+        try:
+            raw = await self._send(call, headers)
+            self._log(call, raw.status)
+        except TransportError as exc:
+            return exc, call.idempotent or not exc.sent
+        except ProtocolError as exc:
+            # `from None` only hides the context: a JSON decoder's error would still hang
+            # on it, with the whole answer (which may echo a credential). Drop it.
+            exc.__context__ = None
+            return exc, call.idempotent and not isinstance(exc, RefusedAnswerError)
+        except DeadlineExceededError:
+            self._counts.errors += 1
+            raise
+        if raw.status < 400:  # noqa: PLR2004
+            return self.decode(method, raw)
+        error = self._status_error(method, call.url_text, raw)
+        retriable = call.policy.retries_status(raw.status, idempotent=call.idempotent)
+        if raw.status == 401 and self._auth.refreshable and not call.refreshed:  # noqa: PLR2004
+            # Perhaps a rotated credential: ask for it once more, and try once more. The
+            # server refused the request, so even a bulk body is safe to send again.
+            call.refreshed = True
+            await self._credential(generation)
+            call.attempts += 1
+            return error, True
+        return error, retriable
+
+    async def _before_retry(self, call: _Call, error: AsyncBulkError, retriable: bool) -> None:
+        """Raise ``error`` if it is the last, else wait before the next try, within the deadline."""
+        policy = call.policy
+        # The server's Retry-After delays this request's own retry, and no other.
+        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+        delay = policy.delay(call.attempt, retry_after)
+        out_of_time = time.monotonic() - call.started + delay > policy.budget
+        if not retriable or call.attempt >= call.attempts or out_of_time:
+            self._counts.errors += 1
+            raise error
+        self._counts.retries += 1
+        fields = self._fields(call, error.status if isinstance(error, APIError) else None)
+        fields["delay"] = round(delay, 3)
+        fields["error"] = type(error).__name__
+        logger.warning(
+            "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
+            self._name,
+            call.method,
+            call.url.raw_path,
+            delay,
+            call.attempt + 1,
+            call.attempts,
+            error,
+            extra=fields,
+        )
         if policy.wait:
-            # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
-            wait = error.retry_after if error.retry_after is not None else 1.0
-            self._pause.extend(min(wait, policy.budget))
-        return error.retry_after
+            try:
+                await self._flow.sleep(
+                    delay, call.plan.deadline, method=call.method, url=call.url_text
+                )
+            except DeadlineExceededError as exc:
+                self._counts.errors += 1
+                raise exc from error
 
-    async def _try(  # noqa: PLR0917 -- private, called from one place
-        self,
-        client: aiohttp.ClientSession,
-        method: str,
-        url: URL,
-        url_text: str,
-        data: bytes | None,
-        headers: Mapping[str, str],
-    ) -> _RawResponse:
-        """One try, within the limit on requests in flight."""
+    def _headers_now(self) -> tuple[int, dict[str, str], dict[str, str]]:
+        """The headers of the credential's current value; a new value becomes a secret."""
+        auth = self._auth
+        sets = self._header_sets
+        if sets is None or sets[0] != auth.generation:
+            name, value = auth.header()
+            plain = {name: value, "User-Agent": USER_AGENT, "Accept": "application/json"}
+            sets = (auth.generation, plain, {**plain, "Content-Type": "application/json"})
+            fresh = tuple(secret for secret in auth.secrets() if secret)
+            register_secrets(fresh)
+            self._secrets.extend(fresh)
+            self._header_sets = sets
+        return sets
+
+    async def _credential(self, stale: int | None) -> tuple[int, dict[str, str], dict[str, str]]:
+        """The headers to send; with ``stale``, after asking for a newer credential than that.
+
+        Concurrent requests that met the same 401 ask the credential's function once between
+        them: whoever comes second finds the generation moved on and uses the new value.
+        """
+        auth = self._auth
+        if auth.refreshable and (self._header_sets is None or stale is not None):
+            if self._auth_lock is None:
+                self._auth_lock = anyio.Lock()
+            async with self._auth_lock:
+                if stale is None:
+                    await auth.ensure()
+                elif auth.generation == stale:
+                    await auth.refresh()
+        return self._headers_now()
+
+    async def _send(self, call: _Call, headers: Mapping[str, str]) -> _RawResponse:
+        """One try, following same-origin redirects of a request without a body."""
+        method, url, path = call.method, call.url_text, call.url.raw_path
+        for _ in range(MAX_REDIRECTS + 1):
+            answer = await self._try(call, url, path, headers)
+            if answer.status not in _REDIRECTS:
+                return self._read(method, url, answer)
+            target = self._redirect_target(method, url, call.data, answer)
+            url, path = str(target), target.raw_path
+        raise RefusedAnswerError(f"more than {MAX_REDIRECTS} redirects", method=method, url=url)
+
+    def _redirect_target(
+        self, method: str, url: str, data: bytes | None, answer: TransportResponse
+    ) -> URL:
+        """Where a redirect leads, if it may be followed: same origin, no body to send again.
+
+        Raises:
+            ProtocolError: no Location, another origin, or a request with a body.
+        """
+        location = answer.headers.get("Location")
+
+        def refused(message: str) -> RefusedAnswerError:
+            return RefusedAnswerError(message, method=method, url=url, status=answer.status)
+
+        if not location:
+            raise refused("a redirect without a Location")
+        try:
+            target = URL(url, encoded=True).join(URL(location, encoded=True))
+        except ValueError:
+            raise refused(f"a redirect to a bad Location {location!r}") from None
+        if (target.scheme, target.host, target.port) != self._origin:
+            raise refused(f"refusing to follow a redirect to another origin: Location {location!r}")
+        if data is not None or method not in {"GET", "HEAD"}:
+            # Sending a bulk body again, even to the same host, could apply it twice.
+            raise refused(f"refusing to follow a redirect of a {method}: Location {location!r}")
+        return target
+
+    async def _try(
+        self, call: _Call, url: str, path: str, headers: Mapping[str, str]
+    ) -> TransportResponse:
+        """One request on the wire: in its turn at the host's rate, within the in-flight limit."""
+        method, plan = call.method, call.plan
+        if plan.wait:
+            await self._flow.turn(plan.priority, plan.deadline, method=method, url=url)
+        else:
+            self._flow.note_send()
+        timeout = self.timeouts.total
+        if plan.deadline is not None:
+            left = plan.deadline - anyio.current_time()
+            if left <= 0:
+                raise DeadlineExceededError(
+                    "the deadline passed before the request was sent", method=method, url=url
+                )
+            timeout = min(timeout, left)
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 -- created by request() before the first try
         # A fresh borrower per try: one task may have several requests in flight (the tracker's
@@ -573,36 +895,66 @@ class Session:
         except anyio.WouldBlock:
             await limiter.acquire_on_behalf_of(borrower)
         try:
-            if self._closed:
-                # Closed while this request waited (a retry, the limiter): aiohttp would raise
-                # a bare RuntimeError from its closed session.
-                raise ClientClosedError(f"{self._name} is closed")
-            self.stats.requests += 1
-            async with client.request(method, url, data=data, headers=headers) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransportError(
-                f"could not connect: {exc}",
+            # Closed while this request waited (a retry, the limiter): nothing may be sent.
+            self._check_open()
+            self._counts.requests += 1
+            request = TransportRequest(
                 method=method,
-                url=url_text,
-                sent=False,
-            ) from None
-        except TimeoutError:
-            raise TransportError(
-                "timed out waiting for the answer", method=method, url=url_text, sent=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"connection failed: {type(exc).__name__}: {exc}",
-                method=method,
-                url=url_text,
-                sent=True,
-            ) from None
+                url=url,
+                headers=headers,
+                body=call.data,
+                timeout=timeout,
+                max_response_bytes=self.max_response_bytes,
+            )
+            answer = await self._observed(call, request, path)
         finally:
             limiter.release_on_behalf_of(borrower)
-        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        status = answer.status
+        counts = self._counts
+        counts.by_status[status] = counts.by_status.get(status, 0) + 1
+        retry_after = None
+        if status == 429:  # noqa: PLR2004
+            counts.rate_limited += 1
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+            # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
+            if retry_after is not None:
+                retry_after = min(retry_after, self.retry.budget)
+        self._flow.answered(status, retry_after)
+        return answer
+
+    async def _observed(
+        self, call: _Call, request: TransportRequest, path: str
+    ) -> TransportResponse:
+        """Send through the transport, between the observer's two hooks: the point to trace."""
+        info = TryInfo(
+            vendor=self._vendor,
+            method=request.method,
+            url=request.url,
+            path=path,
+            attempt=call.attempt,
+            priority=call.plan.priority,
+            job_id=call.job_id,
+        )
+        observer = self._observer
+        context = observer.try_started(info)
+        began = time.monotonic()
+        status: int | None = None
+        failure: AsyncBulkError | None = None
+        try:
+            answer = await self._transport.send(request)
+            status = answer.status
+        except AsyncBulkError as exc:
+            failure = exc
+            raise
+        finally:
+            result = TryResult(status=status, error=failure, seconds=time.monotonic() - began)
+            observer.try_ended(info, context, result)
+        return answer
+
+    def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
+        """Decode an answer's JSON body."""
+        status = answer.status
+        raw = answer.body
         body: Any = None
         if raw.strip():
             try:
@@ -612,11 +964,13 @@ class Session:
                     raise ProtocolError(
                         f"answer is not JSON: {self._excerpt(raw)!r}",
                         method=method,
-                        url=url_text,
+                        url=url,
                         status=status,
                     ) from None
                 body = raw.decode("utf-8", "replace")
-        return _RawResponse(status=status, body=body, retry_after=retry_after, url=url_text)
+        return _RawResponse(
+            status=status, body=body, retry_after=answer.headers.get("Retry-After"), url=url
+        )
 
     def decode(self, method: str, raw: _RawResponse) -> Response:
         """Unwrap a successful answer's envelope."""
@@ -652,17 +1006,74 @@ class Session:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return text[:_BODY_EXCERPT]
 
-    def _log(self, method: str, url: URL, status: int, attempt: int, started: float) -> None:
+    def _fields(self, call: _Call, status: int | None) -> dict[str, Any]:
+        """The facts of a log record, as ``extra=`` fields a structured handler can read."""
+        return {
+            "vendor": self._vendor,
+            "method": call.method,
+            "path": call.url.raw_path,
+            "status": status,
+            "attempt": call.attempt,
+            "ms": round((time.monotonic() - call.started) * 1000, 1),
+            "job_id": call.job_id,
+        }
+
+    def _log(self, call: _Call, status: int) -> None:
         if logger.isEnabledFor(logging.DEBUG):
+            fields = self._fields(call, status)
             logger.debug(
                 "%s %s %s -> %d (attempt %d, %.1f ms)",
                 self._name,
-                method,
-                url.raw_path_qs,
+                call.method,
+                call.url.raw_path_qs,
                 status,
-                attempt,
-                (time.monotonic() - started) * 1000,
+                call.attempt,
+                fields["ms"],
+                extra=fields,
             )
+
+
+@attrs.define(kw_only=True)
+class _Call:
+    """One call of `Session.request`, across its tries."""
+
+    method: str
+    url: URL
+    url_text: str
+    data: bytes | None
+    plan: _Plan
+    policy: RetryPolicy
+    idempotent: bool
+    started: float
+    attempts: int
+    job_id: str | None = None
+    attempt: int = 0
+    refreshed: bool = False
+
+
+@attrs.frozen
+class _Plan:
+    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps."""
+
+    priority: Priority
+    deadline: float | None
+    wait: bool
+
+
+def _call_deadline(priority: object, deadline: object, timeout: object) -> float | None:
+    """The call's absolute deadline, from ``deadline`` and ``timeout``; checks all three."""
+    if not isinstance(priority, Priority):
+        raise ValidationError("priority", f"must be a Priority, not {priority!r}")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | float) or math.isnan(deadline)
+    ):
+        raise ValidationError("deadline", f"must be a time in seconds or None, not {deadline!r}")
+    if timeout is None:
+        return deadline
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValidationError("timeout", f"must be a number of seconds > 0, not {timeout!r}")
+    ends = anyio.current_time() + timeout
+    return ends if deadline is None else min(deadline, ends)
 
 
 def _encode_json(body: Any) -> bytes:

@@ -259,8 +259,8 @@ async def test_retry_after_is_honoured(server: Server) -> None:
     assert session.stats.rate_limited == 1
 
 
-async def test_one_429_pauses_every_request_to_the_host(server: Server) -> None:
-    """When one request meets a 429, no other request reaches the host until Retry-After ends."""
+async def test_one_429_delays_only_its_own_retry(server: Server) -> None:
+    """A lone 429 delays the retry of the request that met it; the others go on meanwhile."""
     limited = anyio.Event()
 
     async def first_limited(request: web.Request) -> web.StreamResponse:
@@ -283,9 +283,39 @@ async def test_one_429_pauses_every_request_to_the_host(server: Server) -> None:
             tg.start_soon(later, n)
     await session.aclose()
     t429 = server.seen[0].at
-    after = [s.at - t429 for s in server.seen[1:]]
-    assert len(after) == 6
-    assert min(after) >= 0.45
+    others = [s.at - t429 for s in server.seen if s.raw_path.startswith("/later/")]
+    (retry,) = [s.at - t429 for s in server.seen[1:] if s.raw_path == "/first"]
+    assert len(others) == 5
+    assert max(others) < retry
+    assert retry >= 0.45
+    assert session.stats.host_pauses == 0
+
+
+async def test_429s_that_are_most_answers_pause_the_host(server: Server) -> None:
+    """When the host refuses most requests at once, nothing is sent until its Retry-After ends."""
+    refused = 0
+
+    async def spent(request: web.Request) -> web.StreamResponse:
+        nonlocal refused
+        if refused < 4:
+            refused += 1
+            return await status(429, headers={"Retry-After": "0.5"})(request)
+        return await chakra_ok({})(request)
+
+    server.handler = spent
+    session = chakra_session(server)
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(session.request, "GET", f"/{n}")
+    await session.aclose()
+    refusals = [s.at for s in server.seen[:4]]
+    retries = [s.at for s in server.seen[4:]]
+    assert len(retries) == 4
+    assert min(retries) - max(refusals) >= 0.4
+    # One pause, for the Retry-After: not 0.5 s for each of the four 429s.
+    assert max(retries) - max(refusals) < 1.9
+    assert session.stats.host_pauses == 1
+    assert session.stats.rate_limited == 4
 
 
 async def test_rate_limit_error_carries_retry_after(server: Server) -> None:
@@ -691,3 +721,123 @@ def test_unrepeatable_requests_retry_only_what_proves_nothing_happened() -> None
     narrowed = RetryPolicy(retry_statuses={429, 502}).for_unrepeatable()
     assert narrowed.retry_statuses == {429}
     assert not narrowed.retries_status(502, idempotent=False)
+
+
+# -- redirects and answer size ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def other() -> AsyncIterator[Server]:
+    """A second server, on another port: another origin."""
+    srv = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", srv.dispatch)
+    async with serve(app) as srv.url:
+        yield srv
+
+
+def redirect(code: int, location: str) -> Handler:
+    async def answer(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=code, headers={"Location": location})
+
+    return answer
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308], ids=str)
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+async def test_redirects_to_another_origin_are_never_followed(
+    server: Server, other: Server, code: int, method: str
+) -> None:
+    """A redirect to another port is a ProtocolError naming the Location; nothing reaches it."""
+    location = f"{other.url}/v1/ext/background-job/x"
+    server.handler = redirect(code, location)
+    other.handler = chakra_ok({"id": "forged"})
+    session = chakra_session(server)
+    options = {"json_body": {"processes": [{"id": "p"}]}} if method == "PATCH" else {}
+    with pytest.raises(ProtocolError, match="another origin") as info:
+        await session.request(method, "/v1/ext/procedure/p/process", **options)
+    await session.aclose()
+    assert location in str(info.value)
+    assert other.seen == []
+    assert len(server.seen) == 1
+
+
+async def test_same_origin_get_redirects_are_followed(server: Server) -> None:
+    """A GET redirected on its own origin is followed, relative Location included."""
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        if request.path == "/old":
+            return web.Response(status=301, headers={"Location": "/new?x=1"})
+        return await chakra_ok({"path": request.path_qs})(request)
+
+    server.handler = moved
+    session = chakra_session(server)
+    response = await session.request("GET", "/old")
+    await session.aclose()
+    assert response.data == {"path": "/new?x=1"}
+    assert [s.raw_path for s in server.seen] == ["/old", "/new?x=1"]
+    assert server.seen[1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_requests_with_a_body_follow_no_redirect(server: Server) -> None:
+    """A PATCH redirected to its own origin is refused: its body is sent exactly once."""
+    server.handler = redirect(307, "/v1/ext/procedure/p/process2")
+    session = chakra_session(server)
+    with pytest.raises(ProtocolError, match="redirect of a PATCH"):
+        await session.request("PATCH", "/v1/ext/procedure/p/process", json_body={"a": 1})
+    await session.aclose()
+    assert len(server.seen) == 1
+
+
+async def test_redirect_loops_end(server: Server) -> None:
+    """A GET redirected to itself forever is a ProtocolError after a bounded number of hops."""
+    server.handler = redirect(302, "/loop")
+    session = chakra_session(server)
+    with pytest.raises(ProtocolError, match="redirects"):
+        await session.request("GET", "/loop")
+    await session.aclose()
+    assert len(server.seen) == 6
+
+
+async def test_an_answer_larger_than_the_limit_is_refused(server: Server) -> None:
+    """An answer whose Content-Length exceeds max_response_bytes is a ProtocolError, not retried."""
+    server.handler = status(200, {"_data": "x" * 5000})
+    session = chakra_session(server, max_response_bytes=1000)
+    with pytest.raises(ProtocolError, match="max_response_bytes"):
+        await session.request("GET", "/big")
+    await session.aclose()
+    assert len(server.seen) == 1
+
+
+async def test_a_streamed_answer_is_not_read_past_the_limit(server: Server) -> None:
+    """A chunked answer with no length is cut at the limit: the server cannot send it all."""
+    written = 0
+    chunk = b" " * 65536
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal written
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for _ in range(1600):  # 100 MiB, if the client read it all
+                await response.write(chunk)
+                written += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    server.handler = endless
+    session = chakra_session(server, max_response_bytes=256 * 1024)
+    with pytest.raises(ProtocolError, match="max_response_bytes"):
+        await session.request("GET", "/stream")
+    await session.aclose()
+    await anyio.sleep(0.2)
+    assert written < 50 * 1024 * 1024
+
+
+def test_max_response_bytes_is_checked() -> None:
+    """A size limit that is not a positive integer is a ValidationError naming it."""
+    for value in (0, -1, 1.5, True):
+        with pytest.raises(ValidationError, match="max_response_bytes"):
+            asyncbulk.ChakraClient("a-token", max_response_bytes=value)  # type: ignore[arg-type]

@@ -148,8 +148,10 @@ class JobTracker(Generic[T]):
         self._on_progress = on_progress
         self._on_taken = on_taken
         self._counts = Counters()
-        source_stats = getattr(source, "stats", None)
-        self._source_stats = source_stats if isinstance(source_stats, RequestStats) else None
+        # The source's request counts are snapshots: read them afresh each time they are needed.
+        self._stats_source = (
+            source if isinstance(getattr(source, "stats", None), RequestStats) else None
+        )
         entry_counts = getattr(source, "entry_counts", None)
         self._entry_counts: Callable[[T], Mapping[str, int] | None] | None = entry_counts
         self._job_entries: dict[str, Mapping[str, int]] = {}
@@ -405,9 +407,9 @@ class JobTracker(Generic[T]):
             self._started = True
             if self._timeout is not None:
                 self._sched.deadline = self._clock() + self._timeout
-            if self._source_stats is not None:
-                self._base_requests = self._source_stats.requests
-                self._base_rate_limited = self._source_stats.rate_limited
+            if (stats := self._source_stats()) is not None:
+                self._base_requests = stats.requests
+                self._base_rate_limited = stats.rate_limited
 
     def _until_deadline(self, at_most: float = math.inf) -> anyio.CancelScope:
         """A scope that ends its wait at the deadline (on the tracker's clock), or sooner."""
@@ -753,11 +755,18 @@ class JobTracker(Generic[T]):
             self._fatal = error
         self._wake.set()
 
+    def _source_stats(self) -> RequestStats | None:
+        source = self._stats_source
+        if source is None:
+            return None
+        stats = getattr(source, "stats", None)
+        return stats if isinstance(stats, RequestStats) else None
+
     def _count_requests(self) -> None:
         counts = self._counts
-        if self._source_stats is not None:
-            counts.requests = self._source_stats.requests - self._base_requests
-            counts.rate_limited = self._source_stats.rate_limited - self._base_rate_limited
+        if (stats := self._source_stats()) is not None:
+            counts.requests = stats.requests - self._base_requests
+            counts.rate_limited = stats.rate_limited - self._base_rate_limited
         else:
             counts.requests = counts.polls + counts.sweeps
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import anyio
 
+from asyncbulk._flow import Priority
+
 __all__ = ["request_keywords", "session_deadline"]
 
 
@@ -27,11 +29,9 @@ def request_keywords(
         deadline: the tracker's deadline, absolute in `time.monotonic` seconds; None for none.
 
     Returns:
-        Nothing yet: this session takes neither keyword. With flow control it becomes
-        ``{"priority": Priority[purpose.upper()], "deadline": session_deadline(deadline)}``.
+        ``priority`` and ``deadline`` for ``Session.request``.
     """
-    del purpose, deadline
-    return {}
+    return {"priority": Priority[purpose.upper()], "deadline": session_deadline(deadline)}
 
 
 def session_deadline(deadline: float | None) -> float | None:

@@ -23,7 +23,8 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
-from asyncbulk._handles import Origin, fingerprint, read_handle
+from asyncbulk._flow import Priority
+from asyncbulk._handles import Origin, account_of, check_account, read_handle
 from asyncbulk._journal import open_journal
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._retry import NOT_ACTED_ON
@@ -31,6 +32,7 @@ from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
 from asyncbulk._tracking import TrackingOptions
 from asyncbulk._tracking._options import resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
+from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.chakra._models import (
     ENTRY_STATUSES,
     BackgroundJob,
@@ -46,13 +48,15 @@ from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
 
 if TYPE_CHECKING:
     import os
+    import ssl as _ssl
     from collections.abc import AsyncGenerator, Callable, Hashable
 
     import aiohttp
 
+    from asyncbulk._flow import RateLimit
     from asyncbulk._journal import Journal, Pending
     from asyncbulk._retry import RetryPolicy
-    from asyncbulk._session import Response, Timeouts
+    from asyncbulk._session import Credential, Response, Timeouts
     from asyncbulk._tracking import SweepView, TrackerStats, TrackIterator
 
 __all__ = ["ChakraClient", "ChakraJobSource", "JobEntries", "JobEntryPages"]
@@ -134,7 +138,9 @@ class ChakraClient(ClientBase):
             summary = await submission.summary()
 
     Args:
-        token: the access token shown in a Chakra API key's details.
+        token: the access token shown in a Chakra API key's details, or a function (plain or
+            async) that returns the current one: it is asked on first use and again once
+            after a 401, so a rotated token is picked up; a fixed token ends at a 401.
         base_url: the API's base URL.
         retry: the retry policy for reads; bulk submissions use a stricter one derived from it
             (see `bulk_update_processes`).
@@ -142,6 +148,15 @@ class ChakraClient(ClientBase):
         max_in_flight: requests in flight at once, all methods together.
         session: an aiohttp session of your own, used as is and never closed here.
         allow_insecure_http: allow plain http:// to a host that is not loopback.
+        trust_env: let the client's own aiohttp session read proxy settings and ``.netrc``
+            from the environment.
+        ssl: True to verify the server's certificate, False not to, or an `ssl.SSLContext`
+            (a custom CA, a client certificate).
+        proxy: the URL of an HTTP proxy every request goes through.
+        max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
+            `ProtocolError` and its connection is closed unread.
+        rate_limit: a cap on the send rate (`RateLimit`) for a known quota; without it the
+            rate is unlimited until the server answers 429, and then learned.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         tracking: how jobs are followed (`TrackingOptions`); by default polls start 0.25 s
             apart and back off to 5 s, with half of ``max_in_flight`` polling at once.
@@ -149,6 +164,8 @@ class ChakraClient(ClientBase):
         journal: where submissions and tracked jobs are recorded to resume after a restart: a
             file path (a `SQLiteJournal` the client opens and closes) or a `Journal` of your own
             (used as is, never closed here); None keeps them in memory.
+        account: a stable name for the account, for handles and journals; needed only when
+            the credential is a function (by default the credential's fingerprint names it).
 
     Attributes:
         converter: the cattrs converter of the Chakra models (wire names live in its hooks).
@@ -161,7 +178,7 @@ class ChakraClient(ClientBase):
 
     def __init__(
         self,
-        token: str,
+        token: Credential,
         *,
         base_url: str = DEFAULT_BASE_URL,
         retry: RetryPolicy | None = None,
@@ -169,10 +186,16 @@ class ChakraClient(ClientBase):
         max_in_flight: int = 16,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
+        trust_env: bool = False,
+        ssl: bool | _ssl.SSLContext = True,
+        proxy: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: RateLimit | None = None,
         max_batches_in_flight: int = 4,
         tracking: TrackingOptions | None = None,
         poll_interval: tuple[float, float] | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
+        account: str | None = None,
     ) -> None:
         """Check the settings; no connection is made before the first request."""
         self._session = Session(
@@ -185,6 +208,12 @@ class ChakraClient(ClientBase):
             session=session,
             allow_insecure_http=allow_insecure_http,
             name="ChakraClient",
+            vendor="chakra",
+            trust_env=trust_env,
+            ssl=ssl,
+            proxy=proxy,
+            max_response_bytes=max_response_bytes,
+            rate_limit=rate_limit,
         )
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         self._tracking = _tracking_options(tracking, poll_interval, self._session.max_in_flight)
@@ -196,8 +225,10 @@ class ChakraClient(ClientBase):
         self._origin = Origin(
             vendor="chakra",
             base_url=str(self._session.base_url),
-            account=fingerprint("chakra", token),
+            account=account_of("chakra", token, account),
         )
+        if journal is not None:
+            check_account(self._origin)
         self._journal, self._owns_journal = open_journal(journal)
 
     async def aclose(self) -> None:
@@ -262,15 +293,31 @@ class ChakraClient(ClientBase):
 
     # -- background jobs -----------------------------------------------------------------
 
-    async def get_background_job(self, job_id: str) -> BackgroundJob:
+    async def get_background_job(
+        self,
+        job_id: str,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the per-call limit of every client call
+    ) -> BackgroundJob:
         """Fetch one background job, with its entry counts per status.
+
+        Args:
+            job_id: the background job's id.
+            deadline: when the call must be over, in `anyio.current_time` seconds.
+            timeout: seconds the call may take, retries included (each try is still bounded
+                by the client's ``timeouts``).
 
         Raises:
             ValidationError: `job_id` is empty.
             NotFoundError: there is no such job.
             ProtocolError: the answer lacks the job's id or has a field of the wrong type.
+            DeadlineExceededError: the deadline or timeout came first.
         """
-        response = await self._session.request("GET", self._session.path(_JOB_PATH, job_id=job_id))
+        path = self._session.path(_JOB_PATH, job_id=job_id)
+        response = await self._session.request(
+            "GET", path, priority=Priority.DETECT, job_id=job_id, deadline=deadline, timeout=timeout
+        )
         return attrs.evolve(_job_from(response), origin=self._origin)
 
     async def wait_for_job(
@@ -783,7 +830,9 @@ class _EntriesFetcher:
 
     async def _read(self, skip: int, limit: int) -> tuple[list[JobEntry], int | None, str]:
         params = {**self.params, "skip": skip, "limit": limit}
-        response = await self.session.request("GET", self.path, params=params)
+        response = await self.session.request(
+            "GET", self.path, params=params, priority=Priority.DETECT
+        )
         data = response.data
         if not isinstance(data, list):
             raise ProtocolError(

@@ -42,6 +42,7 @@ from ._chakra import (
 )
 from ._clock import Clock, ManualClock, MonotonicClock
 from ._faults import Fault, FaultKind, FaultPlan, FaultSet
+from ._limits import RetryAfterForm, TokenBucket
 from ._records import (
     ChakraSubmission,
     FinishTime,
@@ -75,8 +76,10 @@ __all__ = [
     "MonotonicClock",
     "Records",
     "RequestRecord",
+    "RetryAfterForm",
     "Simulator",
     "TaskDelay",
+    "TokenBucket",
     "ZefortContract",
     "ZefortState",
     "ZefortSubmission",

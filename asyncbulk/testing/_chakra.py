@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
 
     from ._faults import FaultSet
+    from ._limits import TokenBucket
 
 #: Completion statuses of a background job entry, as the entries API accepts them.
 ENTRY_STATUSES = ("INVALID", "NOT_STARTED", "IN_PROGRESS", "SUCCESS", "ERROR", "CANCELLED")
@@ -547,6 +548,8 @@ class ChakraState:
         self.clock: Clock = clock or MonotonicClock()
         self.records = records if records is not None else Records(self.clock)
         self.token = token
+        #: Simulated time before which every request is refused 401 (see `rotate_credentials`).
+        self.unauthorized_until = 0.0
         self.entries_per_second = entries_per_second
         self.error_rate = error_rate
         self._random = random.Random(f"chakra/{seed}")
@@ -1211,13 +1214,14 @@ class _ChakraHandlers:
 
 
 def _auth(state: ChakraState) -> Middleware:
-    expected = f"Bearer {state.token}"
-
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if state.clock.now() < state.unauthorized_until:
+            # A token being rotated: for a moment no token works, the new one included.
+            raise web.HTTPUnauthorized(text="invalid access token")
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or f"Bearer {token.strip()}" != expected:
+        if scheme.lower() != "bearer" or token.strip() != state.token:
             message = "missing bearer token" if not given else "invalid access token"
             raise web.HTTPUnauthorized(text=message)
         return await handler(request)
@@ -1225,7 +1229,13 @@ def _auth(state: ChakraState) -> Middleware:
     return middleware
 
 
-def make_chakra_app(state: ChakraState, *, faults: FaultSet | None = None) -> web.Application:
+def make_chakra_app(
+    state: ChakraState,
+    *,
+    faults: FaultSet | None = None,
+    rate_limit: TokenBucket | None = None,
+    elsewhere: Callable[[], str] | None = None,
+) -> web.Application:
     """Build the simulated Chakra API as an aiohttp application.
 
     Routes (all behind `Authorization: Bearer <state.token>`):
@@ -1236,11 +1246,13 @@ def make_chakra_app(state: ChakraState, *, faults: FaultSet | None = None) -> we
     Args:
         state: The data it serves; requests and submissions go to `state.records`.
         faults: Fault rules to inject, if any.
+        rate_limit: A token bucket per credential, if any.
+        elsewhere: The base URL of another origin, where "redirect" faults point by default.
     """
     handlers = _ChakraHandlers(state)
     app = web.Application(
         middlewares=[
-            observe("chakra", state.records, faults, chakra_error),
+            observe("chakra", state.records, faults, chakra_error, rate_limit, elsewhere),
             error_middleware(chakra_error),
             _auth(state),
         ],

@@ -18,12 +18,25 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-FaultKind = Literal["latency", "status", "drop_before", "drop_after", "malformed", "slow_body"]
+from ._limits import RetryAfterForm, check_form
+
+FaultKind = Literal[
+    "latency",
+    "status",
+    "drop_before",
+    "drop_after",
+    "malformed",
+    "slow_body",
+    "redirect",
+    "oversized",
+]
 _KINDS = frozenset(get_args(FaultKind))
 _VENDORS = frozenset({"chakra", "zefort"})
 
 #: The total time a "slow_body" fault spreads the response body over, unless `delay` says.
 SLOW_BODY_SECONDS = 1.0
+#: The size of an "oversized" answer, unless `size` says: more than any client should read.
+OVERSIZED_BYTES = 100 * 1024 * 1024
 
 
 def _check_kind(_: object, __: attrs.Attribute[str], kind: str) -> None:
@@ -69,6 +82,12 @@ class Fault:
         - "malformed": handle the request, then answer 200 with a body that is not valid JSON.
         - "slow_body": handle the request, then send the response body in pieces spread over
           `delay` seconds (1 s by default).
+        - "redirect": answer `status` (307 by default) with ``Location: <location>`` without
+          handling the request; with no `location`, to the same path and query on the other
+          vendor's server (another origin, whose records show whether anything reached it).
+        - "oversized": answer 200 with a JSON body of `size` bytes (100 MiB by default), streamed
+          without a Content-Length, without handling the request. `Records.oversized_bytes`
+          counts what actually went out, so a test can tell a client stopped reading.
 
     Rules are compared by identity: two equal-looking rules are two rules.
 
@@ -78,8 +97,13 @@ class Fault:
         route: Only requests whose route template is this, e.g. "/api/tasks/{id}/".
         method: Only requests with this HTTP method.
         vendor: Only requests to this vendor's server: "chakra" or "zefort".
-        status: The status a "status" fault answers.
+        status: The status a "status" (4xx, 5xx) or "redirect" (3xx) fault answers.
         retry_after: Seconds sent in `Retry-After` by a "status" fault.
+        retry_after_form: How a "status" fault writes `Retry-After`: "seconds" (the default),
+            "http-date", "absent", "garbage" or "huge" (a day); any form but "seconds" makes
+            `status` default to 429.
+        location: Where a "redirect" fault points.
+        size: The body size of an "oversized" fault, in bytes.
         delay: Seconds for "latency" (required) and "slow_body".
         times: Fire at most this many times (then the rule stays but never fires again).
 
@@ -100,6 +124,11 @@ class Fault:
         default=None, kw_only=True, converter=_delay
     )
     times: int | None = attrs.field(default=None, kw_only=True)
+    retry_after_form: RetryAfterForm = attrs.field(
+        default="seconds", kw_only=True, validator=check_form
+    )
+    location: str | None = attrs.field(default=None, kw_only=True)
+    size: int | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         """Check the arguments that depend on each other."""
@@ -107,8 +136,13 @@ class Fault:
             raise ValueError(f"vendor must be 'chakra' or 'zefort', got {self.vendor!r}")
         if self.kind == "latency" and self.delay is None:
             raise ValueError("a latency fault needs a delay")
-        if self.status is not None and not 400 <= self.status <= 599:  # noqa: PLR2004
+        if self.kind == "redirect":
+            if self.status is not None and not 300 <= self.status <= 399:  # noqa: PLR2004
+                raise ValueError(f"a redirect status must be 3xx, got {self.status!r}")
+        elif self.status is not None and not 400 <= self.status <= 599:  # noqa: PLR2004
             raise ValueError(f"a fault status must be 4xx or 5xx, got {self.status!r}")
+        if self.size is not None and self.size < 0:
+            raise ValueError(f"size cannot be negative, got {self.size!r}")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError(f"retry_after cannot be negative, got {self.retry_after!r}")
         if self.times is not None and self.times < 0:
@@ -116,10 +150,18 @@ class Fault:
 
     @property
     def answer_status(self) -> int:
-        """The status a "status" fault answers: `status`, else 429 with `retry_after`, else 503."""
+        """The status the fault answers: `status`, else 307 (redirect), 429 or 503.
+
+        429 when a "status" fault has a `retry_after`, or a `retry_after_form` other than
+        "seconds".
+        """
         if self.status is not None:
             return self.status
-        return 429 if self.retry_after is not None else 503
+        if self.kind == "redirect":
+            return 307
+        if self.retry_after is not None or self.retry_after_form != "seconds":
+            return 429
+        return 503
 
     def matches(self, vendor: str, method: str, route: str | None) -> bool:
         """Tell whether the rule's filters select this request."""

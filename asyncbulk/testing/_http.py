@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ._faults import OVERSIZED_BYTES
+from ._limits import retry_after_header
 from ._records import RequestRecord, Vendor, wall_now
 
 if TYPE_CHECKING:
@@ -16,11 +18,15 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
 
     from ._faults import Fault, FaultSet
+    from ._limits import TokenBucket
     from ._records import Records
 
     ErrorResponder = Callable[[int, str], web.Response]
 
 _SLOW_BODY_PIECES = 10
+_OVERSIZED_CHUNK = 64 * 1024
+#: Where a "redirect" fault points when the app does not know the other vendor's server.
+ELSEWHERE = "http://elsewhere.invalid"
 # One encoder for every body: json.dumps with options would build a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
@@ -56,37 +62,60 @@ def route_template(request: web.Request) -> str | None:
     return None if resource is None else resource.canonical
 
 
-def observe(
+def observe(  # noqa: PLR0917 - private to the two vendor apps
     vendor: Vendor,
     records: Records,
     faults: FaultSet | None,
     error: ErrorResponder,
+    rate_limit: TokenBucket | None = None,
+    elsewhere: Callable[[], str] | None = None,
 ) -> Middleware:
-    """Make the outermost middleware of a vendor app: inject faults, then record the request.
+    """Make the outermost middleware of a vendor app: limit, inject faults, record the request.
 
     Args:
         vendor: Whose app this is.
         records: Where to record each request.
         faults: The fault rules, or None for none.
         error: Makes an error answer in the vendor's format from a status and a message.
+        rate_limit: The token bucket per credential, or None for no limit.
+        elsewhere: The base URL of another origin, for "redirect" faults with no location.
     """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         at = wall_now()
         route = route_template(request)
-        plan = None if faults is None else faults.plan(vendor, request.method, route)
+        wait = None
+        if rate_limit is not None:
+            wait = rate_limit.admit(vendor, request.headers.get("Authorization", ""))
+        plan = None
+        if wait is None and faults is not None:
+            plan = faults.plan(vendor, request.method, route)
         fault = None if plan is None else plan.fault
         status: int | None = None
+        response: web.StreamResponse
+        fired = None if plan is None or not plan.fired else plan.fired[-1]
         try:
-            if plan is not None and plan.latency > 0:
-                await asyncio.sleep(plan.latency)
-            if fault is None:
-                response = await handler(request)
-                status = response.status
+            if wait is not None:
+                assert rate_limit is not None  # noqa: S101 - a wait comes from the bucket
+                fired = "rate_limit"
+                response = error(429, "Request was throttled.")
+                header = retry_after_header(wait, rate_limit.retry_after_form)
+                if header is not None:
+                    response.headers["Retry-After"] = header
+                status = 429
             else:
-                assert faults is not None  # noqa: S101 - a plan with a fault comes from faults
-                response, status = await _inject(request, handler, fault, faults, error)
+                if plan is not None and plan.latency > 0:
+                    await asyncio.sleep(plan.latency)
+                if fault is None:
+                    response = await handler(request)
+                    status = response.status
+                else:
+                    assert faults is not None  # noqa: S101 - a plan with a fault comes from faults
+                    target = (elsewhere or (lambda: ELSEWHERE))()
+                    response, status = await _inject(
+                        request, handler, fault, faults, error, target, records
+                    )
         finally:
             records.record_request(
                 RequestRecord(
@@ -96,7 +125,7 @@ def observe(
                     query=tuple(request.query.items()),
                     route=route,
                     status=status,
-                    fault=None if plan is None or not plan.fired else plan.fired[-1],
+                    fault=fired,
                     at=at,
                 )
             )
@@ -105,18 +134,29 @@ def observe(
     return middleware
 
 
-async def _inject(
+async def _inject(  # noqa: PLR0911, PLR0917 - one answer per fault kind; one caller
     request: web.Request,
     handler: Handler,
     fault: Fault,
     faults: FaultSet,
     error: ErrorResponder,
+    elsewhere: str,
+    records: Records,
 ) -> tuple[web.StreamResponse, int | None]:
     if fault.kind == "status":
         refusal = error(fault.answer_status, "simulated fault")
-        if fault.retry_after is not None:
-            refusal.headers["Retry-After"] = format(fault.retry_after, "g")
+        if fault.retry_after is not None or fault.retry_after_form != "seconds":
+            header = retry_after_header(fault.retry_after, fault.retry_after_form)
+            if header is not None:
+                refusal.headers["Retry-After"] = header
         return refusal, refusal.status
+    if fault.kind == "redirect":
+        location = fault.location or f"{elsewhere}{request.raw_path}"
+        moved = web.Response(status=fault.answer_status, headers={"Location": location})
+        return moved, moved.status
+    if fault.kind == "oversized":
+        size = OVERSIZED_BYTES if fault.size is None else fault.size
+        return await _oversized(request, size, records), 200
     if fault.kind == "drop_before":
         _drop(request)
         return web.Response(status=500), None
@@ -131,6 +171,28 @@ async def _inject(
         garbage = raw[: len(raw) // 2] + b"<!-- simulated malformed body"
         return web.Response(body=garbage, status=200, content_type="application/json"), 200
     return await _slow(request, response, raw, faults.seconds(fault, 1.0)), response.status
+
+
+async def _oversized(request: web.Request, size: int, records: Records) -> web.StreamResponse:
+    """A JSON array of ``size`` bytes, streamed in chunks, until the client stops reading."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    filler = b"0," * (_OVERSIZED_CHUNK // 2)
+    try:
+        await response.write(b"[")
+        left = max(0, size - 3)
+        while left > 0:
+            piece = filler[: min(left, len(filler))]
+            await response.write(piece)
+            records.oversized_bytes += len(piece)
+            left -= len(piece)
+        await response.write(b"0]")
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        # The client closed the connection: it read no further.
+        pass
+    return response
 
 
 def _drop(request: web.Request) -> None:

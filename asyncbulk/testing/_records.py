@@ -124,7 +124,9 @@ class Records:
         chakra_submissions: Every Chakra bulk request that created a job, in arrival order.
         zefort_submissions: Every Zefort bulk update that created a task, in arrival order.
         acknowledgements: Per Zefort task id, how many `PATCH {"frontend_status": "done"}` it got.
-        faults: Per fault kind, how many times one was injected.
+        faults: Per fault kind, how many times one was injected ("rate_limit" counts the
+            requests a `TokenBucket` refused).
+        oversized_bytes: Bytes of "oversized" answers that went out before clients stopped.
 
     Counting (`count`, `by_route`, `by_status`) never scans `requests`: counters are kept as
     requests arrive, so they work with `keep_requests=False` too.
@@ -144,6 +146,7 @@ class Records:
         self.zefort_submissions: list[ZefortSubmission] = []
         self.acknowledgements: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.oversized_bytes = 0
         self._counts: Counter[_CountKey] = Counter()
         self._job_finish: dict[str, float] = {}
         self._task_finish: dict[str, float] = {}

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import TracebackType
 
+    from ._limits import TokenBucket
+
 
 class Simulator:
     """The Chakra and Zefort APIs, simulated, served over HTTP on loopback.
@@ -29,6 +31,7 @@ class Simulator:
         zefort: The Zefort data (`ZefortState`): contracts, tasks.
         records: What both servers saw (`Records`).
         faults: The fault rules (`FaultSet`); add or remove rules while running.
+        rate_limit: The `TokenBucket` of every credential, or None (its `refused` counts 429s).
         clock: The simulated clock both vendors share.
         chakra_token: The bearer token Chakra accepts.
         zefort_api_key: The API key Zefort accepts as the Basic-auth user name.
@@ -53,6 +56,7 @@ class Simulator:
         zefort_api_key: str = "zefort-sim-key",
         keep_requests: bool = True,
         examples: bool = True,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         """Configure the simulator (nothing is served before `async with` or `start()`).
 
@@ -75,6 +79,8 @@ class Simulator:
             keep_requests: Keep a record of every request (`records.requests`); turn off for
                 long benchmarks (the counters are kept either way).
             examples: Start with the documentation's example data.
+            rate_limit: A `TokenBucket` each credential draws from, per vendor: requests past
+                it are answered 429 (with its `Retry-After`) and not handled.
         """
         self.clock: Clock = clock or MonotonicClock(time_scale=time_scale)
         self.records = Records(self.clock, keep_requests=keep_requests)
@@ -100,6 +106,7 @@ class Simulator:
         )
         self.chakra_token = chakra_token
         self.zefort_api_key = zefort_api_key
+        self.rate_limit = rate_limit
         self._host = host
         self._ports = {"chakra": chakra_port, "zefort": zefort_port}
         self._runners: dict[str, web.AppRunner] = {}
@@ -129,6 +136,35 @@ class Simulator:
             host = f"[{host}]"
         return f"http://{host}:{port}"
 
+    def rotate_credentials(
+        self,
+        *,
+        chakra_token: str | None = None,
+        zefort_api_key: str | None = None,
+        window: float = 0.0,
+    ) -> None:
+        """Replace credentials as an operator rotating a key does, with a window of 401s.
+
+        For `window` simulated seconds from now, both vendors refuse every request with 401,
+        whatever credential it carries; after it, only the new credentials work.
+
+        Args:
+            chakra_token: Chakra's new bearer token (None keeps the current one).
+            zefort_api_key: Zefort's new API key (None keeps the current one).
+            window: Simulated seconds during which every request is refused.
+
+        Raises:
+            ValueError: `window` is negative.
+        """
+        if window < 0:
+            raise ValueError(f"window cannot be negative, got {window!r}")
+        if chakra_token is not None:
+            self.chakra.token = self.chakra_token = chakra_token
+        if zefort_api_key is not None:
+            self.zefort.api_key = self.zefort_api_key = zefort_api_key
+        until = self.clock.now() + window
+        self.chakra.unauthorized_until = self.zefort.unauthorized_until = until
+
     async def start(self) -> None:
         """Start serving both vendors (what entering `async with` does).
 
@@ -139,8 +175,18 @@ class Simulator:
         if self._runners:
             raise RuntimeError("the simulator is already running")
         apps = {
-            "chakra": make_chakra_app(self.chakra, faults=self.faults),
-            "zefort": make_zefort_app(self.zefort, faults=self.faults),
+            "chakra": make_chakra_app(
+                self.chakra,
+                faults=self.faults,
+                rate_limit=self.rate_limit,
+                elsewhere=lambda: self.zefort_url,
+            ),
+            "zefort": make_zefort_app(
+                self.zefort,
+                faults=self.faults,
+                rate_limit=self.rate_limit,
+                elsewhere=lambda: self.chakra_url,
+            ),
         }
         try:
             for vendor, app in apps.items():

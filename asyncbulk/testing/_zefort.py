@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
 
     from ._faults import FaultSet
+    from ._limits import TokenBucket
 
 #: Contract statuses, as Zefort documents them.
 CONTRACT_STATUSES = frozenset(
@@ -316,6 +317,8 @@ class ZefortState:
         self.clock: Clock = clock or MonotonicClock()
         self.records = records if records is not None else Records(self.clock)
         self.api_key = api_key
+        #: Simulated time before which every request is refused 401 (see `rotate_credentials`).
+        self.unauthorized_until = 0.0
         self.task_delay = task_delay
         self.failure_rate = failure_rate
         self.page_size_max = page_size_max
@@ -723,6 +726,9 @@ def _auth(state: ZefortState) -> Middleware:
         if request.match_info.route.resource is None:
             # Django resolves the URL first: an unknown path is a 404 whoever asks.
             return await handler(request)
+        if state.clock.now() < state.unauthorized_until:
+            # A key being rotated: for a moment no key works, the new one included.
+            raise web.HTTPUnauthorized(text="Invalid username/password.", headers=challenge)
         given = request.headers.get("Authorization")
         if given is None:
             raise web.HTTPUnauthorized(
@@ -740,7 +746,13 @@ def _auth(state: ZefortState) -> Middleware:
     return middleware
 
 
-def make_zefort_app(state: ZefortState, *, faults: FaultSet | None = None) -> web.Application:
+def make_zefort_app(
+    state: ZefortState,
+    *,
+    faults: FaultSet | None = None,
+    rate_limit: TokenBucket | None = None,
+    elsewhere: Callable[[], str] | None = None,
+) -> web.Application:
     """Build the simulated Zefort API as an aiohttp application.
 
     Routes (all behind HTTP Basic auth with `state.api_key` as the user and an empty password;
@@ -751,11 +763,13 @@ def make_zefort_app(state: ZefortState, *, faults: FaultSet | None = None) -> we
         state: The data it serves; requests, submissions and acknowledgements go to
             `state.records`.
         faults: Fault rules to inject, if any.
+        rate_limit: A token bucket per credential, if any.
+        elsewhere: The base URL of another origin, where "redirect" faults point by default.
     """
     handlers = _ZefortHandlers(state)
     app = web.Application(
         middlewares=[
-            observe("zefort", state.records, faults, zefort_error),
+            observe("zefort", state.records, faults, zefort_error, rate_limit, elsewhere),
             error_middleware(zefort_error),
             _auth(state),
         ],

@@ -26,7 +26,8 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
-from asyncbulk._handles import Origin, fingerprint, read_handle
+from asyncbulk._flow import Priority
+from asyncbulk._handles import Origin, account_of, check_account, read_handle
 from asyncbulk._journal import open_journal
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
@@ -34,6 +35,7 @@ from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
 from asyncbulk._tracking._options import check_count, resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
 from asyncbulk._tracking._scheduler import UNTRACKED
+from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.zefort._models import (
     TaskPage,
     ZefortTask,
@@ -44,14 +46,16 @@ from asyncbulk.zefort._models import (
 
 if TYPE_CHECKING:
     import os
+    import ssl as _ssl
     from collections.abc import Callable, Iterable
 
     import aiohttp
 
+    from asyncbulk._flow import RateLimit
     from asyncbulk._handles import BatchRecord
     from asyncbulk._journal import Journal, Pending, SubmissionRecord
     from asyncbulk._retry import RetryPolicy
-    from asyncbulk._session import Timeouts
+    from asyncbulk._session import Credential, RequestStats, Timeouts
     from asyncbulk._tracking import SweepView, TrackerStats
 
 __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
@@ -162,7 +166,9 @@ class ZefortClient(ClientBase):
             task = await zefort.wait_for_task(task.id, timeout=300, acknowledge=True)
 
     Args:
-        api_key: the API key, sent as the Basic-auth user name with an empty password.
+        api_key: the API key, sent as the Basic-auth user name with an empty password, or a
+            function (plain or async) that returns the current one: it is asked on first use
+            and again once after a 401, so a rotated key is picked up.
         base_url: ``https://sandbox.zefort.com``, ``https://my.zefort.com`` (EU),
             ``https://us.zefort.com`` (US) or a dedicated host; given with or without the
             ``/api/`` the vendor's "API base URL" ends with.
@@ -175,6 +181,15 @@ class ZefortClient(ClientBase):
         tracking: how tasks are followed (`TrackingOptions`); by default polls start 0.25 s
             apart, back off to 5 s, the pending listing is read at most every 0.5 s, and 8
             polls, listing reads or acknowledgements run at once.
+        trust_env: let the client's own aiohttp session read proxy settings and ``.netrc``
+            from the environment.
+        ssl: True to verify the server's certificate, False not to, or an `ssl.SSLContext`
+            (a custom CA, a client certificate).
+        proxy: the URL of an HTTP proxy every request goes through.
+        max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
+            `ProtocolError` and its connection is closed unread.
+        rate_limit: a cap on the send rate (`RateLimit`) for a known quota; without it the
+            rate is unlimited until the server answers 429, and then learned.
         listing_page_size: the page size asked of the pending listing; the server may answer
             with a smaller one, which is then used.
         poll_min_interval: deprecated: ``tracking=TrackingOptions(min_interval=...)``.
@@ -184,6 +199,8 @@ class ZefortClient(ClientBase):
         journal: where bulk updates and tracked tasks are recorded to resume after a restart:
             a file path (a `SQLiteJournal` the client opens and closes) or a `Journal` of your
             own (used as is, never closed here); None keeps them in memory.
+        account: a stable name for the account, for handles and journals; needed only when
+            the credential is a function (by default the credential's fingerprint names it).
 
     Raises:
         ValidationError: a setting is out of range, or the key is empty.
@@ -191,7 +208,7 @@ class ZefortClient(ClientBase):
 
     def __init__(
         self,
-        api_key: str,
+        api_key: Credential,
         *,
         base_url: str = "https://sandbox.zefort.com",
         retry: RetryPolicy | None = None,
@@ -200,12 +217,18 @@ class ZefortClient(ClientBase):
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
         tracking: TrackingOptions | None = None,
+        trust_env: bool = False,
+        ssl: bool | _ssl.SSLContext = True,
+        proxy: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: RateLimit | None = None,
         listing_page_size: int = 1000,
         poll_min_interval: float | None = None,
         poll_max_interval: float | None = None,
         sweep_interval: float | None = None,
         polls_in_flight: int | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
+        account: str | None = None,
     ) -> None:
         """Check the settings; the connection pool opens on first use."""
         self._session = Session(
@@ -218,6 +241,12 @@ class ZefortClient(ClientBase):
             session=session,
             allow_insecure_http=allow_insecure_http,
             name="ZefortClient",
+            vendor="zefort",
+            trust_env=trust_env,
+            ssl=ssl,
+            proxy=proxy,
+            max_response_bytes=max_response_bytes,
+            rate_limit=rate_limit,
         )
         self._tracking = resolve_tracking(
             tracking,
@@ -238,8 +267,10 @@ class ZefortClient(ClientBase):
         self._origin = Origin(
             vendor="zefort",
             base_url=str(self._session.base_url),
-            account=fingerprint("zefort", api_key),
+            account=account_of("zefort", api_key, account),
         )
+        if journal is not None:
+            check_account(self._origin)
         self._journal, self._owns_journal = open_journal(journal)
 
     async def aclose(self) -> None:
@@ -417,16 +448,37 @@ class ZefortClient(ClientBase):
 
     # -- tasks --------------------------------------------------------------------------------
 
-    async def get_task(self, task_id: str) -> ZefortTask:
+    async def get_task(
+        self,
+        task_id: str,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the per-call limit of every client call
+    ) -> ZefortTask:
         """One task as it stands: ``GET /api/tasks/{task_id}/``.
+
+        Args:
+            task_id: the task's id.
+            deadline: when the call must be over, in `anyio.current_time` seconds.
+            timeout: seconds the call may take, retries included (each try is still bounded
+                by the client's ``timeouts``).
 
         Raises:
             ValidationError: the id is not a non-empty string.
             NotFoundError: no such task.
             ProtocolError: the answer is not a task (the message names the field).
+            DeadlineExceededError: the deadline or timeout came first.
         """
         path = self._session.path(_TASK, task_id=task_id)
-        return self._task(await self._session.request("GET", path), "GET")
+        response = await self._session.request(
+            "GET",
+            path,
+            priority=Priority.DETECT,
+            job_id=task_id,
+            deadline=deadline,
+            timeout=timeout,
+        )
+        return self._task(response, "GET")
 
     async def acknowledge_task(self, task_id: str) -> ZefortTask:
         """Mark a task seen (``PATCH {"frontend_status": "done"}``): it leaves the pending list.
@@ -439,7 +491,12 @@ class ZefortClient(ClientBase):
         """
         path = self._session.path(_TASK, task_id=task_id)
         response = await self._session.request(
-            "PATCH", path, json_body={"frontend_status": "done"}, idempotent=True
+            "PATCH",
+            path,
+            json_body={"frontend_status": "done"},
+            idempotent=True,
+            priority=Priority.HOUSEKEEPING,
+            job_id=task_id,
         )
         return self._task(response, "PATCH")
 
@@ -708,12 +765,16 @@ class ZefortTaskSource:
     def __init__(self, client: ZefortClient) -> None:
         """Serve the tasks of ``client``."""
         self._client = client
-        self.stats = client.stats
         self._pages = 1
 
     def __repr__(self) -> str:
         """The client it reads through."""
         return f"ZefortTaskSource({self._client!r})"
+
+    @property
+    def stats(self) -> RequestStats:
+        """A snapshot of the client's request counts."""
+        return self._client.stats
 
     async def fetch(self, job_id: str, *, deadline: float | None = None) -> ZefortTask:
         """``GET /api/tasks/{id}/``, ending by ``deadline``."""

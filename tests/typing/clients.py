@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from asyncbulk import (
     AsyncBulkError,
     BackgroundJob,
     BulkSubmission,
     ChakraClient,
+    DeadlineExceededError,
     JobEntry,
     JobTimeoutError,
+    Priority,
     ProcessUpdate,
+    RateLimit,
+    RequestStats,
     RetryPolicy,
     SubmissionError,
     SubmissionSummary,
@@ -21,7 +27,10 @@ from asyncbulk import (
     ZefortClient,
     ZefortTask,
 )
-from asyncbulk.testing import Fault, Simulator
+from asyncbulk.testing import Fault, Simulator, TokenBucket
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 async def chakra_flow(token: str) -> SubmissionSummary:
@@ -103,3 +112,42 @@ async def tracking(token: str, api_key: str, task_ids: list[str]) -> tuple[str, 
         except AsyncBulkError as exc:
             print(exc.unfinished)
         return tasks.unacknowledged
+
+
+async def flow_control(read_key: Callable[[], Awaitable[str]]) -> float | None:
+    """A known quota, a rotating key, aiohttp's options, a size limit and the stats snapshot."""
+    async with (
+        ZefortClient(
+            read_key,
+            rate_limit=RateLimit(50, burst=20),
+            trust_env=True,
+            ssl=ssl.create_default_context(),
+            max_response_bytes=8 * 1024 * 1024,
+        ) as zefort,
+        ChakraClient(lambda: "token", proxy="http://proxy.internal:3128") as chakra,
+    ):
+        await zefort.get_task("task_1")
+        await chakra.get_background_job("job")
+        stats: RequestStats = zefort.stats
+        print(stats.rate_limited, stats.limiter_wait, chakra.stats.host_pauses)
+        try:
+            await zefort.get_task("task_2")
+        except DeadlineExceededError as exc:
+            timeout: TimeoutError = exc
+            print(timeout, Priority.DETECT < Priority.HOUSEKEEPING)
+        return stats.send_rate
+
+
+def simulated_limits() -> Simulator:
+    """The simulator's rate limit, Retry-After forms, redirects and oversized answers."""
+    sim = Simulator(
+        rate_limit=TokenBucket(50, burst=20, retry_after_form="http-date"),
+        faults=[
+            Fault("status", rate=0.02, retry_after=1),
+            Fault("status", retry_after_form="huge", times=1),
+            Fault("redirect", vendor="zefort", method="POST"),
+            Fault("oversized", size=1024),
+        ],
+    )
+    sim.rotate_credentials(zefort_api_key="new-key", window=0.3)
+    return sim
