@@ -19,6 +19,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
+from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
 from asyncbulk._tracker import JobSource, JobTracker, TrackerStats, TrackIterator
@@ -28,6 +29,8 @@ from asyncbulk.chakra import (
     PROCESS_STATUSES,
     BackgroundJob,
     BatchError,
+    BatchOutcome,
+    BatchState,
     BulkSubmission,
     ChakraClient,
     ChakraJobSource,
@@ -35,6 +38,7 @@ from asyncbulk.chakra import (
     JobEntries,
     JobEntry,
     JobEntryPages,
+    PositionOutcome,
     ProcessCreate,
     ProcessUpdate,
     SubmissionSummary,
@@ -56,6 +60,8 @@ __all__ = [
     "AuthenticationError",
     "BackgroundJob",
     "BatchError",
+    "BatchOutcome",
+    "BatchState",
     "BulkSubmission",
     "ChakraClient",
     "ChakraJobSource",
@@ -68,7 +74,9 @@ __all__ = [
     "JobTimeoutError",
     "JobTracker",
     "NotFoundError",
+    "Outcome",
     "OutcomeUnknownError",
+    "PositionOutcome",
     "ProcessCreate",
     "ProcessUpdate",
     "ProtocolError",
@@ -90,4 +98,5 @@ __all__ = [
     "__version__",
     "make_chakra_converter",
     "make_zefort_converter",
+    "outcome_of",
 ]

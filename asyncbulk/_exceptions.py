@@ -243,13 +243,24 @@ class SubmissionError(AsyncBulkError):
         submission: the record of what was accepted (its jobs, and the input positions each
             carries); nothing accepted is lost track of.
         errors: the errors met, each naming the input positions it concerns.
+        stopped_by: the error that stopped sending (one every later batch would meet, such
+            as an `AuthenticationError`; an invalid item; the last of a run of failures), or
+            None when every batch was sent.
     """
 
-    def __init__(self, message: str, *, submission: Any, errors: Sequence[BaseException]) -> None:
-        """Keep the partial submission and the errors met."""
+    def __init__(
+        self,
+        message: str,
+        *,
+        submission: Any,
+        errors: Sequence[BaseException],
+        stopped_by: BaseException | None = None,
+    ) -> None:
+        """Keep the partial submission, the errors met, and what stopped it."""
         super().__init__(message)
         self.submission = submission
         self.errors = tuple(errors)
+        self.stopped_by = stopped_by
 
 
 class JobTimeoutError(AsyncBulkError, TimeoutError):

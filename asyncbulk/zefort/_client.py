@@ -16,14 +16,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from asyncbulk._exceptions import (
+    APIError,
     AsyncBulkError,
     NotFoundError,
     OutcomeUnknownError,
     ProtocolError,
-    ServerError,
     TransportError,
     ValidationError,
 )
+from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracker import TrackIterator, _check_count, _check_seconds, track, wait_for
@@ -52,7 +53,6 @@ _BULK_UPDATE: Final = "/api/contracts/bulk_update/"
 _TASKS: Final = "/api/tasks/"
 _TASK: Final = "/api/tasks/{task_id}/"
 #: Statuses after which a POST may or may not have been carried out.
-_AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
 _LISTING_PREFETCH: Final = 4
 
 
@@ -115,13 +115,7 @@ def _bulk_body(
 
 def _is_ambiguous(error: AsyncBulkError) -> bool:
     """Whether a failed POST may have been carried out all the same."""
-    if isinstance(error, TransportError):
-        return error.sent
-    if isinstance(error, ServerError):
-        return error.status in _AMBIGUOUS_STATUSES
-    # The Session raises ProtocolError only for a 2xx it cannot read, and so do we: the server
-    # took the request.
-    return isinstance(error, ProtocolError)
+    return outcome_of(error) is Outcome.UNKNOWN
 
 
 class ZefortClient(ClientBase):
@@ -246,7 +240,7 @@ class ZefortClient(ClientBase):
                 "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
             )
             return self._task(response, "POST")
-        except (TransportError, ProtocolError, ServerError) as exc:
+        except (TransportError, ProtocolError, APIError) as exc:
             if not _is_ambiguous(exc):
                 raise
             url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
