@@ -18,7 +18,9 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-FaultKind = Literal["latency", "status", "drop_before", "drop_after", "malformed", "slow_body"]
+FaultKind = Literal[
+    "latency", "status", "proxy", "drop_before", "drop_after", "malformed", "empty", "slow_body"
+]
 _KINDS = frozenset(get_args(FaultKind))
 _VENDORS = frozenset({"chakra", "zefort"})
 
@@ -63,10 +65,14 @@ class Fault:
         - "status": answer `status` without handling the request, in the vendor's error format;
           with `retry_after` the answer carries a `Retry-After` header and `status` defaults to 429,
           otherwise it defaults to 503.
+        - "proxy": a proxy in front of the app answers `status` (502 by default) with its own
+          HTML page; the app never sees the request, so nothing is done.
         - "drop_before": close the connection without handling the request.
         - "drop_after": handle the request fully (a job or task is created), then close the
           connection without answering: the response is lost.
         - "malformed": handle the request, then answer 200 with a body that is not valid JSON.
+        - "empty": handle the request, then answer 200 with the body ``{}`` (what Chakra's
+          reference shows for a bulk create): the work is done, and no job id is named.
         - "slow_body": handle the request, then send the response body in pieces spread over
           `delay` seconds (1 s by default).
 
@@ -78,7 +84,7 @@ class Fault:
         route: Only requests whose route template is this, e.g. "/api/tasks/{id}/".
         method: Only requests with this HTTP method.
         vendor: Only requests to this vendor's server: "chakra" or "zefort".
-        status: The status a "status" fault answers.
+        status: The status a "status" or "proxy" fault answers.
         retry_after: Seconds sent in `Retry-After` by a "status" fault.
         delay: Seconds for "latency" (required) and "slow_body".
         times: Fire at most this many times (then the rule stays but never fires again).
@@ -116,9 +122,14 @@ class Fault:
 
     @property
     def answer_status(self) -> int:
-        """The status a "status" fault answers: `status`, else 429 with `retry_after`, else 503."""
+        """The status a "status" fault answers: `status`, else 429 with `retry_after`, else 503.
+
+        A "proxy" fault answers `status`, else 502.
+        """
         if self.status is not None:
             return self.status
+        if self.kind == "proxy":
+            return 502
         return 429 if self.retry_after is not None else 503
 
     def matches(self, vendor: str, method: str, route: str | None) -> bool:

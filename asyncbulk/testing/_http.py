@@ -105,7 +105,7 @@ def observe(
     return middleware
 
 
-async def _inject(
+async def _inject(  # noqa: PLR0911 -- one answer per fault kind, side by side
     request: web.Request,
     handler: Handler,
     fault: Fault,
@@ -117,6 +117,11 @@ async def _inject(
         if fault.retry_after is not None:
             refusal.headers["Retry-After"] = format(fault.retry_after, "g")
         return refusal, refusal.status
+    if fault.kind == "proxy":
+        page = b"<html><body><h1>Bad Gateway</h1><p>simulated proxy</p></body></html>"
+        return web.Response(body=page, status=fault.answer_status, content_type="text/html"), (
+            fault.answer_status
+        )
     if fault.kind == "drop_before":
         _drop(request)
         return web.Response(status=500), None
@@ -124,6 +129,8 @@ async def _inject(
     if fault.kind == "drop_after":
         _drop(request)
         return response, None
+    if fault.kind == "empty":
+        return encoded_response(b"{}"), 200
     body = response.body if isinstance(response, web.Response) else None
     raw = body if isinstance(body, bytes) else b""
     if fault.kind == "malformed":
