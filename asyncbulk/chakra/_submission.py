@@ -224,6 +224,9 @@ class BulkSubmission:
     _entries: dict[int, tuple[tuple[str, str | None], ...]] = attrs.field(
         factory=dict, repr=False, init=False
     )
+    # The failed entries of the last summary made once every job had finished: final, so
+    # `failed_updates` need not read them again.
+    _final: list[SubmissionSummary] = attrs.field(factory=list, repr=False, init=False)
 
     @property
     def accepted(self) -> tuple[BatchOutcome, ...]:
@@ -412,7 +415,7 @@ class BulkSubmission:
         for job in jobs.values():
             for status, n in job.status_counts.items():
                 counts[status] = counts.get(status, 0) + n
-        return SubmissionSummary(
+        summary = SubmissionSummary(
             counts=counts,
             failed=tuple(e for job_id in self.job_ids for e in failed.get(job_id, ())),
             invalid=tuple(e for job_id in self.job_ids for e in invalid.get(job_id, ())),
@@ -420,6 +423,9 @@ class BulkSubmission:
             jobs=tuple(jobs[job_id] for job_id in self.job_ids),
             mismatches=tuple(m for job_id in self.job_ids for m in mismatches.get(job_id, ())),
         )
+        if summary.finished and not summary.mismatches:
+            self._final[:] = [summary]
+        return summary
 
     def failed_updates(self, *, include_invalid: bool = False) -> AsyncIterator[ProcessUpdate]:
         """The updates that certainly did not take effect, rebuilt to be sent again.
@@ -429,7 +435,8 @@ class BulkSubmission:
         and the process the server resolved. Never an item of a batch whose outcome is unknown
         (`unknown_updates` yields those): resubmitting what this yields applies nothing twice.
         Pass the result straight to `ChakraClient.bulk_update_processes`. Call `wait` first: a
-        running job's listing is not final.
+        running job's listing is not final. After a `summary` of finished jobs whose entries
+        agreed with their counts, its failed entries are used and nothing is read again.
 
         Args:
             include_invalid: also rebuild INVALID entries; those that named no existing process
@@ -470,6 +477,17 @@ class BulkSubmission:
             if batch.state in {"rejected", "not_sent"}:
                 for offset, item in enumerate(batch.items):
                     yield _as_update(item, batch.start + offset)
+        async for entry in self._failed_entries(include_invalid=include_invalid):
+            update = _rebuild(entry, skip_unresolved=entry.completion_status == "INVALID")
+            if update is not None:
+                yield update
+
+    async def _failed_entries(self, *, include_invalid: bool) -> AsyncIterator[JobEntry]:
+        if self._final:
+            final = self._final[0]
+            for found in (*final.invalid, *final.failed) if include_invalid else final.failed:
+                yield found.entry
+            return
         statuses = ("INVALID", *_RETRYABLE) if include_invalid else _RETRYABLE
         for job_id in self.job_ids:
             for status in statuses:
@@ -477,9 +495,7 @@ class BulkSubmission:
                     job_id, completion_status=status
                 ) as entries:
                     async for entry in entries:
-                        update = _rebuild(entry, skip_unresolved=status == "INVALID")
-                        if update is not None:
-                            yield update
+                        yield entry
 
 
 def _as_update(item: Any, position: int) -> ProcessUpdate:
