@@ -226,14 +226,25 @@ class OutcomeUnknownError(AsyncBulkError):
         method: the request's method.
         url: the request's URL.
         body: the JSON body that was sent.
+        candidates: ids of what the request may have started (pending tasks whose data is the
+            request's), none of them proved to be its own.
     """
 
-    def __init__(self, message: str, *, method: str, url: str, body: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        body: Any,
+        candidates: Sequence[str] = (),
+    ) -> None:
         """Describe the request whose outcome is unknown."""
         super().__init__(f"{method} {url}: outcome unknown: {message}")
         self.method = method
         self.url = url
         self.body = body
+        self.candidates = tuple(candidates)
 
 
 class SubmissionError(AsyncBulkError):
