@@ -6,6 +6,8 @@ import json
 
 import anyio
 import pytest
+from aiohttp import web
+from loopback import serve
 
 from asyncbulk import (
     AuthenticationError,
@@ -241,3 +243,74 @@ async def test_a_cancelled_submission_reports_every_batch_that_reached_the_serve
         assert received <= set(final)
         assert set(final) == sending
         assert {final[start] for start in received} <= {"accepted", "unknown"}
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [(408, "unknown"), (501, "unknown"), (502, "unknown"), (409, "rejected"), (422, "rejected")],
+    ids=str,
+)
+async def test_a_failed_batch_takes_the_one_rule_and_the_next_batch_is_sent(status, state):
+    """Each refusal is classed by the one rule, and the batches after it are still sent."""
+    async with Simulator(chakra_entries_per_second=1e6) as sim:
+        sim.chakra.add_procedure("leads", primary_key="lead_id", attributes=["n"])
+        sim.faults.add(Fault("status", status=status, route=UPDATE_ROUTE, times=1))
+        updates = [{"lead_id": f"L{i}", "data": {"n": i}} for i in range(30)]
+        async with ChakraClient(
+            sim.chakra_token, base_url=sim.chakra_url, retry=RetryPolicy.testing()
+        ) as chakra:
+            with pytest.raises(SubmissionError) as caught:
+                await chakra.bulk_update_processes(
+                    "leads", updates, batch_size=10, max_batches_in_flight=1
+                )
+        assert [b.state for b in caught.value.submission.outcomes] == [
+            state,
+            "accepted",
+            "accepted",
+        ]
+        assert sim.records.count(method="PATCH", route=UPDATE_ROUTE) == 3
+
+
+def _entry(index: int, status: str) -> dict[str, object]:
+    return {
+        "id": f"entry-{index}",
+        "data": {"apiData": {"processId": f"pid-{index}", "processUpdate": {"state": "S"}}},
+        "completionStatus": status,
+        "validationStatus": "SUCCESS",
+    }
+
+
+async def test_summary_reports_entries_that_disagree_with_the_job_counts():
+    """A job whose counts say one ERROR while its entries show none: summary says so."""
+    job = {"id": "job-1", "completionStatus": "COMPLETED", "completedAt": 1}
+    counts = {"SUCCESS": 2, "ERROR": 1}
+    entries = [_entry(i, "SUCCESS") for i in range(3)]
+
+    async def patch(_request: web.Request) -> web.Response:
+        return web.json_response({"_data": job, "_meta": {}, "_errors": []})
+
+    async def get_job(_request: web.Request) -> web.Response:
+        meta = {"bjEntryCompletionStatusVsCount": counts}
+        return web.json_response({"_data": job, "_meta": meta, "_errors": []})
+
+    async def get_entries(request: web.Request) -> web.Response:
+        skip = int(request.query.get("skip", "0"))
+        page = entries[skip : skip + int(request.query.get("limit", "100"))]
+        return web.json_response({"_data": page, "_meta": {"total": 3}, "_errors": []})
+
+    app = web.Application()
+    app.router.add_patch("/v1/ext/procedure/leads/process", patch)
+    app.router.add_get("/v1/ext/background-job/job-1", get_job)
+    app.router.add_get("/v1/ext/background-job/job-1/entries", get_entries)
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url, retry=RetryPolicy.testing()) as chakra,
+    ):
+        updates = [ProcessUpdate.by_id(f"pid-{i}", state="S") for i in range(3)]
+        submission = await chakra.bulk_update_processes("leads", updates)
+        summary = await submission.summary()
+    assert summary.mismatches == (
+        "job job-1: 0 ERROR entries read, the job counts 1",
+        "job job-1: 3 SUCCESS entries read, the job counts 2",
+    )
+    assert not summary.ok
