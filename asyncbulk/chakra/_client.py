@@ -489,7 +489,7 @@ class ChakraClient(ClientBase):
                 with anyio.CancelScope(shield=True) as scope:
                     wire_scopes.add(scope)
                     try:
-                        wire = [item.to_wire() for item in batch]
+                        wire = [item if type(item) is dict else item.to_wire() for item in batch]
                         body = {"processes": wire} if operation == "update" else wire
                         response = await self._session.request(
                             method, path, json_body=body, idempotent=False, retry=self._submit_retry
@@ -657,13 +657,17 @@ def _stops_every_batch(error: BaseException | None) -> bool:
     return isinstance(error, APIError) and error.status in _SHAPE_STATUSES
 
 
-def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate]:
-    def convert(item: Any, position: int) -> ProcessUpdate:
+def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate | dict[str, Any]]:
+    # A mapping is checked and put in its wire form in one pass, with no ProcessUpdate built:
+    # the batch then holds exactly what is sent.
+    wire_from_mapping = ProcessUpdate.wire_from_mapping
+
+    def convert(item: Any, position: int) -> ProcessUpdate | dict[str, Any]:
         if type(item) is ProcessUpdate:
             return item
         if isinstance(item, Mapping):
             try:
-                return ProcessUpdate.from_mapping(item)
+                return wire_from_mapping(item)
             except ValidationError as exc:
                 raise exc.at(f"{name}[{position}]") from None
         if isinstance(item, ProcessUpdate):

@@ -84,7 +84,9 @@ class BatchOutcome:
             an answer that names no job (Chakra's bulk create may answer ``{}``).
         error: why a batch was rejected, unknown or not sent.
         warnings: the ``_errors`` the server sent with an answer that accepted the batch.
-        items: the batch's items, as validated (or as given, for a batch never read through).
+        items: the batch's items as sent: each `ProcessUpdate` or `ProcessCreate` given, and
+            each mapping given as the checked wire form it was sent as (as given, for a batch
+            never read through).
     """
 
     start: int
@@ -517,12 +519,16 @@ def _match_items(batch: BatchOutcome, entries: Sequence[JobEntry], operation: Op
         return False
     for item, entry in zip(batch.items, entries, strict=True):
         if operation == "update":
-            if not isinstance(item, ProcessUpdate):
+            if isinstance(item, ProcessUpdate):
+                wire = item.to_wire()
+            elif isinstance(item, dict):
+                wire = item
+            else:
                 return False
-            wire = item.to_wire()
             if entry.process_update is not None and wire.get("update") != entry.process_update:
                 return False
-            if item.id is not None and entry.process_id and item.id != entry.process_id:
+            given = wire.get("id")
+            if given is not None and entry.process_id and given != entry.process_id:
                 return False
     return True
 
