@@ -20,6 +20,7 @@ ITEMS = [
     {"id": "", "state": "S"},
     {"lead_id": " ", "state": "S"},
     {"id": "p1", "status": "DONE"},
+    {"id": "p1", "status": {}},
     {"id": "p1", "update": {"data": {"x": math.nan}}},
     {"id": "p1", "update": {"colour": "red"}},
     {"id": "p1", "update": "S", "state": "S"},

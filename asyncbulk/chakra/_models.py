@@ -70,7 +70,7 @@ def _check_text(field: str, value: object) -> str:
 
 
 def _check_status(value: object) -> str:
-    if value not in PROCESS_STATUSES:
+    if not isinstance(value, str) or value not in PROCESS_STATUSES:
         raise ValidationError("status", f"must be one of OPEN, COMPLETED, CANCELLED, not {value!r}")
     return str(value)
 
@@ -214,7 +214,7 @@ def _checked_update(  # noqa: PLR0917 -- the fields of one update, in order
         data = _check_data(data)
     if state is not None:
         _check_text("state", state)
-    if status is not None and status not in PROCESS_STATUSES:
+    if status is not None and (type(status) is not str or status not in PROCESS_STATUSES):
         _check_status(status)
     if assigned_to is not None:
         _check_text("assigned_to", assigned_to)
