@@ -314,3 +314,45 @@ async def test_summary_reports_entries_that_disagree_with_the_job_counts():
         "job job-1: 3 SUCCESS entries read, the job counts 2",
     )
     assert not summary.ok
+
+
+async def test_a_batch_that_outlasts_the_cancel_grace_is_reported_unknown():
+    """Cancelled while batches hang on the wire: after the grace, each is reported unknown."""
+    async with Simulator(chakra_entries_per_second=1e6) as sim:
+        sim.chakra.add_procedure("leads", primary_key="lead_id", attributes=["n"])
+        sim.faults.add(Fault("latency", delay=60, route=UPDATE_ROUTE, method="PATCH"))
+        updates = [{"lead_id": f"L{i}", "data": {"n": i}} for i in range(40)]
+        final: dict[int, str] = {}
+        sending: set[int] = set()
+        started = anyio.Event()
+
+        def note(batch):
+            if batch.state == "sending":
+                sending.add(batch.start)
+                if len(sending) == 2:
+                    started.set()
+            else:
+                final[batch.start] = batch.state
+
+        async with (
+            ChakraClient(
+                sim.chakra_token, base_url=sim.chakra_url, retry=RetryPolicy.testing()
+            ) as chakra,
+            anyio.create_task_group() as group,
+        ):
+
+            async def submit():
+                await chakra.bulk_update_processes(
+                    "leads",
+                    updates,
+                    batch_size=10,
+                    max_batches_in_flight=2,
+                    on_state=note,
+                    cancel_grace=0.1,
+                )
+
+            group.start_soon(submit)
+            await started.wait()
+            group.cancel_scope.cancel()
+        assert final == dict.fromkeys(sending, "unknown")
+        assert sim.records.chakra_submissions == []
