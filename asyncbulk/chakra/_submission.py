@@ -337,8 +337,9 @@ class BulkSubmission:
     async def summary(self) -> SubmissionSummary:  # noqa: C901 -- one pass over each job, read whole
         """Counts per status over all jobs, every entry that failed, and each position's entry.
 
-        It does not wait: call `wait` first for the final word. Each job is fetched once and
-        its entries read once, in listing order. When a job lists exactly as many entries as
+        It does not wait: call `wait` first for the final word. Each job is fetched once; its
+        entries are read once, in listing order, unless its counts say every item of its batch
+        succeeded. When a job lists exactly as many entries as
         its batch had items and each entry's change is its item's (and its process, where the
         item names one), the entries are taken one for one, in order, as the batch's items:
         `positions` then gives each accepted position its entry's status. Otherwise that batch's
@@ -360,6 +361,12 @@ class BulkSubmission:
             async with limiter:
                 job = await self._client.get_background_job(job_id)
                 jobs[job_id] = job
+                if set(job.status_counts) == {"SUCCESS"} and job.status_counts["SUCCESS"] == len(
+                    batch.items
+                ):
+                    # Every item succeeded: nothing to match, nothing to read.
+                    self._entries[index] = (("SUCCESS", None),) * len(batch.items)
+                    return
                 async with self._client.iter_job_entries(job_id) as listing:
                     entries = [entry async for entry in listing]
             problems = mismatches.setdefault(job_id, [])
