@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from aiohttp import web
+from loopback import serve
 
 from asyncbulk.testing import Fault, Simulator
 
@@ -164,3 +166,31 @@ async def test_a_wrong_token_ends_alike_whatever_the_file_size(sim, tmp_path):
     assert small_err == large_err
     assert "401" in small_err
     assert "wrong-token" not in small_err
+
+
+async def test_errors_in_an_accepting_answer_are_kept_and_shown(tmp_path):
+    """``_errors`` in a 2xx answer are kept on the batch and shown in the report."""
+    job = {"id": "job-1", "completionStatus": "IN_PROGRESS", "completedAt": 0}
+
+    async def patch(_request: web.Request) -> web.Response:
+        return web.json_response({"_data": job, "_meta": {}, "_errors": ["field n ignored"]})
+
+    app = web.Application()
+    app.router.add_patch("/v1/ext/procedure/leads/process", patch)
+    source = tmp_path / "updates.jsonl"
+    identical_changes(source, 3)
+    async with serve(app) as url:
+        process = await anyio.run_process(
+            [sys.executable, "-m", "asyncbulk", "chakra", "update", "leads", str(source), "--json"],
+            check=False,
+            env={**os.environ, "CHAKRA_BASE_URL": url, "CHAKRA_TOKEN": "token-123"},
+        )
+    assert process.returncode == 0, process.stderr
+    (batch,) = json.loads(process.stdout)["batches"]
+    assert batch == {
+        "positions": [0, 3],
+        "state": "accepted",
+        "job_id": "job-1",
+        "error": None,
+        "warnings": ["field n ignored"],
+    }

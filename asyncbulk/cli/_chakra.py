@@ -221,6 +221,16 @@ def _update_report(
             for b in submission.failed_batches
         ],
         "unsent_from": submission.unsent_from,
+        "batches": [
+            {
+                "positions": [b.start, b.stop],
+                "state": b.state,
+                "job_id": b.job_id,
+                "error": b.message,
+                "warnings": list(b.warnings),
+            }
+            for b in submission.outcomes
+        ],
         "error": None if problem is None else str(problem),
         "seconds": round(seconds, 3),
     }
@@ -259,6 +269,9 @@ def _show_update(
     if len(jobs) > _SHOWN_JOBS:
         rows.append((f"... and {len(jobs) - _SHOWN_JOBS:,} more (--json lists all)", ""))
     output.show(table(None, ("job", "items"), rows))
+    for outcome in submission.outcomes:
+        if outcome.warnings:
+            output.show(f"Items {_items(outcome.positions)}: {'; '.join(outcome.warnings)}")
     if problem is not None:
         for batch in submission.failed_batches:
             unknown = " (outcome unknown)" if batch.outcome_unknown else ""
