@@ -597,3 +597,17 @@ async def test_listing_without_counts_follows_pages_by_number(odd_server):
         listed = [t async for t in zefort.iter_tasks()]
     assert [t.id for t in listed] == ["t1", "t2"]
     assert listed[0].raw["unknown_field"] == 1
+
+
+@pytest.mark.anyio
+async def test_bulk_updates_started_together_share_one_listing_read(sim, zefort):
+    """Five bulk updates at once read the pending listing once before sending, not five times."""
+
+    async def one(n: int) -> None:
+        await zefort.bulk_update_contracts(status="done", search={"q": f"n{n}"})
+
+    async with anyio.create_task_group() as group:
+        for n in range(5):
+            group.start_soon(one, n)
+    assert sim.records.count(method="GET", route=TASKS) == 1
+    assert sim.records.count(method="POST", route=BULK) == 5
