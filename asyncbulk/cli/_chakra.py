@@ -322,7 +322,7 @@ def _write_failed(path: Path, submission: BulkSubmission, summary: SubmissionSum
                 ):
                     unmatched.add(outcome.job_id)
                 continue
-            _write_line(out, outcome.item, status, outcome.message or "", outcome.position)
+            _write_line(out, outcome.item, status, outcome.message or "", position=outcome.position)
             count += 1
         for failure in () if summary is None else (*summary.invalid, *summary.failed):
             if failure.job_id in unmatched:
@@ -334,7 +334,7 @@ def _write_failed(path: Path, submission: BulkSubmission, summary: SubmissionSum
                     f"from job {failure.job_id}, whose entries could not be matched to "
                     f"positions {failure.positions.start}-{failure.positions.stop - 1}"
                 )
-                _write_line(out, rebuilt, entry.completion_status or "", failure.message, note=note)
+                _write_line(out, rebuilt, entry.completion_status or "", failure.message, note)
                 count += 1
     return count
 
@@ -345,7 +345,9 @@ def _write_unknown(path: Path, submission: BulkSubmission) -> int:
     with path.open("w", encoding="utf-8") as out:
         for outcome in submission.positions():
             if outcome.state == "unknown":
-                _write_line(out, outcome.item, "unknown", outcome.message or "", outcome.position)
+                _write_line(
+                    out, outcome.item, "unknown", outcome.message or "", position=outcome.position
+                )
                 count += 1
     return count
 
@@ -355,9 +357,9 @@ def _write_line(
     update: ProcessUpdate | dict[str, Any],
     status: str,
     message: str,
-    position: int | None = None,
-    *,
     note: str | None = None,
+    *,
+    position: int | None = None,
 ) -> None:
     item = update.to_wire() if isinstance(update, ProcessUpdate) else dict(update)
     if position is not None:
