@@ -33,6 +33,7 @@ from asyncbulk._journal import (
     SubmissionRecord,
     TrackedJob,
 )
+from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
 from asyncbulk._tracking import (
@@ -48,6 +49,8 @@ from asyncbulk.chakra import (
     PROCESS_STATUSES,
     BackgroundJob,
     BatchError,
+    BatchOutcome,
+    BatchState,
     BulkSubmission,
     ChakraClient,
     ChakraJobSource,
@@ -55,6 +58,7 @@ from asyncbulk.chakra import (
     JobEntries,
     JobEntry,
     JobEntryPages,
+    PositionOutcome,
     ProcessCreate,
     ProcessUpdate,
     SubmissionSummary,
@@ -76,7 +80,9 @@ __all__ = [
     "AuthenticationError",
     "BackgroundJob",
     "BatchError",
+    "BatchOutcome",
     "BatchRecord",
+    "BatchState",
     "BulkSubmission",
     "ChakraClient",
     "ChakraJobSource",
@@ -96,8 +102,10 @@ __all__ = [
     "MemoryJournal",
     "NotFoundError",
     "Origin",
+    "Outcome",
     "OutcomeUnknownError",
     "Pending",
+    "PositionOutcome",
     "Priority",
     "ProcessCreate",
     "ProcessUpdate",
@@ -125,4 +133,5 @@ __all__ = [
     "__version__",
     "make_chakra_converter",
     "make_zefort_converter",
+    "outcome_of",
 ]

@@ -273,14 +273,25 @@ class OutcomeUnknownError(AsyncBulkError):
         method: the request's method.
         url: the request's URL.
         body: the JSON body that was sent.
+        candidates: ids of what the request may have started (pending tasks whose data is the
+            request's), none of them proved to be its own.
     """
 
-    def __init__(self, message: str, *, method: str, url: str, body: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        body: Any,
+        candidates: Sequence[str] = (),
+    ) -> None:
         """Describe the request whose outcome is unknown."""
         super().__init__(f"{method} {url}: outcome unknown: {message}")
         self.method = method
         self.url = url
         self.body = body
+        self.candidates = tuple(candidates)
 
 
 class SubmissionError(AsyncBulkError):
@@ -290,13 +301,24 @@ class SubmissionError(AsyncBulkError):
         submission: the record of what was accepted (its jobs, and the input positions each
             carries); nothing accepted is lost track of.
         errors: the errors met, each naming the input positions it concerns.
+        stopped_by: the error that stopped sending (one every later batch would meet, such
+            as an `AuthenticationError`; an invalid item; the last of a run of failures), or
+            None when every batch was sent.
     """
 
-    def __init__(self, message: str, *, submission: Any, errors: Sequence[BaseException]) -> None:
-        """Keep the partial submission and the errors met."""
+    def __init__(
+        self,
+        message: str,
+        *,
+        submission: Any,
+        errors: Sequence[BaseException],
+        stopped_by: BaseException | None = None,
+    ) -> None:
+        """Keep the partial submission, the errors met, and what stopped it."""
         super().__init__(message)
         self.submission = submission
         self.errors = tuple(errors)
+        self.stopped_by = stopped_by
 
 
 class JournalError(AsyncBulkError):

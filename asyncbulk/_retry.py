@@ -6,11 +6,12 @@ import email.utils
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import attrs
 
 from asyncbulk._exceptions import ValidationError
+from asyncbulk._outcome import Outcome, outcome_of_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -18,10 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-#: Answers that prove the server did not act on a request: 429 (refused before any work) and
-#: 503 (the service was not there). 502 and 504 come from a gateway that may have passed the
-#: request on, so they prove nothing.
-NOT_ACTED_ON: Final = frozenset({429, 503})
 
 
 def _statuses(value: Iterable[int]) -> frozenset[int]:
@@ -94,11 +91,12 @@ class RetryPolicy:
     def for_unrepeatable(self) -> RetryPolicy:
         """This policy for a request that must never take effect twice (a bulk submission).
 
-        Its statuses are narrowed to those that prove the server did not act (`NOT_ACTED_ON`),
-        and the request is to be sent with ``idempotent=False``, so a dropped connection or a
-        read timeout is never retried either.
+        Its statuses are narrowed to those that prove the server did not act (the rule of
+        `asyncbulk.Outcome`: by default 429 and 503 remain), and the request is to be sent with
+        ``idempotent=False``, so a dropped connection or a read timeout is never retried either.
         """
-        return attrs.evolve(self, retry_statuses=self.retry_statuses & NOT_ACTED_ON)
+        certain = {s for s in self.retry_statuses if outcome_of_status(s) is Outcome.NOT_APPLIED}
+        return attrs.evolve(self, retry_statuses=certain)
 
     def retries_status(self, status: int, *, idempotent: bool) -> bool:
         """Whether an answer with this status is worth another try."""

@@ -214,8 +214,8 @@ async def test_an_invalid_item_in_a_later_batch_keeps_what_was_accepted(sim, cha
     assert patches(sim) == 2
 
 
-async def test_a_lost_answer_fails_only_its_batch(sim, chakra):
-    """A PATCH whose answer is lost is not resent; its positions are named, other jobs kept."""
+async def test_a_lost_answer_fails_only_its_batch_and_the_rest_is_sent(sim, chakra):
+    """A PATCH whose answer is lost is unknown, not resent, and the batches after it are sent."""
 
     def drop_the_next(_job, _positions):
         if not sim.faults:
@@ -227,27 +227,32 @@ async def test_a_lost_answer_fails_only_its_batch(sim, chakra):
             "leads", items, batch_size=20, max_batches_in_flight=1, on_batch=drop_the_next
         )
     submission = caught.value.submission
-    assert list(submission.batches.values()) == [range(20)]
+    assert [(b.start, b.stop, b.state) for b in submission.outcomes] == [
+        (0, 20, "accepted"),
+        (20, 40, "unknown"),
+        (40, 50, "accepted"),
+    ]
     (error,) = caught.value.errors
     assert isinstance(error, BatchError)
     assert error.positions == range(20, 40)
     assert error.outcome_unknown
     assert isinstance(error.error, TransportError)
-    assert "updates[20:40]" in str(caught.value)
-    assert submission.failed_batches == (error,)
-    assert submission.unsent_from == 40
+    assert caught.value.stopped_by is None
+    assert submission.unsent_from is None
     # The server did create the second job: which is why it was not sent again.
-    assert patches(sim) == 2
-    assert len(sim.records.chakra_submissions) == 2
-    resent = [u async for u in submission.failed_updates()]
-    assert resent == items[20:40]
+    assert patches(sim) == 3
+    assert len(sim.records.chakra_submissions) == 3
+    assert [u async for u in submission.failed_updates()] == []
+    assert list(submission.unknown_updates()) == items[20:40]
 
 
-async def test_a_refused_batch_raises_the_original_error_when_nothing_was_accepted(sim, chakra):
-    """A 500 on the only batch is not retried (not idempotent) and raises as itself."""
+async def test_a_500_on_the_only_batch_is_unknown_and_not_retried(sim, chakra):
+    """A 500 on the only batch is not retried (not idempotent): its outcome is unknown."""
     sim.faults.add(Fault("status", status=500, route=UPDATE_ROUTE, times=1))
-    with pytest.raises(ServerError):
+    with pytest.raises(SubmissionError) as caught:
         await chakra.bulk_update_processes("leads", [ProcessUpdate.by_id("pid-1", state="S")])
+    assert isinstance(caught.value.__cause__, ServerError)
+    assert [b.state for b in caught.value.submission.outcomes] == ["unknown"]
     assert patches(sim) == 1
     assert sim.records.chakra_submissions == []
 
@@ -263,10 +268,19 @@ async def test_statuses_that_did_nothing_are_retried(sim, chakra, status):
     assert [s.job_id for s in sim.records.chakra_submissions] == [submission.jobs[0].id]
 
 
-async def test_an_unknown_procedure_is_not_found(chakra):
-    """A 404 on the only batch raises NotFoundError."""
-    with pytest.raises(NotFoundError):
-        await chakra.bulk_update_processes("nope", [ProcessUpdate.by_id("pid-1", state="S")])
+@pytest.mark.parametrize("count", [1, 40], ids=["one batch", "forty batches"])
+async def test_an_unknown_procedure_stops_alike_whatever_the_size(sim, chakra, count):
+    """A 404 for the procedure stops sending: the same error shape for one batch or forty."""
+    items = [ProcessUpdate.by_id(f"pid-{i}", state="S") for i in range(count * 10)]
+    with pytest.raises(SubmissionError) as caught:
+        await chakra.bulk_update_processes("nope", items, batch_size=10, max_batches_in_flight=1)
+    assert isinstance(caught.value.stopped_by, NotFoundError)
+    assert isinstance(caught.value.__cause__, NotFoundError)
+    submission = caught.value.submission
+    assert submission.counts() == {"rejected": 10, **({"not_sent": 390} if count > 1 else {})}
+    assert patches(sim) == 1
+    expected = f"updates: 0 of {count * 10} accepted (0 jobs), 10 rejected"
+    assert str(caught.value).startswith(expected)
 
 
 # -- creates -------------------------------------------------------------------------------------
@@ -321,13 +335,17 @@ async def bare_server():
     [{"_data": {}}, {}, {"_data": None}, {"_data": {"id": ""}}],
     ids=["empty", "none", "null", "blank"],
 )
-async def test_a_create_answer_without_a_job_id_is_a_clear_protocol_error(bare_server, body):
-    """No ``_data.id`` in the acknowledgement says "no job id returned", never a KeyError."""
+async def test_a_create_answer_without_a_job_id_is_accepted_with_no_job(bare_server, body):
+    """No ``_data.id`` in a 2xx accepts the batch with no job to follow, and says so."""
     url, answers = bare_server
     answers["POST", "procedure/leads/process/bulk-create"] = (200, body)
     async with ChakraClient("t", base_url=url, retry=RetryPolicy.testing()) as client:
-        with pytest.raises(ProtocolError, match="no job id returned"):
-            await client.bulk_create_processes("leads", [{"lead_id": "X"}])
+        submission = await client.bulk_create_processes(
+            "leads", [{"lead_id": "X"}, {"lead_id": "Y"}], batch_size=1
+        )
+    assert [(b.state, b.job) for b in submission.outcomes] == [("accepted", None)] * 2
+    assert all("names no job" in b.warnings[-1] for b in submission.outcomes)
+    assert submission.jobs == ()
 
 
 # -- jobs ----------------------------------------------------------------------------------------

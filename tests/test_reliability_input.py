@@ -208,15 +208,19 @@ CASES: list[tuple[str, Callable[[Clients], Awaitable[object]], str]] = [
     ("zefort-nothing-to-change", lambda c: c.zefort.bulk_update_contracts(search={}), "attributes"),
     (
         "zefort-attributes-not-json",
-        lambda c: c.zefort.bulk_update_contracts(attributes={"a": {1, 2}}),
+        lambda c: c.zefort.bulk_update_contracts(attributes={"a": {1, 2}}, search={}),
         "attributes",
     ),
     (
         "zefort-attributes-empty-name",
-        lambda c: c.zefort.bulk_update_contracts(attributes={"": 1}),
+        lambda c: c.zefort.bulk_update_contracts(attributes={"": 1}, search={}),
         "attributes",
     ),
-    ("zefort-empty-status", lambda c: c.zefort.bulk_update_contracts(status=" "), "status"),
+    (
+        "zefort-empty-status",
+        lambda c: c.zefort.bulk_update_contracts(status=" ", search={}),
+        "status",
+    ),
     (
         "zefort-search-not-mapping",
         lambda c: c.zefort.bulk_update_contracts(status="done", search=["q"]),  # type: ignore[arg-type]
@@ -224,7 +228,9 @@ CASES: list[tuple[str, Callable[[Clients], Awaitable[object]], str]] = [
     ),
     (
         "zefort-extra-not-json",
-        lambda c: c.zefort.bulk_update_contracts(status="done", note=float("inf")),
+        lambda c: c.zefort.bulk_update_contracts(
+            status="done", search={}, extra={"note": float("inf")}
+        ),
         "note",
     ),
     ("task-id-empty", lambda c: c.zefort.get_task(""), "task_id"),

@@ -116,6 +116,31 @@ async def test_drop_after_loses_only_the_answer(sim, zefort, chakra):
     assert sim.records.faults["drop_after"] == 2
 
 
+async def test_proxy_answers_502_the_app_never_sees(sim, zefort, chakra):
+    """A "proxy" fault answers 502 with an HTML page: no task, no job, nothing done."""
+    sim.faults.add(Fault("proxy", route=BULK))
+    sim.faults.add(Fault("proxy", vendor="chakra", method="PATCH"))
+    code, headers, raw = await fetch(zefort, "POST", BULK, DOC_PAYLOAD)
+    assert (code, headers["Content-Type"].split(";")[0]) == (502, "text/html")
+    assert b"Bad Gateway" in raw
+    body = {"processes": [{"lead_id": "LEAD-001", "data": {"score": 1}}]}
+    code, _, _ = await fetch(chakra, "PATCH", "/v1/ext/procedure/tele_sales/process", body)
+    assert code == 502
+    assert sim.records.zefort_submissions == []
+    assert sim.records.chakra_submissions == []
+    assert sim.records.faults["proxy"] == 2
+
+
+async def test_empty_answers_an_empty_object_after_doing_the_work(sim, chakra):
+    """An "empty" fault lets the bulk create start its job, then answers ``{}``."""
+    sim.faults.add(Fault("empty", method="POST", vendor="chakra"))
+    path = "/v1/ext/procedure/tele_sales/process/bulk-create"
+    code, _, raw = await fetch(chakra, "POST", path, [{"lead_id": "NEW-1", "data": {}}])
+    assert (code, json.loads(raw)) == (200, {})
+    (submission,) = sim.records.chakra_submissions
+    assert submission.job_id in sim.chakra.jobs
+
+
 async def test_aiohttp_retries_a_dropped_get_once(sim, zefort):
     """The aiohttp client resends a GET whose connection dropped: the server sees it twice."""
     sim.faults.add(Fault("drop_before", method="GET", times=1))

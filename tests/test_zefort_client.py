@@ -94,7 +94,7 @@ async def test_bulk_update_sends_the_documented_body_once(sim, zefort):
 async def test_bulk_update_sends_extra_fields_and_lists_as_json(sim, zefort):
     """Extra fields travel as given; tuples travel as JSON lists."""
     await zefort.bulk_update_contracts(
-        attributes={"parties": ("a", "b")}, search={"tags": ["nda"]}, recursive=None
+        attributes={"parties": ("a", "b")}, search={"tags": ["nda"]}, extra={"recursive": None}
     )
     assert sim.records.zefort_submissions[0].body == {
         "attributes": {"parties": ["a", "b"]},
@@ -106,17 +106,20 @@ async def test_bulk_update_sends_extra_fields_and_lists_as_json(sim, zefort):
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({}, "attributes"),
-        ({"attributes": {}}, "attributes"),
+        ({"search": {}}, "attributes"),
+        ({"attributes": {}, "search": {}}, "attributes"),
         ({"search": {"q": "x"}}, "attributes"),
-        ({"attributes": ["end_date"]}, "attributes"),
-        ({"attributes": {"": 1}}, "attributes"),
-        ({"attributes": {"end_date": object()}}, "attributes"),
-        ({"attributes": {"score": math.nan}}, "attributes"),
-        ({"status": ""}, "status"),
+        ({"attributes": ["end_date"], "search": {}}, "attributes"),
+        ({"attributes": {"": 1}, "search": {}}, "attributes"),
+        ({"attributes": {"end_date": object()}, "search": {}}, "attributes"),
+        ({"attributes": {"score": math.nan}, "search": {}}, "attributes"),
+        ({"status": "", "search": {}}, "status"),
         ({"status": "done", "search": "q_tags=x"}, "search"),
         ({"status": "done", "search": {"q": {1, 2}}}, "search"),
-        ({"owner": {1, 2}}, "owner"),
+        ({"search": {}, "extra": {"owner": {1, 2}}}, "owner"),
+        ({"status": "done"}, "search"),
+        ({"status": "done", "search": {}, "all_contracts": True}, "all_contracts"),
+        ({"status": "done", "search": {}, "extra": {"search": {}}}, "extra['search']"),
     ],
     ids=[
         "nothing",
@@ -130,6 +133,9 @@ async def test_bulk_update_sends_extra_fields_and_lists_as_json(sim, zefort):
         "search-not-mapping",
         "search-not-json",
         "extra-not-json",
+        "no-search",
+        "search-and-all-contracts",
+        "extra-names-a-field",
     ],
 )
 async def test_bulk_update_refuses_bad_input_before_sending(sim, zefort, kwargs, field):
@@ -195,13 +201,66 @@ async def test_not_acted_on_status_is_retried(sim, zefort, fault):
 
 
 @pytest.mark.anyio
-async def test_several_matching_tasks_adopts_none(sim, zefort):
-    """Two pending tasks with the same data: neither is adopted, and nothing is posted again."""
-    sim.zefort.submit_bulk_update(BODY)
+async def test_an_older_identical_task_is_not_adopted_but_the_new_one_is(sim, zefort):
+    """After a lost answer, only the matching task absent from the listing read first is ours."""
+    older = sim.zefort.submit_bulk_update(BODY)
     sim.faults.add(Fault("drop_after", vendor="zefort", route=BULK, times=1))
-    with pytest.raises(OutcomeUnknownError, match="2 pending tasks match"):
-        await zefort.bulk_update_contracts(**BODY)
+    task = await zefort.bulk_update_contracts(**BODY)
     assert sim.records.count(method="POST", route=BULK) == 1
+    (submission,) = sim.records.zefort_submissions
+    assert task.id == submission.task_id != older.id
+
+
+@pytest.mark.anyio
+async def test_a_proxy_502_never_adopts_an_older_identical_task(sim, zefort):
+    """A 502 the app never saw: the older identical task is a candidate, never the result."""
+    older = sim.zefort.submit_bulk_update(BODY)
+    sim.faults.add(Fault("proxy", vendor="zefort", route=BULK, times=1))
+    with pytest.raises(OutcomeUnknownError) as caught:
+        await zefort.bulk_update_contracts(**BODY)
+    assert caught.value.candidates == (older.id,)
+    assert caught.value.body == BODY
+    assert sim.records.count(method="POST", route=BULK) == 1
+    assert sim.records.zefort_submissions == []
+
+
+@pytest.mark.anyio
+async def test_a_task_another_call_was_answered_with_is_not_adopted(sim, zefort):
+    """Two identical updates at once: the one whose answer is lost does not take the other's."""
+    drop = sim.faults.add(Fault("drop_before", vendor="zefort", route=BULK, times=1))
+    results: list[object] = []
+
+    async def one() -> None:
+        try:
+            results.append(await zefort.bulk_update_contracts(**BODY))
+        except OutcomeUnknownError as exc:
+            results.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(one)
+        group.start_soon(one)
+    assert sim.faults.fired(drop) == 1
+    (submission,) = sim.records.zefort_submissions
+    tasks = [r for r in results if isinstance(r, ZefortTask)]
+    unknown = [r for r in results if isinstance(r, OutcomeUnknownError)]
+    assert [t.id for t in tasks] == [submission.task_id]
+    assert len(unknown) == 1
+    assert unknown[0].candidates in {(), (submission.task_id,)}
+
+
+@pytest.mark.anyio
+async def test_all_contracts_sends_no_search(sim, zefort):
+    """``all_contracts=True`` is the only way to send a bulk update without a search."""
+    await zefort.bulk_update_contracts(status="done", all_contracts=True)
+    assert sim.records.zefort_submissions[0].body == {"status": "done"}
+
+
+@pytest.mark.anyio
+async def test_a_misspelt_field_is_a_type_error(sim, zefort):
+    """A typo such as ``attribute=`` is a TypeError, and nothing is sent."""
+    with pytest.raises(TypeError):
+        await zefort.bulk_update_contracts(attribute={"x": 1}, search={})  # type: ignore[call-arg]
+    assert sim.records.total_requests == 0
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -599,3 +658,17 @@ async def test_listing_without_counts_follows_pages_by_number(odd_server):
         listed = [t async for t in zefort.iter_tasks()]
     assert [t.id for t in listed] == ["t1", "t2"]
     assert listed[0].raw["unknown_field"] == 1
+
+
+@pytest.mark.anyio
+async def test_bulk_updates_started_together_share_one_listing_read(sim, zefort):
+    """Five bulk updates at once read the pending listing once before sending, not five times."""
+
+    async def one(n: int) -> None:
+        await zefort.bulk_update_contracts(status="done", search={"q": f"n{n}"})
+
+    async with anyio.create_task_group() as group:
+        for n in range(5):
+            group.start_soon(one, n)
+    assert sim.records.count(method="GET", route=TASKS) == 1
+    assert sim.records.count(method="POST", route=BULK) == 5

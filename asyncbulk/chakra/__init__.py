@@ -16,8 +16,11 @@ from asyncbulk.chakra._models import (
 )
 from asyncbulk.chakra._submission import (
     BatchError,
+    BatchOutcome,
+    BatchState,
     BulkSubmission,
     FailedEntry,
+    PositionOutcome,
     SubmissionSummary,
 )
 
@@ -26,6 +29,8 @@ __all__ = [
     "PROCESS_STATUSES",
     "BackgroundJob",
     "BatchError",
+    "BatchOutcome",
+    "BatchState",
     "BulkSubmission",
     "ChakraClient",
     "ChakraJobSource",
@@ -33,6 +38,7 @@ __all__ = [
     "JobEntries",
     "JobEntry",
     "JobEntryPages",
+    "PositionOutcome",
     "ProcessCreate",
     "ProcessUpdate",
     "SubmissionSummary",

@@ -16,9 +16,10 @@ import attrs
 from asyncbulk._exceptions import (
     APIError,
     AsyncBulkError,
+    AuthenticationError,
     IncompleteListingError,
+    NotFoundError,
     ProtocolError,
-    RateLimitedError,
     SubmissionError,
     TransportError,
     ValidationError,
@@ -26,8 +27,8 @@ from asyncbulk._exceptions import (
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
 from asyncbulk._journal import open_journal
+from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
-from asyncbulk._retry import NOT_ACTED_ON
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
 from asyncbulk._tracking import TrackingOptions
 from asyncbulk._tracking._options import resolve_tracking
@@ -44,7 +45,12 @@ from asyncbulk.chakra._models import (
     structure_job,
 )
 from asyncbulk.chakra._resume import settle_interrupted, submission_from_handle
-from asyncbulk.chakra._submission import BatchError, BulkSubmission, Operation
+from asyncbulk.chakra._submission import (
+    BatchOutcome,
+    BatchState,
+    BulkSubmission,
+    Operation,
+)
 
 if TYPE_CHECKING:
     import os
@@ -73,6 +79,11 @@ _KEEP_BEFORE_ASKING: Final = 10_000
 _UUID_TEXT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: The largest batch the library will send in one request (the vendor documents no limit).
 MAX_BATCH_SIZE: Final = 10_000
+#: The longest grace a cancelled submission gives the batches on the wire, seconds.
+_MAX_CANCEL_GRACE: Final = 300.0
+#: A 400 to a bulk request is about the request's shape (Chakra reports a bad item as an
+#: INVALID entry, not as a refusal), and 405 about its method: every batch would meet them.
+_SHAPE_STATUSES: Final = frozenset({400, 405})
 
 _JOB_PATH: Final = "/v1/ext/background-job/{job_id}"
 _ENTRIES_PATH: Final = "/v1/ext/background-job/{job_id}/entries"
@@ -482,42 +493,63 @@ class ChakraClient(ClientBase):
         *,
         batch_size: int = 1000,
         max_batches_in_flight: int | None = None,
+        max_consecutive_failures: int = 5,
+        cancel_grace: float = 10.0,
         on_batch: Callable[[BackgroundJob, range], object] | None = None,
+        on_state: Callable[[BatchOutcome], object] | None = None,
     ) -> BulkSubmission:
         """Send process updates in batches; each accepted batch becomes one background job.
 
-        `updates` is read lazily, a batch at a time, so a generator of millions of lines holds
-        at most ``(batches in flight + 1) x batch_size`` items in memory. Items are
-        `ProcessUpdate`s or mappings in the wire form (see `ProcessUpdate.from_mapping`). Every
-        item of a batch is validated before the batch is sent, so invalid input in the first
-        batch sends nothing at all.
+        `updates` is read lazily, a batch at a time. Items are `ProcessUpdate`s or mappings in
+        the wire form (see `ProcessUpdate.from_mapping`). Every item of a batch is validated
+        before the batch is sent, so invalid input in the first batch sends nothing at all.
 
-        A bulk PATCH is not idempotent: sent twice, it starts two jobs. So a batch is sent again
-        only when the server certainly did not act on it (429, 503, a connection refused); any
-        other failure, or retries running out, makes that batch a `BatchError` naming its input
-        positions, and no further batch is started. Then, once the batches in flight settle:
-        if the only batch sent failed, its original error is raised; otherwise a
-        `SubmissionError` whose ``submission`` holds every accepted job and whose ``errors``
-        name the positions that were not sent.
+        Every input position ends in exactly one batch state (`BatchOutcome`): ``accepted``
+        (with its job; Chakra may name none), ``rejected`` (certainly not applied: a 4xx, a
+        429 or 503 once retries ran out, no connection), ``unknown`` (sent, and then the
+        connection dropped, the read timed out, a 408 or another 5xx: it may have been
+        applied), or ``not_sent``. A bulk PATCH is not idempotent, so a batch is sent again
+        only when the server certainly did not act on it (the rule of `asyncbulk.Outcome`).
+
+        A failed batch does not stop the submission: later batches are sent. Sending stops
+        only on an error every later batch would meet (401, 403, a 404 for the procedure, a
+        400 or 405 about the request's shape), on an invalid item, or after
+        `max_consecutive_failures` failed batches in a row (a circuit); the rest of the input
+        is then read through, unsent, and named as ``not_sent`` batches.
+
+        When every batch is accepted, the submission is returned. Otherwise a
+        `SubmissionError` is raised, of the same shape whatever the input's size: its
+        ``submission`` accounts for every position, ``stopped_by`` is the error that stopped
+        sending (an `AuthenticationError` for a wrong token, whether the input is one batch
+        or forty), and ``errors`` name the failed batches. Only a `ValidationError` in the
+        first batch, before any request, is raised as itself.
+
+        Cancelled mid-submission, a caller can rely on this: no batch is started after the
+        cancellation; each batch already on the wire is given `cancel_grace` seconds to be
+        answered, and then ends ``accepted`` (reported through `on_batch` and `on_state`),
+        ``rejected`` or ``unknown`` (reported through `on_state`) before the cancellation
+        goes on. Every batch that reached the server is thus reported; a position never
+        reported as ``sending`` was never sent.
 
         Args:
             procedure: the procedure id or short id.
             updates: the updates, any iterable or async iterable.
             batch_size: items per request, 1 to 10,000.
             max_batches_in_flight: batches sent at once; the client's default when None.
-            on_batch: called with each accepted batch's job and input positions, as it comes
-                (for progress displays); an exception it raises stops the submission.
+            max_consecutive_failures: failed batches in a row after which sending stops.
+            cancel_grace: seconds a batch on the wire may take to be answered once the
+                submission is cancelled (0 to 300).
+            on_batch: called with each batch accepted with a job, and its input positions, as
+                it comes (for progress displays); an exception it raises stops the submission.
+            on_state: called with every batch's `BatchOutcome` at each change of state
+                (``sending``, then its final state; ``not_sent`` once); for journals.
 
         Returns:
-            The submission: its jobs in input order and the positions each carries.
+            The submission, every batch of it accepted.
 
         Raises:
-            ValidationError: a bad argument or item (``updates[17].status``) before anything
-                was accepted.
-            SubmissionError: part of the input was accepted and part was not, or several
-                batches failed.
-            APIError, TransportError, ProtocolError: the first batch failed, and it was the
-                only one sent.
+            ValidationError: a bad argument, or a bad item in the first batch (nothing sent).
+            SubmissionError: some batch was not accepted (see above).
         """
         return await self._submit(
             "update",
@@ -526,7 +558,10 @@ class ChakraClient(ClientBase):
             updates,
             batch_size=batch_size,
             max_batches_in_flight=max_batches_in_flight,
+            max_consecutive_failures=max_consecutive_failures,
+            cancel_grace=cancel_grace,
             on_batch=on_batch,
+            on_state=on_state,
         )
 
     async def bulk_create_processes(
@@ -537,22 +572,23 @@ class ChakraClient(ClientBase):
         *,
         batch_size: int = 1000,
         max_batches_in_flight: int | None = None,
+        max_consecutive_failures: int = 5,
+        cancel_grace: float = 10.0,
         on_batch: Callable[[BackgroundJob, range], object] | None = None,
+        on_state: Callable[[BatchOutcome], object] | None = None,
     ) -> BulkSubmission:
         """Create processes in batches (``POST .../process/bulk-create``, a bare JSON array).
 
         Records are `ProcessCreate`s or mappings such as ``{"lead_id": "L1", "data": {...},
-        "state": ...}`` (see `ProcessCreate.from_mapping`). Batching, validation, retries and
-        failures work as in `bulk_update_processes`. The vendor marks this API "developing"
-        and documents no answer: an answer without a job id fails its batch with a
-        `ProtocolError` saying "no job id returned".
+        "state": ...}`` (see `ProcessCreate.from_mapping`). Batching, validation, retries,
+        batch states, stopping and cancellation work as in `bulk_update_processes`. The
+        vendor marks this API "developing" and its reference shows a 200 answer of ``{}``: a
+        2xx answer without a job id accepts its batch with no job to follow (``job`` None, a
+        warning in ``warnings``), and the submission goes on.
 
         Raises:
-            ValidationError: a bad argument or record (``records[3].status``).
-            SubmissionError: part of the input was accepted and part was not, or several
-                batches failed.
-            APIError, TransportError, ProtocolError: the first batch failed, and it was the
-                only one sent.
+            ValidationError: a bad argument, or a bad record in the first batch (nothing sent).
+            SubmissionError: some batch was not accepted.
         """
         return await self._submit(
             "create",
@@ -561,10 +597,13 @@ class ChakraClient(ClientBase):
             records,
             batch_size=batch_size,
             max_batches_in_flight=max_batches_in_flight,
+            max_consecutive_failures=max_consecutive_failures,
+            cancel_grace=cancel_grace,
             on_batch=on_batch,
+            on_state=on_state,
         )
 
-    async def _submit(  # noqa: C901, PLR0915 -- the submission loop reads best in one place
+    async def _submit(  # noqa: C901, PLR0912, PLR0915 -- the submission loop reads best in one place
         self,
         operation: Operation,
         template: str,
@@ -573,7 +612,10 @@ class ChakraClient(ClientBase):
         *,
         batch_size: int,
         max_batches_in_flight: int | None,
+        max_consecutive_failures: int,
+        cancel_grace: float,
         on_batch: Callable[[BackgroundJob, range], object] | None,
+        on_state: Callable[[BatchOutcome], object] | None,
     ) -> BulkSubmission:
         name = "updates" if operation == "update" else "records"
         path = self._session.path(template, procedure=procedure)
@@ -583,56 +625,121 @@ class ChakraClient(ClientBase):
             if max_batches_in_flight is None
             else _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         )
+        circuit = _check_int("max_consecutive_failures", max_consecutive_failures, 1, 1_000_000)
+        if (
+            isinstance(cancel_grace, bool)
+            or not isinstance(cancel_grace, int | float)
+            or not 0 <= cancel_grace <= _MAX_CANCEL_GRACE
+        ):
+            raise ValidationError(
+                "cancel_grace", f"must be 0 to {_MAX_CANCEL_GRACE:g} seconds, not {cancel_grace!r}"
+            )
         if not isinstance(items, Iterable | AsyncIterable) or isinstance(items, str | Mapping):
             raise ValidationError(name, "must be an iterable or async iterable of items")
         convert = _update_converter(name) if operation == "update" else _create_converter(name)
         method = "PATCH" if operation == "update" else "POST"
-        accepted: dict[int, tuple[BackgroundJob, range]] = {}
-        errors: list[tuple[int, AsyncBulkError]] = []
+        outcomes: dict[int, BatchOutcome] = {}
         slots = anyio.Semaphore(in_flight)
-        stopped = False
+        wire_scopes: set[anyio.CancelScope] = set()
+        stopped_by: BaseException | None = None
+        failures_in_a_row = 0
         position = 0
 
-        async def send(index: int, batch: list[Any], positions: range) -> None:
-            nonlocal stopped
+        def report(outcome: BatchOutcome) -> None:
+            if on_state is not None:
+                on_state(outcome)
+            if outcome.job is not None and on_batch is not None:
+                on_batch(outcome.job, outcome.positions)
+
+        async def send(batch: list[Any], positions: range) -> None:
+            nonlocal stopped_by, failures_in_a_row
+            start, stop = positions.start, positions.stop
             try:
-                wire = [item.to_wire() for item in batch]
-                body = {"processes": wire} if operation == "update" else wire
-                try:
-                    response = await self._session.request(
-                        method, path, json_body=body, idempotent=False, retry=self._submit_retry
-                    )
-                    job = _job_from(response, acknowledgement=method)
-                except (APIError, TransportError, ProtocolError) as exc:
-                    stopped = True
-                    errors.append(
-                        (
-                            positions.start,
-                            BatchError(
-                                positions=positions,
-                                error=exc,
-                                outcome_unknown=_outcome_unknown(exc),
-                                items=batch,
-                                name=name,
-                            ),
+                outcome: BatchOutcome | None = None
+                # Shielded: a batch on the wire when the caller cancels is given `cancel_grace`
+                # seconds to be answered, so that what it did is known, not guessed.
+                with anyio.CancelScope(shield=True) as scope:
+                    wire_scopes.add(scope)
+                    try:
+                        wire = [item if type(item) is dict else item.to_wire() for item in batch]
+                        body = {"processes": wire} if operation == "update" else wire
+                        response = await self._session.request(
+                            method, path, json_body=body, idempotent=False, retry=self._submit_retry
                         )
+                        job, warnings = _acknowledged(response, method)
+                        if job is not None:
+                            job = attrs.evolve(job, origin=self._origin)
+                        outcome = BatchOutcome(
+                            start, stop, "accepted", job=job, warnings=warnings, items=tuple(batch)
+                        )
+                    except (APIError, TransportError, ProtocolError) as exc:
+                        certain = outcome_of(exc) is Outcome.NOT_APPLIED
+                        state: BatchState = "rejected" if certain else "unknown"
+                        outcome = BatchOutcome(start, stop, state, error=exc, items=tuple(batch))
+                    finally:
+                        wire_scopes.discard(scope)
+                if outcome is None:
+                    outcome = BatchOutcome(
+                        start,
+                        stop,
+                        "unknown",
+                        error=TransportError(
+                            f"no answer within {cancel_grace:g} s of the submission's cancellation",
+                            method=method,
+                            url=f"{self._session.base_url}{path}",
+                            sent=True,
+                        ),
+                        items=tuple(batch),
                     )
-                    return
-                accepted[index] = (job, positions)
-                if on_batch is not None:
-                    on_batch(job, positions)
+                outcomes[start] = outcome
+                if outcome.state == "accepted":
+                    failures_in_a_row = 0
+                else:
+                    failures_in_a_row += 1
+                    error = outcome.error
+                    if stopped_by is None and (
+                        _stops_every_batch(error) or failures_in_a_row >= circuit
+                    ):
+                        stopped_by = error
+                report(outcome)
             finally:
                 slots.release()
 
+        async def watch_cancellation(done: anyio.Event) -> None:
+            try:
+                await done.wait()
+            finally:
+                if not done.is_set():
+                    deadline = anyio.current_time() + cancel_grace
+                    for scope in wire_scopes:
+                        scope.deadline = min(scope.deadline, deadline)
+
+        def stopped() -> BaseException | None:
+            # Read through a call: the send tasks set it while this loop awaits.
+            return stopped_by
+
+        def not_sent(raw: list[Any], start: int, error: BaseException | None) -> int:
+            outcome = BatchOutcome(
+                start, start + len(raw), "not_sent", error=error, items=tuple(raw)
+            )
+            outcomes[start] = outcome
+            report(outcome)
+            return outcome.stop
+
         try:
             async with anyio.create_task_group() as group:
-                index = 0
+                done = anyio.Event()
+                group.start_soon(watch_cancellation, done)
                 async with contextlib.aclosing(_chunks(items, size)) as chunks:
                     async for raw in chunks:
-                        await slots.acquire()
-                        if stopped:
-                            slots.release()
-                            break
+                        if stopped() is None:
+                            await slots.acquire()
+                            if stopped() is not None:
+                                slots.release()
+                        if stopped() is not None:
+                            # Every later batch would meet the same error: named, not sent.
+                            position = not_sent(raw, position, stopped_by)
+                            continue
                         positions = range(position, position + len(raw))
                         try:
                             batch = [
@@ -640,68 +747,101 @@ class ChakraClient(ClientBase):
                             ]
                         except ValidationError as exc:
                             slots.release()
-                            stopped = True
-                            errors.append((position, exc))
-                            break
+                            stopped_by = exc
+                            position = not_sent(raw, position, exc)
+                            continue
                         del raw
-                        group.start_soon(send, index, batch, positions)
-                        index += 1
+                        if on_state is not None:
+                            on_state(
+                                BatchOutcome(
+                                    positions.start, positions.stop, "sending", items=tuple(batch)
+                                )
+                            )
+                        group.start_soon(send, batch, positions)
                         position = positions.stop
                         del batch
+                for _ in range(in_flight):
+                    await slots.acquire()
+                done.set()
         except BaseExceptionGroup as group_error:
-            # One failure inside the group (a caller's on_batch, a bug) is raised as itself.
+            # One failure inside the group (a caller's callback, a bug) is raised as itself.
             if len(group_error.exceptions) == 1:
                 raise group_error.exceptions[0] from None
             raise
-        order = sorted(accepted)
         submission = BulkSubmission(
             procedure=procedure,
             operation=operation,
-            jobs=tuple(accepted[i][0] for i in order),
-            batches={accepted[i][0].id: accepted[i][1] for i in order},
-            failed_batches=tuple(
-                e for _, e in sorted(errors, key=lambda p: p[0]) if isinstance(e, BatchError)
-            ),
-            unsent_from=position if stopped else None,
+            outcomes=tuple(outcomes[start] for start in sorted(outcomes)),
+            stopped_by=stopped_by,
             client=self,
         )
-        if not errors:
+        if submission.count == submission.total:
             return submission
-        errors.sort(key=lambda pair: pair[0])
-        if not accepted and len(errors) == 1:
-            # One batch sent, and failed: its error says all. With several, a SubmissionError
-            # names each, so no batch whose outcome is unknown goes unreported.
-            first = errors[0][1]
-            raise first.error if isinstance(first, BatchError) else first
-        shown = "; ".join(str(e) for _, e in errors[:3])
-        raise SubmissionError(
-            f"{name} accepted only in part: {submission.count} items in {len(order)} jobs "
-            f"accepted, {len(errors)} failed ({shown})"
-            + (f"; {name}[{position}:] not sent" if stopped else ""),
-            submission=submission,
-            errors=[e for _, e in errors],
+        first = submission.outcomes[0]
+        if isinstance(stopped_by, ValidationError) and first.state == "not_sent":
+            # Caught before any request: a caller's mistake, raised as itself.
+            raise stopped_by
+        raise _submission_error(name, submission)
+
+
+def _submission_error(name: str, submission: BulkSubmission) -> SubmissionError:
+    """The same error shape whatever the input's size: counts per state, and what stopped it."""
+    counts = submission.counts()
+    jobs = len(submission.jobs)
+    parts = [
+        (
+            f"{name}: {counts.get('accepted', 0):,} of {submission.total:,} accepted "
+            f"({jobs:,} job{'s' if jobs != 1 else ''})"
         )
+    ]
+    parts.extend(
+        f"{counts[state]:,} {label}"
+        for state, label in (
+            ("rejected", "rejected"),
+            ("unknown", "of unknown outcome"),
+            ("not_sent", "not sent"),
+        )
+        if counts.get(state)
+    )
+    failures = [b for b in submission.outcomes if b.state in {"rejected", "unknown"}]
+    stopped = submission.stopped_by
+    text = ", ".join(parts)
+    if stopped is not None:
+        text += f"; stopped by: {stopped}"
+    elif failures:
+        text += f"; first failure: {failures[0].error}"
+    error = SubmissionError(
+        text,
+        submission=submission,
+        errors=[
+            *submission.failed_batches,
+            *([stopped] if isinstance(stopped, ValidationError) else []),
+        ],
+        stopped_by=stopped,
+    )
+    error.__cause__ = stopped or (failures[0].error if failures else None)
+    return error
 
 
-def _outcome_unknown(error: AsyncBulkError) -> bool:
-    """Whether a failed bulk request may have been acted on by the server."""
-    if isinstance(error, TransportError):
-        return error.sent
-    if isinstance(error, RateLimitedError):
-        return False
-    if isinstance(error, APIError):
-        return error.status >= 500 and error.status not in NOT_ACTED_ON  # noqa: PLR2004
-    # A 2xx we could not read, or one without a job id: the server took the request.
-    return True
+def _stops_every_batch(error: BaseException | None) -> bool:
+    """Whether every later batch of the submission would meet this error too."""
+    if isinstance(error, AuthenticationError | NotFoundError):
+        # The credential, its rights, or the procedure in the path: shared by every batch.
+        return True
+    return isinstance(error, APIError) and error.status in _SHAPE_STATUSES
 
 
-def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate]:
-    def convert(item: Any, position: int) -> ProcessUpdate:
+def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate | dict[str, Any]]:
+    # A mapping is checked and put in its wire form in one pass, with no ProcessUpdate built:
+    # the batch then holds exactly what is sent.
+    wire_from_mapping = ProcessUpdate.wire_from_mapping
+
+    def convert(item: Any, position: int) -> ProcessUpdate | dict[str, Any]:
         if type(item) is ProcessUpdate:
             return item
         if isinstance(item, Mapping):
             try:
-                return ProcessUpdate.from_mapping(item)
+                return wire_from_mapping(item)
             except ValidationError as exc:
                 raise exc.at(f"{name}[{position}]") from None
         if isinstance(item, ProcessUpdate):
@@ -751,20 +891,27 @@ async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGene
         await anyio.lowlevel.checkpoint()
 
 
-def _job_from(response: Response, *, acknowledgement: str | None = None) -> BackgroundJob:
-    """The job in an answer; `acknowledgement` is the bulk request's method, if it is one."""
-    data = response.data
-    if acknowledgement and not (isinstance(data, dict) and data.get("id")):
-        raise ProtocolError(
-            "no job id returned (_data.id missing from the acknowledgement)",
-            method=acknowledgement,
-            url=response.url,
-            status=response.status,
-        )
+def _job_from(response: Response) -> BackgroundJob:
+    """The job in an answer."""
     try:
-        return structure_job(data, response.meta)
+        return structure_job(response.data, response.meta)
     except ProtocolError as exc:
         raise ProtocolError(str(exc), url=response.url, status=response.status) from None
+
+
+def _acknowledged(response: Response, method: str) -> tuple[BackgroundJob | None, tuple[str, ...]]:
+    """The job a 2xx bulk answer names (None when it names none) and the ``_errors`` it holds."""
+    data = response.data
+    warnings = tuple(response.messages)
+    if isinstance(data, Mapping) and data.get("id"):
+        try:
+            return structure_job(data, response.meta), warnings
+        except ProtocolError as exc:
+            raise ProtocolError(
+                str(exc), method=method, url=response.url, status=response.status
+            ) from None
+    # Chakra's reference shows bulk create answered `{}`: accepted, with no job to follow.
+    return None, (*warnings, "the answer names no job (_data.id missing)")
 
 
 # -- entries iterators ---------------------------------------------------------------------------
@@ -1090,7 +1237,8 @@ class ChakraJobSource:
         """One GET of one job, ending by ``deadline``."""
         session = self._client._session  # noqa: SLF001 -- the client's own source
         path = session.path(_JOB_PATH, job_id=job_id)
-        return _job_from(await session.request("GET", path, **request_keywords("detect", deadline)))
+        response = await session.request("GET", path, **request_keywords("detect", deadline))
+        return attrs.evolve(_job_from(response), origin=self._client._origin)  # noqa: SLF001
 
     def is_finished(self, job: BackgroundJob) -> bool:
         """Done, success or failure (`BackgroundJob.is_finished`)."""

@@ -73,7 +73,7 @@ def _check_text(field: str, value: object) -> str:
 
 
 def _check_status(value: object) -> str:
-    if value not in PROCESS_STATUSES:
+    if not isinstance(value, str) or value not in PROCESS_STATUSES:
         raise ValidationError("status", f"must be one of OPEN, COMPLETED, CANCELLED, not {value!r}")
     return str(value)
 
@@ -188,6 +188,64 @@ def _changes(
     )
 
 
+def _checked_update(  # noqa: PLR0917 -- the fields of one update, in order
+    id: Any,  # noqa: A002 -- the vendor's name
+    key: Any,
+    data: Any,
+    state: Any,
+    status: Any,
+    assigned_to: Any,
+    next_action_at: Any,
+    is_deleted: Any,
+) -> tuple[
+    str | None,
+    tuple[str, str | int] | None,
+    dict[str, Any] | None,
+    str | None,
+    str | None,
+    str | None,
+    int | None,
+    bool | None,
+]:
+    """The fields of an update, checked: one identifier, valid values, at least one change."""
+    if id is not None and key is not None:
+        raise ValidationError("id", "give either id or key, not both")
+    if id is None and key is None:
+        raise ValidationError("id", "name the process: give id or key")
+    # Inline rather than through `_changes`: this runs once per item of a bulk update.
+    if data is not None:
+        data = _check_data(data)
+    if state is not None:
+        _check_text("state", state)
+    if status is not None and (type(status) is not str or status not in PROCESS_STATUSES):
+        _check_status(status)
+    if assigned_to is not None:
+        _check_text("assigned_to", assigned_to)
+    if next_action_at is not None:
+        next_action_at = _check_epoch_ms(next_action_at)
+    if is_deleted is not None and type(is_deleted) is not bool:
+        raise ValidationError("is_deleted", f"must be a bool, not {type(is_deleted).__name__}")
+    if (
+        not data
+        and state is None
+        and status is None
+        and assigned_to is None
+        and next_action_at is None
+        and is_deleted is None
+    ):
+        raise ValidationError("update", "give at least one change")
+    return (
+        None if id is None else _check_text("id", id),
+        None if key is None else _check_key(key),
+        data,
+        state,
+        status,
+        assigned_to,
+        next_action_at,
+        is_deleted,
+    )
+
+
 @attrs.frozen(init=False)
 class ProcessUpdate:
     """One change to one process, for `ChakraClient.bulk_update_processes`.
@@ -249,41 +307,8 @@ class ProcessUpdate:
             ValidationError: naming the field: no identifier or two, an empty one, a bad status
                 or timestamp, data that is not JSON, or no change at all.
         """
-        if id is not None and key is not None:
-            raise ValidationError("id", "give either id or key, not both")
-        if id is None and key is None:
-            raise ValidationError("id", "name the process: give id or key")
-        # Inline rather than through `_changes`: this runs once per item of a bulk update.
-        if data is not None:
-            data = _check_data(data)
-        if state is not None:
-            _check_text("state", state)
-        if status is not None and status not in PROCESS_STATUSES:
-            _check_status(status)
-        if assigned_to is not None:
-            _check_text("assigned_to", assigned_to)
-        if next_action_at is not None:
-            next_action_at = _check_epoch_ms(next_action_at)
-        if is_deleted is not None and type(is_deleted) is not bool:
-            raise ValidationError("is_deleted", f"must be a bool, not {type(is_deleted).__name__}")
-        if (
-            not data
-            and state is None
-            and status is None
-            and assigned_to is None
-            and next_action_at is None
-            and is_deleted is None
-        ):
-            raise ValidationError("update", "give at least one change")
         self.__attrs_init__(
-            None if id is None else _check_text("id", id),
-            None if key is None else _check_key(key),
-            data,
-            state,
-            status,
-            assigned_to,
-            next_action_at,
-            is_deleted,
+            *_checked_update(id, key, data, state, status, assigned_to, next_action_at, is_deleted)
         )
 
     @classmethod
@@ -324,36 +349,60 @@ class ProcessUpdate:
         Raises:
             ValidationError: naming the field as the item spells it.
         """
-        if not isinstance(mapping, Mapping):
-            raise ValidationError("", f"must be a mapping, not {type(mapping).__name__}")
-        changes: dict[str, Any] = {}
-        spelled: dict[str, str] = {}
-        identifiers: dict[str, Any] = {}
-        if "update" in mapping:
-            update = mapping["update"]
-            both = sorted(n for n in mapping if n in _WIRE_FIELDS)
-            if both:
-                raise ValidationError(
-                    both[0], "give the change either in 'update' or flat, not both"
-                )
-            if not isinstance(update, Mapping):
-                raise ValidationError("update", "must be a mapping of changes")
-            identifiers = {n: v for n, v in mapping.items() if n != "update"}
-            _read_changes(update, changes, spelled, prefix="update.", allowed=_WIRE_FIELDS)
-        else:
-            flat = {n: v for n, v in mapping.items() if n in _WIRE_FIELDS}
-            identifiers = {n: v for n, v in mapping.items() if n not in _WIRE_FIELDS}
-            _read_changes(flat, changes, spelled, prefix="", allowed=_WIRE_FIELDS)
-        identifier = _read_identifier(identifiers, key)
+        identifier, changes, spelled = _parse_update(mapping, key)
         try:
             if identifier[0] == "id":
                 return cls(id=identifier[1], **changes)
             return cls(key=identifier, **changes)
         except ValidationError as exc:
-            field = _respell(exc.field, spelled)
-            if exc.field in {"id", "key"}:
-                field = identifier[0]
-            raise ValidationError(field, exc.reason) from None
+            raise _respelled(exc, identifier, spelled) from None
+
+    @staticmethod
+    def wire_from_mapping(mapping: Mapping[str, Any], *, key: str | None = None) -> dict[str, Any]:
+        """What ``from_mapping(mapping).to_wire()`` gives, checked the same, in one pass.
+
+        No `ProcessUpdate` is built: the bulk methods send mappings this way.
+
+        Args:
+            mapping: the item, in either wire form.
+            key: the procedure's primary-key attribute (see `from_mapping`).
+
+        Raises:
+            ValidationError: naming the field as the item spells it.
+        """
+        identifier, changes, spelled = _parse_update(mapping, key)
+        name, value = identifier
+        try:
+            id_, key_, data, state, status, assigned_to, next_action_at, is_deleted = (
+                _checked_update(
+                    value if name == "id" else None,
+                    None if name == "id" else identifier,
+                    changes.get("data"),
+                    changes.get("state"),
+                    changes.get("status"),
+                    changes.get("assigned_to"),
+                    changes.get("next_action_at"),
+                    changes.get("is_deleted"),
+                )
+            )
+        except ValidationError as exc:
+            raise _respelled(exc, identifier, spelled) from None
+        update: dict[str, Any] = {}
+        if data is not None:
+            update["data"] = data
+        if state is not None:
+            update["state"] = state
+        if status is not None:
+            update["status"] = status
+        if assigned_to is not None:
+            update["assignedTo"] = assigned_to
+        if next_action_at is not None:
+            update["nextActionAt"] = next_action_at
+        if is_deleted is not None:
+            update["isDeleted"] = is_deleted
+        if key_ is None:
+            return {"id": id_, "update": update}
+        return {key_[0]: key_[1], "update": update}
 
     def to_wire(self) -> dict[str, Any]:
         """The documented wrapped form: ``{"<identifier>": value, "update": {...}}``."""
@@ -363,6 +412,39 @@ class ProcessUpdate:
         if self.key is None:
             return {"id": self.id, "update": update}
         return {self.key[0]: self.key[1], "update": update}
+
+
+def _parse_update(
+    mapping: Mapping[str, Any], key: str | None
+) -> tuple[tuple[str, Any], dict[str, Any], dict[str, str]]:
+    """An item's identifier, its changes by field name, and how the item spelled each."""
+    if not isinstance(mapping, Mapping):
+        raise ValidationError("", f"must be a mapping, not {type(mapping).__name__}")
+    changes: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    if "update" in mapping:
+        update = mapping["update"]
+        both = sorted(n for n in mapping if n in _WIRE_FIELDS)
+        if both:
+            raise ValidationError(both[0], "give the change either in 'update' or flat, not both")
+        if not isinstance(update, Mapping):
+            raise ValidationError("update", "must be a mapping of changes")
+        identifiers = {n: v for n, v in mapping.items() if n != "update"}
+        _read_changes(update, changes, spelled, prefix="update.", allowed=_WIRE_FIELDS)
+    else:
+        flat = {n: v for n, v in mapping.items() if n in _WIRE_FIELDS}
+        identifiers = {n: v for n, v in mapping.items() if n not in _WIRE_FIELDS}
+        _read_changes(flat, changes, spelled, prefix="", allowed=_WIRE_FIELDS)
+    return _read_identifier(identifiers, key), changes, spelled
+
+
+def _respelled(
+    error: ValidationError, identifier: tuple[str, Any], spelled: Mapping[str, str]
+) -> ValidationError:
+    field = _respell(error.field, spelled)
+    if error.field in {"id", "key"}:
+        field = identifier[0]
+    return ValidationError(field, error.reason)
 
 
 def _read_changes(

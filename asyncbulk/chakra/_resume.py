@@ -9,7 +9,7 @@ import attrs
 
 from asyncbulk._exceptions import AsyncBulkError, ValidationError
 from asyncbulk._handles import BatchRecord, read_submission
-from asyncbulk.chakra._submission import BatchError, BulkSubmission
+from asyncbulk.chakra._submission import BatchOutcome, BulkSubmission
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -78,29 +78,20 @@ async def submission_from_handle(
         if len(errors.exceptions) == 1:
             raise errors.exceptions[0] from None
         raise
-    name = "updates" if operation == "update" else "records"
-    failed = tuple(_failed(batch, name) for batch in records if batch.state != "accepted")
-    not_sent = [b.start for b in records if b.state == "not_sent"]
     return BulkSubmission(
         procedure=fields["target"],
         operation=operation,
-        jobs=tuple(jobs[b.job_id] for b in accepted if b.job_id is not None),
-        batches={b.job_id: b.positions for b in accepted if b.job_id is not None},
-        failed_batches=tuple(f for f in failed if f is not None),
-        unsent_from=min(not_sent) if not_sent else None,
+        outcomes=tuple(_outcome(batch, jobs) for batch in records),
         client=client,
     )
 
 
-def _failed(batch: BatchRecord, name: str) -> BatchError | None:
-    if batch.state == "not_sent":
-        return None
-    unknown = batch.state in {"unknown", "sending"}
+def _outcome(batch: BatchRecord, jobs: Mapping[str, BackgroundJob]) -> BatchOutcome:
+    """A journaled batch as the submission reports it; its items are not journaled."""
+    if batch.state == "accepted":
+        job = jobs.get(batch.job_id) if batch.job_id is not None else None
+        return BatchOutcome(batch.start, batch.stop, "accepted", job=job)
+    # A batch a crash left sending may have been applied: unknown, never resent.
+    state = "unknown" if batch.state == "sending" else batch.state
     reason = batch.error or (INTERRUPTED if batch.state == "sending" else batch.state)
-    return BatchError(
-        positions=batch.positions,
-        error=AsyncBulkError(reason),
-        outcome_unknown=unknown,
-        items=(),
-        name=name,
-    )
+    return BatchOutcome(batch.start, batch.stop, state, error=AsyncBulkError(reason))

@@ -390,6 +390,11 @@ _zefort_options = _vendor_options(
     help="Write the updates that failed or were invalid here, as JSON Lines to resubmit "
     "(implies --wait).",
 )
+@click.option(
+    "--unknown-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the updates whose outcome is unknown here (never resubmit them blindly).",
+)
 @_timeout_option
 @_chakra_options
 def chakra_update(
@@ -402,6 +407,7 @@ def chakra_update(
     batch_size: int,
     wait: bool,
     failed_out: Path | None,
+    unknown_out: Path | None,
     timeout: float,
     token: str | None,
     allow_insecure_http: bool,
@@ -446,6 +452,7 @@ def chakra_update(
                 batch_size=batch_size,
                 wait=wait or failed_out is not None,
                 failed_out=failed_out,
+                unknown_out=unknown_out,
                 wait_seconds=timeout,
                 output=output,
                 ledger=ledger,

@@ -6,10 +6,9 @@ import csv
 import json
 import sys
 import time
-from bisect import bisect_right
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from asyncbulk import SubmissionError, ValidationError
+from asyncbulk import AuthenticationError, NotFoundError, SubmissionError, ValidationError
 from asyncbulk.chakra import ENTRY_STATUSES, BulkSubmission, ChakraClient, ProcessUpdate
 from asyncbulk.cli._output import table
 from asyncbulk.cli._progress import LiveProgress
@@ -131,8 +130,15 @@ async def update_command(
     wait_seconds: float | None,
     output: Output,
     ledger: Ledger,
+    unknown_out: Path | None = None,
 ) -> int:
-    """Send a file of updates in batches; with `wait`, follow the jobs and report what failed."""
+    """Send a file of updates in batches; with `wait`, follow the jobs and report what failed.
+
+    Raises:
+        AuthenticationError, NotFoundError, ValidationError: what stopped the submission
+            (the credential, the procedure, a bad line), raised after the files are written,
+            so the same mistake ends the command the same way whatever the file's size.
+    """
     started = time.monotonic()
     progress = LiveProgress(output.stderr)
     sent = progress.add("updates sent", total=total, rate=True)
@@ -152,8 +158,9 @@ async def update_command(
                 problem: SubmissionError | None = None
             except SubmissionError as exc:
                 submission, problem = exc.submission, exc
+            fatal = _fatal(problem)
             summary = None
-            if wait and submission.jobs:
+            if wait and submission.jobs and fatal is None:
                 assert finished is not None  # noqa: S101 -- made above when waiting
                 finished.total = len(submission.jobs)
                 ledger.waiting(submission.job_ids)
@@ -163,13 +170,18 @@ async def update_command(
                         finished.completed += 1
                 summary = await submission.summary()
         written = (
-            await _write_failed(failed_out, submission, summary, source)
-            if failed_out is not None and summary is not None
+            _write_failed(failed_out, submission, summary)
+            if failed_out is not None and (summary is not None or fatal is not None)
             else None
         )
+        unknown = _write_unknown(unknown_out, submission) if unknown_out is not None else None
+    if fatal is not None:
+        raise fatal
     report = _update_report(submission, summary, problem, time.monotonic() - started)
     if written is not None:
         report["failed_out"] = {"path": str(failed_out), "items": written}
+    if unknown is not None:
+        report["unknown_out"] = {"path": str(unknown_out), "items": unknown}
     if output.json_mode:
         output.json(report)
     else:
@@ -178,6 +190,14 @@ async def update_command(
         output.error(str(problem))
     ok = problem is None and (summary is None or summary.ok)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _fatal(problem: SubmissionError | None) -> BaseException | None:
+    """The error that stopped a submission when it is the caller's to fix (exit 2)."""
+    stopped = None if problem is None else problem.stopped_by
+    if isinstance(stopped, AuthenticationError | NotFoundError | ValidationError):
+        return stopped
+    return None
 
 
 def _update_report(
@@ -203,6 +223,16 @@ def _update_report(
             for b in submission.failed_batches
         ],
         "unsent_from": submission.unsent_from,
+        "batches": [
+            {
+                "positions": [b.start, b.stop],
+                "state": b.state,
+                "job_id": b.job_id,
+                "error": b.message,
+                "warnings": list(b.warnings),
+            }
+            for b in submission.outcomes
+        ],
         "error": None if problem is None else str(problem),
         "seconds": round(seconds, 3),
     }
@@ -241,6 +271,9 @@ def _show_update(
     if len(jobs) > _SHOWN_JOBS:
         rows.append((f"... and {len(jobs) - _SHOWN_JOBS:,} more (--json lists all)", ""))
     output.show(table(None, ("job", "items"), rows))
+    for outcome in submission.outcomes:
+        if outcome.warnings:
+            output.show(f"Items {_items(outcome.positions)}: {'; '.join(outcome.warnings)}")
     if problem is not None:
         for batch in submission.failed_batches:
             unknown = " (outcome unknown)" if batch.outcome_unknown else ""
@@ -263,82 +296,62 @@ def _show_update(
         output.show(f"Wrote {written['items']:,} updates to resubmit to {written['path']}.")
 
 
-async def _write_failed(
-    path: Path,
-    submission: BulkSubmission,
-    summary: SubmissionSummary,
-    source: UpdateFile,
-) -> int:
-    """Write every update that did not take effect, as JSON Lines `source` reads back.
+def _write_failed(path: Path, submission: BulkSubmission, summary: SubmissionSummary | None) -> int:
+    """Write every update that certainly did not take effect, as JSON Lines to resubmit.
 
-    Each line is the input's own item (its identifier as the file gave it), found by the
-    batch's input positions and the change the server recorded, with ``_status`` and
-    ``_error`` notes that reading ignores. Items of batches never accepted and never sent
-    follow.
+    Built from the submission's outcome of each input position, in input order, never by
+    matching changes: each line is the input's own item, with ``_position`` (its 0-based
+    input position), ``_status`` (``rejected``, ``not_sent``, or the entry's ERROR, INVALID
+    or CANCELLED) and ``_error``, notes that reading ignores. A position whose batch's
+    outcome is unknown is never written here (see ``--unknown-out``). A job whose entries
+    could not be matched to its items one for one has its failed entries written rebuilt
+    from the server's record (process id and change), noted as such.
     """
-    failures = [*summary.invalid, *summary.failed]
-    wanted = sorted({submission.batches[f.job_id] for f in failures}, key=lambda r: r.start)
-    items = _items_at(source, wanted, unsent_from=submission.unsent_from)
-    used: set[int] = set()
     count = 0
+    unmatched: set[str] = set()
     with path.open("w", encoding="utf-8") as out:
-        for failure in failures:
-            update, note = _match(failure, items, used)
-            _write_line(out, update, failure.entry.completion_status or "", failure.message, note)
+        for outcome in submission.positions():
+            status: str
+            if outcome.state in {"rejected", "not_sent"}:
+                status = outcome.state
+            elif outcome.state == "accepted" and outcome.entry_status in _FAILED_STATUSES:
+                status = outcome.entry_status
+            else:
+                if (
+                    outcome.state == "accepted"
+                    and outcome.entry_status is None
+                    and outcome.job_id is not None
+                ):
+                    unmatched.add(outcome.job_id)
+                continue
+            _write_line(out, outcome.item, status, outcome.message or "", position=outcome.position)
             count += 1
-        for batch in submission.failed_batches:
-            for offset, item in enumerate(batch.items):
-                if isinstance(item, ProcessUpdate):
-                    used.add(batch.positions.start + offset)
-                    _write_line(out, item, "NOT_ACCEPTED", str(batch.error))
-                    count += 1
-        if submission.unsent_from is not None:
-            for position in sorted(items):
-                if position >= submission.unsent_from and position not in used:
-                    _write_line(out, items[position], "NOT_SENT", "not sent")
-                    count += 1
+        for failure in () if summary is None else (*summary.invalid, *summary.failed):
+            if failure.job_id in unmatched:
+                entry = failure.entry
+                rebuilt: dict[str, Any] = {"update": dict(entry.process_update or {})}
+                if entry.process_id:
+                    rebuilt["id"] = entry.process_id
+                note = (
+                    f"from job {failure.job_id}, whose entries could not be matched to "
+                    f"positions {failure.positions.start}-{failure.positions.stop - 1}"
+                )
+                _write_line(out, rebuilt, entry.completion_status or "", failure.message, note)
+                count += 1
     return count
 
 
-def _items_at(
-    source: UpdateFile, ranges: Sequence[range], *, unsent_from: int | None
-) -> dict[int, ProcessUpdate]:
-    # One more streamed read of the input, keeping only the batches that had failures.
-    starts = [r.start for r in ranges]
-    kept: dict[int, ProcessUpdate] = {}
-    for position, update in enumerate(source):
-        if unsent_from is not None and position >= unsent_from:
-            kept[position] = update
-            continue
-        index = bisect_right(starts, position) - 1
-        if index >= 0 and position in ranges[index]:
-            kept[position] = update
-    return kept
-
-
-def _match(
-    failure: FailedEntry, items: dict[int, ProcessUpdate], used: set[int]
-) -> tuple[ProcessUpdate | dict[str, Any], str | None]:
-    # The server names the batch, not the item: the item is the first unused one of the batch
-    # whose change is the one the entry recorded (and whose process, when both say, is its).
-    entry = failure.entry
-    for position in failure.positions:
-        item = items.get(position)
-        if item is None or position in used:
-            continue
-        if entry.process_update is not None and item.to_wire()["update"] != entry.process_update:
-            continue
-        if item.id is not None and entry.process_id and item.id != entry.process_id:
-            continue
-        used.add(position)
-        return item, None
-    rebuilt: dict[str, Any] = {"update": dict(entry.process_update or {})}
-    if entry.process_id:
-        rebuilt["id"] = entry.process_id
-    return (
-        rebuilt,
-        f"not matched to an input line of {failure.positions.start}-{failure.positions.stop - 1}",
-    )
+def _write_unknown(path: Path, submission: BulkSubmission) -> int:
+    """Write the updates whose outcome is unknown (never resubmit them blindly): JSON Lines."""
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for outcome in submission.positions():
+            if outcome.state == "unknown":
+                _write_line(
+                    out, outcome.item, "unknown", outcome.message or "", position=outcome.position
+                )
+                count += 1
+    return count
 
 
 def _write_line(
@@ -347,8 +360,12 @@ def _write_line(
     status: str,
     message: str,
     note: str | None = None,
+    *,
+    position: int | None = None,
 ) -> None:
-    item = update.to_wire() if isinstance(update, ProcessUpdate) else update
+    item = update.to_wire() if isinstance(update, ProcessUpdate) else dict(update)
+    if position is not None:
+        item["_position"] = position
     item = {**item, "_status": status, "_error": message}
     if note:
         item["_note"] = note

@@ -154,7 +154,10 @@ class UpdateFile:
             self._spool.seek(0)
             raw: IO[bytes] = self._spool
         else:
-            raw = self._path.open("rb")
+            try:
+                raw = self._path.open("rb")
+            except OSError as exc:
+                raise ValidationError(self.name, f"cannot be read: {exc.strerror}") from None
         # utf-8-sig: spreadsheets often start a CSV with a byte-order mark.
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:

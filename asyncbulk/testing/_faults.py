@@ -23,9 +23,11 @@ from ._limits import RetryAfterForm, check_form
 FaultKind = Literal[
     "latency",
     "status",
+    "proxy",
     "drop_before",
     "drop_after",
     "malformed",
+    "empty",
     "slow_body",
     "redirect",
     "oversized",
@@ -76,10 +78,14 @@ class Fault:
         - "status": answer `status` without handling the request, in the vendor's error format;
           with `retry_after` the answer carries a `Retry-After` header and `status` defaults to 429,
           otherwise it defaults to 503.
+        - "proxy": a proxy in front of the app answers `status` (502 by default) with its own
+          HTML page; the app never sees the request, so nothing is done.
         - "drop_before": close the connection without handling the request.
         - "drop_after": handle the request fully (a job or task is created), then close the
           connection without answering: the response is lost.
         - "malformed": handle the request, then answer 200 with a body that is not valid JSON.
+        - "empty": handle the request, then answer 200 with the body ``{}`` (what Chakra's
+          reference shows for a bulk create): the work is done, and no job id is named.
         - "slow_body": handle the request, then send the response body in pieces spread over
           `delay` seconds (1 s by default).
         - "redirect": answer `status` (307 by default) with ``Location: <location>`` without
@@ -97,7 +103,7 @@ class Fault:
         route: Only requests whose route template is this, e.g. "/api/tasks/{id}/".
         method: Only requests with this HTTP method.
         vendor: Only requests to this vendor's server: "chakra" or "zefort".
-        status: The status a "status" (4xx, 5xx) or "redirect" (3xx) fault answers.
+        status: The status a "status" (4xx, 5xx), "proxy" (5xx) or "redirect" (3xx) fault answers.
         retry_after: Seconds sent in `Retry-After` by a "status" fault.
         retry_after_form: How a "status" fault writes `Retry-After`: "seconds" (the default),
             "http-date", "absent", "garbage" or "huge" (a day); any form but "seconds" makes
@@ -150,7 +156,7 @@ class Fault:
 
     @property
     def answer_status(self) -> int:
-        """The status the fault answers: `status`, else 307 (redirect), 429 or 503.
+        """The status the fault answers: `status`, else 307 (redirect), 502 (proxy), 429 or 503.
 
         429 when a "status" fault has a `retry_after`, or a `retry_after_form` other than
         "seconds".
@@ -159,6 +165,8 @@ class Fault:
             return self.status
         if self.kind == "redirect":
             return 307
+        if self.kind == "proxy":
+            return 502
         if self.retry_after is not None or self.retry_after_form != "seconds":
             return 429
         return 503

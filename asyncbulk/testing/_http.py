@@ -134,7 +134,7 @@ def observe(  # noqa: PLR0917 - private to the two vendor apps
     return middleware
 
 
-async def _inject(  # noqa: PLR0911, PLR0917 - one answer per fault kind; one caller
+async def _inject(  # noqa: C901, PLR0911, PLR0917 - one answer per fault kind; one caller
     request: web.Request,
     handler: Handler,
     fault: Fault,
@@ -157,6 +157,11 @@ async def _inject(  # noqa: PLR0911, PLR0917 - one answer per fault kind; one ca
     if fault.kind == "oversized":
         size = OVERSIZED_BYTES if fault.size is None else fault.size
         return await _oversized(request, size, records), 200
+    if fault.kind == "proxy":
+        page = b"<html><body><h1>Bad Gateway</h1><p>simulated proxy</p></body></html>"
+        return web.Response(body=page, status=fault.answer_status, content_type="text/html"), (
+            fault.answer_status
+        )
     if fault.kind == "drop_before":
         _drop(request)
         return web.Response(status=500), None
@@ -164,6 +169,8 @@ async def _inject(  # noqa: PLR0911, PLR0917 - one answer per fault kind; one ca
     if fault.kind == "drop_after":
         _drop(request)
         return response, None
+    if fault.kind == "empty":
+        return encoded_response(b"{}"), 200
     body = response.body if isinstance(response, web.Response) else None
     raw = body if isinstance(body, bytes) else b""
     if fault.kind == "malformed":

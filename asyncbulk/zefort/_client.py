@@ -11,24 +11,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 import attrs
 
 from asyncbulk._exceptions import (
+    APIError,
     AsyncBulkError,
     NotFoundError,
     OutcomeUnknownError,
     ProtocolError,
-    ServerError,
     TransportError,
     ValidationError,
 )
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
 from asyncbulk._journal import open_journal
+from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
 from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
@@ -66,7 +68,6 @@ _BULK_UPDATE: Final = "/api/contracts/bulk_update/"
 _TASKS: Final = "/api/tasks/"
 _TASK: Final = "/api/tasks/{task_id}/"
 #: Statuses after which a POST may or may not have been carried out.
-_AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 504})
 _LISTING_PREFETCH: Final = 4
 #: What a task just submitted says, and says until it finishes: a sweep builds nothing for it.
 _PENDING: Final = "pending"
@@ -76,6 +77,24 @@ _DEFAULT_TRACKING: Final = TrackingOptions(max_in_flight=8)
 
 class _PageIgnoredError(ProtocolError):
     """The listing answered the same tasks for page 2 as for page 1: it ignores ``page``."""
+
+
+#: Seconds a pending-listing snapshot is shared by the bulk updates started after it began: a
+#: task another process starts in that window could pass for ours, so it is kept short.
+_SNAPSHOT_FRESH: Final = 1.0
+#: Task ids of this client's own bulk updates remembered, so none is adopted by another call.
+_CLAIMED_KEPT: Final = 10_000
+#: The body fields `bulk_update_contracts` names; `extra` may not hold them.
+_NAMED_FIELDS: Final = frozenset({"attributes", "status", "search"})
+
+
+@attrs.define
+class _Snapshot:
+    """One read of the pending listing, shared by the bulk updates started while fresh."""
+
+    started: float
+    ids: frozenset[str] | None = None
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
 
 
 def _canonical(value: Any) -> str:
@@ -137,13 +156,7 @@ def _bulk_body(
 
 def _is_ambiguous(error: AsyncBulkError) -> bool:
     """Whether a failed POST may have been carried out all the same."""
-    if isinstance(error, TransportError):
-        return error.sent
-    if isinstance(error, ServerError):
-        return error.status in _AMBIGUOUS_STATUSES
-    # The Session raises ProtocolError only for a 2xx it cannot read, and so do we: the server
-    # took the request.
-    return isinstance(error, ProtocolError)
+    return outcome_of(error) is Outcome.UNKNOWN
 
 
 def _site_url(base_url: str) -> str:
@@ -263,6 +276,10 @@ class ZefortClient(ClientBase):
         self._page_size = check_count("listing_page_size", listing_page_size, least=1)
         self._converter = make_zefort_converter()
         self._warned: set[str] = set()
+        self._snapshot: _Snapshot | None = None
+        # Tasks this client's bulk updates were answered with: never another call's to adopt.
+        self._claimed: deque[str] = deque(maxlen=_CLAIMED_KEPT)
+        self._sending: Counter[str] = Counter()
         self.task_source = ZefortTaskSource(self)
         self._origin = Origin(
             vendor="zefort",
@@ -347,7 +364,7 @@ class ZefortClient(ClientBase):
         try:
             # The same proof as after an ambiguous failure: one pending task with exactly
             # this body.
-            task = await self._adopt(dict(body), url, interrupted)
+            task = await self._adopt(dict(body), url, interrupted, None)
         except OutcomeUnknownError as exc:
             return attrs.evolve(batch, state="unknown", error=str(exc))
         return attrs.evolve(batch, state="accepted", job_id=task.id, error=None)
@@ -360,51 +377,131 @@ class ZefortClient(ClientBase):
         attributes: Mapping[str, Any] | None = None,
         status: str | None = None,
         search: Mapping[str, Any] | None = None,
-        **extra: Any,
+        all_contracts: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> ZefortTask:
         """Change many contracts at once: ``POST /api/contracts/bulk_update/``.
 
+        Without `search`, Zefort applies the change to every contract: so a call without it
+        is refused unless ``all_contracts=True`` says that is meant.
+
         The POST is not idempotent, so it is sent again only when the server certainly did not
-        act on it (429, 503, or no connection at all). After an ambiguous failure (the
-        connection dropped after sending, a read timeout, a 500, 502 or 504, an unreadable
-        2xx) the pending tasks are searched for one whose ``details.data`` is exactly this
-        request's body: when exactly one is found it is returned; otherwise
-        `OutcomeUnknownError` says so and carries the request, and the caller decides. The
-        same bulk operation is never started twice by the client.
+        act on it (the rule of `asyncbulk.Outcome`: 429, 503, no connection). Before sending,
+        the client reads the pending listing (one pass, shared by the bulk updates started
+        while it is fresh and waited for before any of them is sent). After an ambiguous
+        failure (the connection dropped after sending, a read timeout, a 408, a 500, 501, 502
+        or 504, an unreadable 2xx) the listing is read again, and a pending task is adopted
+        only with proof: its ``details.data`` is exactly this request's body, it was absent
+        from the listing read before the POST, and no other call of this client was answered
+        with it. Exactly one such task is returned; otherwise `OutcomeUnknownError` carries the
+        request and the candidate task ids, and the caller decides. So a 502 from a proxy (the
+        app never saw the request) never adopts an older, identical task, and the same bulk
+        operation is never started twice by the client.
 
         Args:
             attributes: attribute values to set on every matching contract.
             status: the contract status to set (archived, done, error, limited, processing,
                 queued, review).
             search: which contracts: Zefort's search parameters (``q``, ``q_tags``, ``tags``,
-                ``owner``, ``binder``...). Without it, Zefort applies the change to every
-                contract.
-            **extra: further fields of the request body, sent as given.
+                ``owner``, ``binder``...).
+            all_contracts: True to send no `search` and change every contract.
+            extra: further fields of the request body the library does not name, sent as given.
 
         Returns:
             the task carrying the operation out (``backend_status`` ``pending`` at first).
 
         Raises:
-            ValidationError: nothing to change, or a value that is not JSON.
+            ValidationError: no `search` without `all_contracts` (or both), nothing to change,
+                or a value that is not JSON.
             OutcomeUnknownError: the request may or may not have been carried out; its
-                ``__cause__`` is the failure met.
+                ``__cause__`` is the failure met and ``candidates`` the matching task ids.
             APIError: the server refused the request.
         """
-        body = _bulk_body(attributes, status, search, extra)
-        policy = self._session.retry.for_unrepeatable()
-        try:
-            response = await self._session.request(
-                "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
+        if not isinstance(all_contracts, bool):
+            raise ValidationError("all_contracts", f"must be True or False, not {all_contracts!r}")
+        if search is None and not all_contracts:
+            raise ValidationError(
+                "search",
+                "is required: without it every contract is changed "
+                "(pass all_contracts=True if that is meant)",
             )
-            return self._task(response, "POST")
-        except (TransportError, ProtocolError, ServerError) as exc:
-            if not _is_ambiguous(exc):
-                raise
-            url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
-            return await self._adopt(body, url, exc)
+        if search is not None and all_contracts:
+            raise ValidationError("all_contracts", "cannot be True when a search is given")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise ValidationError("extra", "must be a mapping of field names to values")
+        fields = dict(extra or {})
+        for name in fields:
+            if name in _NAMED_FIELDS or not isinstance(name, str):
+                raise ValidationError(
+                    f"extra[{name!r}]", "is a field of its own: pass it as its argument"
+                )
+        body = _bulk_body(attributes, status, search, fields)
+        policy = self._session.retry.for_unrepeatable()
+        before = await self._pending_snapshot()
+        wanted = _canonical(body)
+        self._sending[wanted] += 1
+        try:
+            try:
+                response = await self._session.request(
+                    "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
+                )
+                task = self._task(response, "POST")
+            except (TransportError, ProtocolError, APIError) as exc:
+                if not _is_ambiguous(exc):
+                    raise
+                url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
+                task = await self._adopt(body, url, exc, before)
+            self._claimed.append(task.id)
+        finally:
+            self._sending[wanted] -= 1
+            if not self._sending[wanted]:
+                del self._sending[wanted]
+        return task
 
-    async def _adopt(self, body: dict[str, Any], url: str, error: AsyncBulkError) -> ZefortTask:
-        """The task an ambiguous bulk update started, if found; else the outcome is unknown."""
+    async def _pending_snapshot(self) -> frozenset[str] | None:
+        """The ids of the pending tasks, from a listing read that began before this call.
+
+        Shared by the calls started while it is fresh; None when it could not be read (then
+        no task can be proved new, and nothing is adopted).
+        """
+        snapshot = self._snapshot
+        now = anyio.current_time()
+        if snapshot is None or now - snapshot.started > _SNAPSHOT_FRESH:
+            snapshot = _Snapshot(started=now)
+            self._snapshot = snapshot
+            try:
+                snapshot.ids = await self._pending_ids()
+            except AsyncBulkError as exc:
+                logger.warning(
+                    "ZefortClient: pending tasks could not be read before a bulk update (%s); "
+                    "its task cannot be adopted if the answer is lost",
+                    exc,
+                )
+            finally:
+                snapshot.ready.set()
+        else:
+            await snapshot.ready.wait()
+        return snapshot.ids
+
+    async def _pending_ids(self) -> frozenset[str]:
+        ids: set[str] = set()
+        async with self._listing(self._page_size) as pages:
+            async for page in pages:
+                ids.update(
+                    raw["id"]
+                    for raw in page.results
+                    if isinstance(raw, Mapping) and isinstance(raw.get("id"), str)
+                )
+        return frozenset(ids)
+
+    async def _adopt(
+        self,
+        body: dict[str, Any],
+        url: str,
+        error: AsyncBulkError,
+        before: frozenset[str] | None,
+    ) -> ZefortTask:
+        """The task an ambiguous bulk update started, if proved; else the outcome is unknown."""
         wanted = _canonical(body)
         matches: list[ZefortTask] = []
         try:
@@ -424,27 +521,47 @@ class ZefortClient(ClientBase):
                 url=url,
                 body=body,
             ) from error
-        if len(matches) == 1:
+        candidates = tuple(t.id for t in matches)
+        # Another identical update of this client on the wire may have started any new match.
+        alone = self._sending[wanted] == 1
+        new = [
+            t
+            for t in matches
+            if before is not None and t.id not in before and t.id not in self._claimed
+        ]
+        if alone and len(new) == 1:
             logger.warning(
                 "ZefortClient: bulk update failed ambiguously (%s); adopted pending task %s, "
-                "whose data is exactly the request's",
+                "whose data is exactly the request's and which was not pending before it",
                 error,
-                matches[0].id,
+                new[0].id,
             )
-            return matches[0]
-        if matches:
+            return new[0]
+        shown = ", ".join(candidates[:5])
+        if before is None:
+            reason = "the pending tasks were not read before sending, so no task is proved new"
+        elif not alone:
             reason = (
-                f"{len(matches)} pending tasks match the request exactly "
-                f"({', '.join(t.id for t in matches[:5])}); adopting none"
+                "another identical bulk update of this client is in flight, so no matching "
+                f"task ({shown or 'none found'}) is proved to be this one's"
+            )
+        elif len(new) > 1:
+            reason = (
+                f"{len(new)} new pending tasks match the request exactly ({shown}); adopting none"
+            )
+        elif matches:
+            reason = (
+                f"{len(matches)} pending task(s) match the request exactly ({shown}), but each "
+                "was pending before it was sent or is another call's: adopting none"
             )
         else:
             reason = (
                 "no pending task matches the request: it may not have been received, or its "
                 "task may have finished already"
             )
-        raise OutcomeUnknownError(f"{error}; {reason}", method="POST", url=url, body=body) from (
-            error
-        )
+        raise OutcomeUnknownError(
+            f"{error}; {reason}", method="POST", url=url, body=body, candidates=candidates
+        ) from error
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -813,6 +930,7 @@ class ZefortTaskSource:
         """
         client = self._client
         known = view.known
+        origin = client._origin  # noqa: SLF001 -- the client's own source
         async with client._listing(client._page_size, deadline=deadline) as pages:  # noqa: SLF001
             try:
                 async for page in pages:
@@ -832,7 +950,7 @@ class ZefortTaskSource:
                             task = structure_task(raw)
                         except ProtocolError:
                             continue
-                        view.changed(task_id, task)
+                        view.changed(task_id, attrs.evolve(task, origin=origin))
             except _PageIgnoredError as exc:
                 logger.warning("ZefortClient: %s; following tasks one by one instead", exc)
                 return False

@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING
 from asyncbulk import (
     AsyncBulkError,
     BackgroundJob,
+    BatchOutcome,
+    BatchState,
     BulkSubmission,
     ChakraClient,
     DeadlineExceededError,
     JobEntry,
     JobTimeoutError,
+    Outcome,
+    OutcomeUnknownError,
+    PositionOutcome,
     Priority,
     ProcessUpdate,
     RateLimit,
@@ -26,6 +31,7 @@ from asyncbulk import (
     TrackingOptions,
     ZefortClient,
     ZefortTask,
+    outcome_of,
 )
 from asyncbulk.testing import Fault, Simulator, TokenBucket
 
@@ -64,6 +70,30 @@ async def chakra_flow(token: str) -> SubmissionSummary:
         return summary
 
 
+async def chakra_outcomes(chakra: ChakraClient, updates: list[ProcessUpdate]) -> int:
+    """Every position's state, the unknown ones apart, and the batch states as they change."""
+    states: list[BatchState] = []
+
+    def journal(batch: BatchOutcome) -> None:
+        states.append(batch.state)
+
+    try:
+        submission = await chakra.bulk_update_processes(
+            "tele_sales", updates, max_consecutive_failures=3, cancel_grace=5.0, on_state=journal
+        )
+    except SubmissionError as exc:
+        submission = exc.submission
+        if exc.stopped_by is not None and outcome_of(exc.stopped_by) is Outcome.NOT_APPLIED:
+            print("stopped:", exc.stopped_by)
+    for batch in submission.outcomes:
+        print(batch.start, batch.stop, batch.state, batch.job_id, batch.message, batch.warnings)
+    summary = await submission.summary()
+    print(summary.mismatches)
+    positions: list[PositionOutcome] = list(submission.positions())
+    unknown: list[ProcessUpdate] = list(submission.unknown_updates())
+    return len(positions) + len(unknown) + submission.counts().get("accepted", 0)
+
+
 async def zefort_flow(api_key: str, task_ids: list[str]) -> list[str]:
     """Bulk update, wait, and track many tasks with a deadline."""
     done: list[str] = []
@@ -71,6 +101,12 @@ async def zefort_flow(api_key: str, task_ids: list[str]) -> list[str]:
         task: ZefortTask = await zefort.bulk_update_contracts(
             attributes={"end_date": "2023-02-15"}, search={"q_tags": "nda"}
         )
+        try:
+            await zefort.bulk_update_contracts(
+                status="done", all_contracts=True, extra={"notify": False}
+            )
+        except OutcomeUnknownError as exc:
+            print(exc.body, exc.candidates)
         finished = await zefort.wait_for_task(task.id, timeout=60.0, acknowledge=True)
         print(finished.is_done, finished.affected_contracts)
         try:
