@@ -101,7 +101,7 @@ async def test_another_account_sees_nothing_of_this_one(sim, tmp_path):
 
 
 async def test_zefort_adopts_the_task_a_crash_left_unrecorded_without_posting_again(sim):
-    """A bulk update left sending is adopted when exactly one pending task has its body."""
+    """A bulk update left sending is adopted when exactly one new pending task has its body."""
     body = {"status": "review", "search": {"q": "resume-me"}}
     # The server received the POST; the process died before the answer was recorded.
     task = sim.zefort.submit_bulk_update(body)
@@ -113,7 +113,8 @@ async def test_zefort_adopts_the_task_a_crash_left_unrecorded_without_posting_ag
                 origin=zefort._origin,
                 target="contracts",
                 operation="update",
-                request={"body": body},
+                # The listing read before the POST: the task was not pending then.
+                request={"body": body, "pending_before": []},
                 batches=(BatchRecord(start=0, stop=1, state="sending"),),
             )
         )
@@ -128,13 +129,20 @@ async def test_zefort_adopts_the_task_a_crash_left_unrecorded_without_posting_ag
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        ({"body": {"status": "review", "search": {"q": "never-sent"}}}, "no pending task matches"),
+        (
+            {"body": {"status": "review", "search": {"q": "never-sent"}}, "pending_before": []},
+            "no pending task",
+        ),
+        (
+            {"body": {"status": "review", "search": {"q": "resume-me"}}},
+            "not read before sending",
+        ),
         (None, "no request body"),
     ],
-    ids=["no-match", "no-body"],
+    ids=["no-match", "no-snapshot", "no-body"],
 )
 async def test_zefort_without_proof_leaves_the_batch_unknown_with_the_reason(sim, request_, reason):
-    """No pending task with the body, or no body recorded: unknown, saying why; nothing sent."""
+    """No new pending task with the body, no snapshot or no body: unknown, saying why; no POST."""
     journal = MemoryJournal()
     async with zefort_client(sim, journal=journal) as zefort:
         await journal.begin_submission(

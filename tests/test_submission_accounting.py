@@ -15,6 +15,7 @@ from asyncbulk import (
     ProcessUpdate,
     RetryPolicy,
     SubmissionError,
+    TrackingOptions,
 )
 from asyncbulk.testing import Fault, Simulator
 
@@ -60,7 +61,7 @@ async def test_fifty_thousand_updates_with_applied_then_dropped_batches_are_all_
             sim.chakra_token,
             base_url=sim.chakra_url,
             retry=RetryPolicy.testing(),
-            poll_interval=(0.01, 0.05),
+            tracking=TrackingOptions(min_interval=0.01, max_interval=0.05),
             max_in_flight=32,
         ) as chakra:
             with pytest.raises(SubmissionError) as caught:

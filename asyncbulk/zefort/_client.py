@@ -361,10 +361,17 @@ class ZefortClient(ClientBase):
             )
         interrupted = AsyncBulkError("the process stopped while the request was being sent")
         url = f"{self._session.base_url}{_BULK_UPDATE}"
+        # The same proof as after an ambiguous failure: exactly one pending task with this body
+        # that was not pending before the POST was sent (the snapshot journaled with the batch).
+        recorded = (submission.request or {}).get("pending_before")
+        before = (
+            frozenset(str(task_id) for task_id in recorded)
+            if isinstance(recorded, list | tuple)
+            else None
+        )
         try:
-            # The same proof as after an ambiguous failure: one pending task with exactly
-            # this body.
-            task = await self._adopt(dict(body), url, interrupted, None)
+            # No call of this client is sending it now: the crashed process was.
+            task = await self._adopt(dict(body), url, interrupted, before, own=0)
         except OutcomeUnknownError as exc:
             return attrs.evolve(batch, state="unknown", error=str(exc))
         return attrs.evolve(batch, state="accepted", job_id=task.id, error=None)
@@ -500,6 +507,8 @@ class ZefortClient(ClientBase):
         url: str,
         error: AsyncBulkError,
         before: frozenset[str] | None,
+        *,
+        own: int = 1,
     ) -> ZefortTask:
         """The task an ambiguous bulk update started, if proved; else the outcome is unknown."""
         wanted = _canonical(body)
@@ -523,7 +532,7 @@ class ZefortClient(ClientBase):
             ) from error
         candidates = tuple(t.id for t in matches)
         # Another identical update of this client on the wire may have started any new match.
-        alone = self._sending[wanted] == 1
+        alone = self._sending[wanted] <= own
         new = [
             t
             for t in matches
