@@ -18,8 +18,15 @@ fast and never counted as client requests:
 - `POST /admin/zefort/one-task`: one finished task for per-request GETs; answers `{"id": ...}`.
 - `POST /admin/faults` `{"faults": [{"kind": ..., ...}]}`: replace the fault rules (`Fault`
   keyword arguments; a list `delay` is a (low, high) range).
+- `POST /admin/limit` `{"rate", "burst", "sporadic", "once", "retry_after"}`: the rate limits of
+  the limited Zefort URL (`benchmarks._limits`); `{}` lifts them.
 - `GET /admin/report` (`?finished=1` adds the finish time of every finished task): requests per
-  route and per status, faults injected, acknowledgements.
+  route and per status (the read-only server's included), faults injected, acknowledgements, and
+  what the rate limiter admitted and refused.
+
+Besides the simulator's two URLs it serves the simulated Zefort API behind the rate-limiting
+middleware (`limited_zefort_url`, same data, same records) and, when the config has
+`readonly_entries`, a server that only reads (`readonly_url`, `benchmarks._readonly`).
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from typing import Any
 
 from aiohttp import web
 
-from asyncbulk.testing import Fault, Simulator
+from asyncbulk.testing import Fault, Simulator, make_zefort_app
+from benchmarks._limits import Limiter
+from benchmarks._readonly import ReadOnly
 
 _ADMIN_HOST = "127.0.0.1"
 _BENCH_PROCEDURE = "bench"
@@ -56,8 +65,10 @@ def _fault(spec: dict[str, Any]) -> Fault:
 class _Admin:
     """The admin routes, over one simulator."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Simulator, limiter: Limiter, readonly: ReadOnly | None) -> None:
         self.sim = sim
+        self.limiter = limiter
+        self.readonly = readonly
         self.processes = 0
 
     async def zefort_tasks(self, request: web.Request) -> web.Response:
@@ -126,15 +137,30 @@ class _Admin:
             self.sim.faults.add(_fault(rule))
         return web.json_response({"faults": len(self.sim.faults)})
 
+    async def limit(self, request: web.Request) -> web.Response:
+        self.limiter.configure(await request.json())
+        return web.json_response({"active": self.limiter.active})
+
     async def report(self, request: web.Request) -> web.Response:
         records = self.sim.records
+        by_route = {f"{m} {r}": n for (m, r), n in records.by_route.items()}
+        by_status = {str(s): n for s, n in records.by_status.items()}
+        total = records.total_requests
+        if self.readonly is not None:
+            readonly = self.readonly.report()
+            by_route |= {f"read-only {route}": n for route, n in readonly.items()}
+            served = sum(readonly.values())
+            total += served
+            by_status["200"] = by_status.get("200", 0) + served
         body: dict[str, Any] = {
-            "total": records.total_requests,
-            "by_route": {f"{m} {r}": n for (m, r), n in records.by_route.items()},
-            "by_status": {str(s): n for s, n in records.by_status.items()},
+            "total": total,
+            "by_route": by_route,
+            "by_status": by_status,
             "faults": dict(records.faults),
             "acknowledgements": sum(records.acknowledgements.values()),
         }
+        if self.limiter.active:
+            body["limit"] = self.limiter.report()
         if request.query.get("finished"):
             body["finished"] = {
                 task_id: at.wall for task_id, at in records.finished_tasks().items()
@@ -148,6 +174,7 @@ class _Admin:
         app.router.add_post("/admin/chakra/processes", self.chakra_processes)
         app.router.add_post("/admin/chakra/job", self.chakra_job)
         app.router.add_post("/admin/faults", self.faults)
+        app.router.add_post("/admin/limit", self.limit)
         app.router.add_get("/admin/report", self.report)
         return app
 
@@ -161,24 +188,41 @@ async def serve(config: dict[str, Any]) -> None:
         keep_requests=False,
         examples=False,
     ) as sim:
-        runner = web.AppRunner(_Admin(sim).app(), handle_signals=False, access_log=None)
-        await runner.setup()
+        limiter = Limiter(seed=int(config.get("seed", 0)))
+        limited = make_zefort_app(sim.zefort, faults=sim.faults)
+        # Inside the simulator's outermost middleware, which records every request and its
+        # status: a refusal is a request the server received, like any other.
+        limited.middlewares.insert(1, limiter.middleware)
+        entries = config.get("readonly_entries")
+        readonly = None if entries is None else ReadOnly(int(entries))
+        apps = {"admin": _Admin(sim, limiter, readonly).app(), "limited": limited}
+        if readonly is not None:
+            apps["readonly"] = readonly.app()
+        runners: dict[str, web.AppRunner] = {}
         try:
-            site = web.TCPSite(runner, _ADMIN_HOST, 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
+            urls = {}
+            for name, app in apps.items():
+                runner = web.AppRunner(app, handle_signals=False, access_log=None)
+                runners[name] = runner
+                await runner.setup()
+                await web.TCPSite(runner, _ADMIN_HOST, 0).start()
+                host, port = runner.addresses[0][:2]
+                urls[name] = f"http://{host}:{port}"
             hello = {
                 "chakra_url": sim.chakra_url,
                 "zefort_url": sim.zefort_url,
+                "limited_zefort_url": urls["limited"],
+                "readonly_url": urls.get("readonly"),
                 "chakra_token": sim.chakra_token,
                 "zefort_api_key": sim.zefort_api_key,
-                "admin_url": f"http://{host}:{port}",
+                "admin_url": urls["admin"],
             }
             sys.stdout.write(json.dumps(hello) + "\n")
             sys.stdout.flush()
             await _until_stopped()
         finally:
-            await runner.cleanup()
+            for runner in runners.values():
+                await runner.cleanup()
 
 
 async def _until_stopped() -> None:

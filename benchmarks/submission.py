@@ -111,17 +111,18 @@ def plan(size: Size) -> list[Case]:
         Run("list", "asyncbulk, list input", one, unit),
         Run("generator", "asyncbulk, generator input", one, unit),
         Run("generator", f"asyncbulk, generator input, {2 * count:,}", two, unit),
-        Run("raw", "raw aiohttp (dicts, no validation)", one, unit),
+        Run("raw", "raw aiohttp (dicts, no validation)", one, unit, floor=True),
     ]
     setup = (("/admin/chakra/processes", {"count": count}),)
-    return [Case(f"{count:,} updates", tuple(runs), setup, server_per_run=size != "smoke")]
+    floor = "raw aiohttp PATCHing the wire-form dicts, as many in flight, no validation"
+    return [Case(f"{count:,} updates", tuple(runs), floor, setup, server_per_run=size != "smoke")]
 
 
 def goals(rows: list[Row], size: Size) -> list[Goal]:  # noqa: ARG001 - same goal at every size
     """>= 50,000 updates/s, with list input and with generator input."""
     out = []
     for label in ("asyncbulk, list input", "asyncbulk, generator input"):
-        row = next((r for r in rows if r.contender == label and not r.error), None)
+        row = next((r for r in rows if r.contender == label and r.good), None)
         name = f"submission rate, {label.removeprefix('asyncbulk, ')}"
         if row is None or row.throughput is None:
             out.append(Goal(name, ">= 50,000 updates/s", "n/a", None, None))
@@ -133,7 +134,7 @@ def goals(rows: list[Row], size: Size) -> list[Goal]:  # noqa: ARG001 - same goa
             f"{1e6 / cpu:,.0f} updates per second of client CPU"
         )
         out.append(Goal(name, ">= 50,000 updates/s", value, rate / 50_000, rate >= 50_000))
-    raw = next((r for r in rows if r.contender.startswith("raw") and not r.error), None)
+    raw = next((r for r in rows if r.contender.startswith("raw") and r.good), None)
     if raw is not None and raw.throughput is not None:
         cpu = raw.get("cpu") / raw.get("items") * 1e6
         value = (

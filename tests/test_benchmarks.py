@@ -25,4 +25,4 @@ def test_smoke_run_produces_a_table_with_figures(tmp_path):
     text = results.read_text(encoding="utf-8")
     assert "## Goals" in text
     assert "## Figures" in text
-    assert re.search(r"^- (MET|MISSED): ", text, re.MULTILINE)
+    assert re.search(r"^- (MET|NOT MET): ", text, re.MULTILINE)
