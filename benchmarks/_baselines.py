@@ -12,6 +12,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 
 if TYPE_CHECKING:
     from benchmarks._client import Context
@@ -47,6 +48,25 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
     async with http.get(url) as response:
         response.raise_for_status()
         return await response.json()
+
+
+async def get_orjson(http: aiohttp.ClientSession, url: str) -> Any:
+    """GET and parse with orjson, raising on an error status: the fastest parse there is."""
+    async with http.get(url) as response:
+        response.raise_for_status()
+        return orjson.loads(await response.read())
+
+
+def chakra_url(ctx: Context) -> str:
+    """Chakra's base URL for this run: the read-only server's when the params say so."""
+    return ctx.server["readonly_url" if ctx.params.get("readonly") else "chakra_url"]
+
+
+def zefort_url(ctx: Context) -> str:
+    """Zefort's base URL for this run: the read-only server's, the limited one, or the simulator."""
+    if ctx.params.get("readonly"):
+        return ctx.server["readonly_url"]
+    return ctx.server["limited_zefort_url" if ctx.params.get("limited") else "zefort_url"]
 
 
 async def get_json_with_retries(
