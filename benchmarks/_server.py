@@ -8,9 +8,9 @@ Running the simulator in its own process keeps its CPU out of the client's figur
 sets a benchmark up directly in the simulator's state, not through the vendor APIs, so setup is
 fast and never counted as client requests:
 
-- `POST /admin/zefort/tasks` `{"count", "over", "offset"}`: create `count` pending tasks that
-  finish at uniformly random times between `offset` and `offset + over` seconds from now; answers
-  `{"ids": [...]}`.
+- `POST /admin/zefort/tasks` `{"count", "over", "offset", "create"}`: create `count` pending tasks
+  that finish at uniformly random times between `offset` and `offset + over` seconds from now;
+  answers `{"ids": [...]}` (with `"create": false`, ids of the same length and no tasks).
 - `POST /admin/chakra/processes` `{"count"}`: a procedure `bench` (primary key `lead_id`) with
   processes `L0`, `L1`, ... answers `{"procedure": "bench", "key": "lead_id", "prefix": "L"}`.
 - `POST /admin/chakra/job` `{"entries"}`: a background job over that many of those processes,
@@ -74,6 +74,10 @@ class _Admin:
     async def zefort_tasks(self, request: web.Request) -> web.Response:
         spec = await request.json()
         count, over, offset = int(spec["count"]), float(spec["over"]), float(spec.get("offset", 0))
+        if not spec.get("create", True):
+            # Ids as long as the simulator's, for a process that must hold the same inputs
+            # without anything to track (the empty process).
+            return web.json_response({"ids": [f"task_{i:018d}" for i in range(count)]})
         state = self.sim.zefort
         saved = state.task_delay
         state.task_delay = (offset, offset + over)
