@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from benchmarks._harness import Case, Goal, Size
 
-SCENARIOS = ("tracking", "streaming", "submission", "overhead", "faults")
+SCENARIOS = ("tracking", "streaming", "submission", "overhead", "faults", "ratelimit")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 #: Runs of every contender when `--runs` is not given: three for the full run, one otherwise.
 DEFAULT_RUNS: dict[str, int] = {"smoke": 1, "quick": 1, "full": 3}

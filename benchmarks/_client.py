@@ -214,11 +214,12 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
             _write_profile(Path(spec["profile"]), profiler, meter)
         if faults:
             await ctx.admin("POST", "/admin/faults", {"faults": []})
-        if limit:
-            await ctx.admin("POST", "/admin/limit", {})
         seen_at = outcome.pop("seen", None)
         seen: dict[str, float] | None = seen_at.as_dict() if isinstance(seen_at, Seen) else seen_at
         after = await ctx.admin("GET", "/admin/report" + ("?finished=1" if seen else ""))
+        if limit:
+            # After the report: lifting the limits starts the limiter's counts afresh.
+            await ctx.admin("POST", "/admin/limit", {})
     result: dict[str, Any] = {
         "wall": meter.wall,
         "cpu": meter.cpu,

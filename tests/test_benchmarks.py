@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("tracking", "streaming", "submission", "overhead", "faults")
+SCENARIOS = ("tracking", "streaming", "submission", "overhead", "faults", "ratelimit")
 
 
 def test_smoke_run_produces_a_table_with_figures(tmp_path):
