@@ -145,7 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = RESULTS
     if path is not None:
         text = results_markdown(
-            rows, goals, cases, size=size, runs=runs, seconds=seconds, method=METHOD
+            rows,
+            goals,
+            cases,
+            size=size,
+            runs=runs,
+            seconds=seconds,
+            method=METHOD,
+            scenarios=args.scenarios,
         )
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

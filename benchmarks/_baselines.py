@@ -59,14 +59,14 @@ async def get_orjson(http: aiohttp.ClientSession, url: str) -> Any:
 
 def chakra_url(ctx: Context) -> str:
     """Chakra's base URL for this run: the read-only server's when the params say so."""
-    return ctx.server["readonly_url" if ctx.params.get("readonly") else "chakra_url"]
+    return str(ctx.server["readonly_url" if ctx.params.get("readonly") else "chakra_url"])
 
 
 def zefort_url(ctx: Context) -> str:
     """Zefort's base URL for this run: the read-only server's, the limited one, or the simulator."""
     if ctx.params.get("readonly"):
-        return ctx.server["readonly_url"]
-    return ctx.server["limited_zefort_url" if ctx.params.get("limited") else "zefort_url"]
+        return str(ctx.server["readonly_url"])
+    return str(ctx.server["limited_zefort_url" if ctx.params.get("limited") else "zefort_url"])
 
 
 async def get_json_with_retries(

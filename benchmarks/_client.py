@@ -12,7 +12,8 @@ The spec is a JSON object: `scenario` (a module of `benchmarks`), `contender` (a
 printed) and optionally `profile`, a file to write a pyinstrument profile of the measured part to
 (its figures are then inflated by the profiler), headed by the time the garbage collector took.
 The params `faults` and `limit` set the server's fault rules and rate limits for the measured
-part. The result is one JSON line on stdout.
+part; with `shared_server`, the run takes its tasks off the server's listing when it is done.
+The result is one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -191,35 +192,52 @@ def _import_clients() -> None:
         getattr(anyio, name)
 
 
+async def _set_up(ctx: Context, module: Any) -> None:
+    """The scenario's `prepare`, then the server's fault rules and rate limits for the run."""
+    prepare = getattr(module, "prepare", None)
+    if prepare is not None:
+        await prepare(ctx)
+    faults, limit = ctx.params.get("faults"), ctx.params.get("limit")
+    if faults:
+        await ctx.admin("POST", "/admin/faults", {"faults": faults})
+    if limit:
+        await ctx.admin("POST", "/admin/limit", limit)
+
+
+async def _tear_down(ctx: Context, *, finished: bool, shared: bool) -> dict[str, Any]:
+    """Lift the faults, read the server's report, lift the limits, leave nothing listed."""
+    if ctx.params.get("faults"):
+        await ctx.admin("POST", "/admin/faults", {"faults": []})
+    after: dict[str, Any] = await ctx.admin(
+        "GET", "/admin/report" + ("?finished=1" if finished else "")
+    )
+    if ctx.params.get("limit"):
+        # After the report: lifting the limits starts the limiter's counts afresh.
+        await ctx.admin("POST", "/admin/limit", {})
+    if shared and ctx.data.get("ids") and ctx.params.get("create", True):
+        # Off the listing, so the next run on this server sweeps only its own tasks.
+        await ctx.admin("POST", "/admin/zefort/unlist", {"ids": ctx.data["ids"]})
+    return after
+
+
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     _import_clients()
     module = importlib.import_module(f"benchmarks.{spec['scenario']}")
     contender: Contender = module.CONTENDERS[spec["contender"]]
-    params = spec.get("params", {})
     async with aiohttp.ClientSession() as admin:
-        ctx = Context(spec["server"], params, spec.get("setup", {}), _admin=admin)
-        prepare = getattr(module, "prepare", None)
-        if prepare is not None:
-            await prepare(ctx)
-        faults, limit = params.get("faults"), params.get("limit")
-        if faults:
-            await ctx.admin("POST", "/admin/faults", {"faults": faults})
-        if limit:
-            await ctx.admin("POST", "/admin/limit", limit)
+        ctx = Context(spec["server"], spec.get("params", {}), spec.get("setup", {}), _admin=admin)
+        await _set_up(ctx, module)
         before = await ctx.admin("GET", "/admin/report")
         profiler = _profiler() if spec.get("profile") else None
         with Meter() as meter, profiler or contextlib.nullcontext():
             outcome = await contender(ctx)
         if profiler is not None:
             _write_profile(Path(spec["profile"]), profiler, meter)
-        if faults:
-            await ctx.admin("POST", "/admin/faults", {"faults": []})
         seen_at = outcome.pop("seen", None)
         seen: dict[str, float] | None = seen_at.as_dict() if isinstance(seen_at, Seen) else seen_at
-        after = await ctx.admin("GET", "/admin/report" + ("?finished=1" if seen else ""))
-        if limit:
-            # After the report: lifting the limits starts the limiter's counts afresh.
-            await ctx.admin("POST", "/admin/limit", {})
+        after = await _tear_down(
+            ctx, finished=seen is not None, shared=bool(spec.get("shared_server"))
+        )
     result: dict[str, Any] = {
         "wall": meter.wall,
         "cpu": meter.cpu,

@@ -269,8 +269,13 @@ def run_client(
     server: Server,
     setup: dict[str, Any],
     profile: Path | None = None,
+    *,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """Measure one contender in a fresh client process; return its result (or an error)."""
+    """Measure one contender in a fresh client process; return its result (or an error).
+
+    With `shared`, other runs use the same server after this one.
+    """
     spec = {
         "scenario": scenario,
         "contender": run.contender,
@@ -278,6 +283,7 @@ def run_client(
         "setup": setup,
         "server": server.hello,
         "profile": None if profile is None else str(profile),
+        "shared_server": shared,
     }
     try:
         done = subprocess.run(
@@ -327,7 +333,9 @@ def run_case(
                 if profiles is not None:
                     name = re.sub(r"[^A-Za-z0-9]+", "-", f"{scenario} {case.title} {run.label}")
                     profile = profiles / f"{name.strip('-').lower()}-{round_ + 1}.txt"
-                result = run_client(scenario, run, server, setup, profile)
+                result = run_client(
+                    scenario, run, server, setup, profile, shared=not case.server_per_run
+                )
                 results[index].append(result)
                 if progress is not None:
                     progress(run.label, result)
@@ -505,8 +513,9 @@ def results_markdown(
     runs: int,
     seconds: float,
     method: str,
+    scenarios: Sequence[str] = (),
 ) -> str:
-    """The whole RESULTS.md."""
+    """The whole RESULTS.md (`scenarios`: those run, when not all were)."""
     return "\n".join(
         [
             "# Benchmark results",
@@ -515,6 +524,7 @@ def results_markdown(
                 f"Written by `python -m benchmarks` ({size} size, {runs} runs of every "
                 f"contender, {seconds / 60:.1f} minutes)."
             ),
+            *([f"Scenarios run: {', '.join(scenarios)} (not the others)."] if scenarios else []),
             "",
             *environment(),
             "",

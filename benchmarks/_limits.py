@@ -23,18 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from asyncbulk.testing import zefort_error
+from asyncbulk.testing import make_zefort_app, zefort_error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiohttp.typedefs import Handler
+
+    from asyncbulk.testing import Simulator
 
 
 class Limiter:
     """The per-credential buckets, the sporadic refusals and what was admitted."""
 
-    def __init__(self, seed: int = 0) -> None:
-        """Off until configured."""
+    def __init__(self, seed: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        """Off until configured; `clock` (seconds) refills the buckets."""
         self._seed = seed
+        self._clock = clock
         self.configure({})
 
     def configure(self, spec: dict[str, Any]) -> None:
@@ -58,7 +63,7 @@ class Limiter:
 
     def _take(self, key: str) -> bool:
         """Take a token from the credential's bucket; False when it is empty."""
-        now = time.monotonic()
+        now = self._clock()
         tokens, then = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - then) * self.rate)
         if tokens < 1.0:
@@ -91,3 +96,12 @@ class Limiter:
             "refused": self.refused,
             "admitted_at": self.admitted_at,
         }
+
+
+def limited_zefort_app(sim: Simulator, limiter: Limiter) -> web.Application:
+    """The simulator's Zefort API (same data, same records) behind the limiter."""
+    app = make_zefort_app(sim.zefort, faults=sim.faults)
+    # Inside the simulator's outermost middleware, which records every request and its status:
+    # a refusal is a request the server received, like any other.
+    app.middlewares.insert(1, limiter.middleware)
+    return app

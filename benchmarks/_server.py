@@ -15,6 +15,8 @@ fast and never counted as client requests:
   processes `L0`, `L1`, ... answers `{"procedure": "bench", "key": "lead_id", "prefix": "L"}`.
 - `POST /admin/chakra/job` `{"entries"}`: a background job over that many of those processes,
   already finished; answers `{"job_id": ...}`.
+- `POST /admin/zefort/unlist` `{"ids"}`: take those tasks off the pending listing (as an
+  acknowledgement would), so that a run leaves nothing behind for the next run on the server.
 - `POST /admin/zefort/one-task`: one finished task for per-request GETs; answers `{"id": ...}`.
 - `POST /admin/faults` `{"faults": [{"kind": ..., ...}]}`: replace the fault rules (`Fault`
   keyword arguments; a list `delay` is a (low, high) range).
@@ -42,8 +44,8 @@ from typing import Any
 
 from aiohttp import web
 
-from asyncbulk.testing import Fault, Simulator, make_zefort_app
-from benchmarks._limits import Limiter
+from asyncbulk.testing import Fault, Simulator
+from benchmarks._limits import Limiter, limited_zefort_app
 from benchmarks._readonly import ReadOnly
 
 _ADMIN_HOST = "127.0.0.1"
@@ -87,6 +89,13 @@ class _Admin:
             state.task_delay = saved
         gc.freeze()
         return web.json_response({"ids": ids})
+
+    async def zefort_unlist(self, request: web.Request) -> web.Response:
+        ids = (await request.json())["ids"]
+        state = self.sim.zefort
+        for task_id in ids:
+            state.acknowledge(task_id, "done")
+        return web.json_response({"unlisted": len(ids)})
 
     async def zefort_one_task(self, _: web.Request) -> web.Response:
         state = self.sim.zefort
@@ -175,6 +184,7 @@ class _Admin:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/admin/zefort/tasks", self.zefort_tasks)
         app.router.add_post("/admin/zefort/one-task", self.zefort_one_task)
+        app.router.add_post("/admin/zefort/unlist", self.zefort_unlist)
         app.router.add_post("/admin/chakra/processes", self.chakra_processes)
         app.router.add_post("/admin/chakra/job", self.chakra_job)
         app.router.add_post("/admin/faults", self.faults)
@@ -193,10 +203,7 @@ async def serve(config: dict[str, Any]) -> None:
         examples=False,
     ) as sim:
         limiter = Limiter(seed=int(config.get("seed", 0)))
-        limited = make_zefort_app(sim.zefort, faults=sim.faults)
-        # Inside the simulator's outermost middleware, which records every request and its
-        # status: a refusal is a request the server received, like any other.
-        limited.middlewares.insert(1, limiter.middleware)
+        limited = limited_zefort_app(sim, limiter)
         entries = config.get("readonly_entries")
         readonly = None if entries is None else ReadOnly(int(entries))
         apps = {"admin": _Admin(sim, limiter, readonly).app(), "limited": limited}
