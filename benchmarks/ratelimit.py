@@ -333,7 +333,8 @@ def goals(rows: list[Row], size: Size) -> list[Goal]:
         value = (
             f"asyncbulk {ours.get('requests'):,.0f} vs the naive loop {naive.get('requests'):,.0f}"
             f" = {ratio:.1%}; the naive loop ended after {naive.get('wall'):.1f} s, lag p99 "
-            f"{naive.lag('p99') or 0:.2f} s, 429s {naive.median(_share_429) or 0:.0%} of requests"
+            f"{naive.lag('p99') or 0:.2f} s, 429s {naive.median(_share_429) or 0:.0%} of requests, "
+            f"rate used {naive.median(_rate_used) or 0:.0%}"
         )
         out.append(Goal(f"{name}: requests vs the naive loop", "", value, ratio, None, info=True))
     name = f"rate limit, {few:,} tasks, {_SPORADIC_TITLE}"
