@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 Size = Literal["smoke", "quick", "full"]
-_SERVER_START_TIMEOUT = 30.0
+_SERVER_START_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
