@@ -10,7 +10,10 @@ measured part.
 The spec is a JSON object: `scenario` (a module of `benchmarks`), `contender` (a key of its
 `CONTENDERS`), `params`, `setup` (what the case's setup returned), `server` (what the server
 printed) and optionally `profile`, a file to write a pyinstrument profile of the measured part to
-(its figures are then inflated by the profiler). The result is one JSON line on stdout.
+(its figures are then inflated by the profiler), headed by the time the garbage collector took.
+The params `faults` and `limit` set the server's fault rules and rate limits for the measured
+part; with `shared_server`, the run takes its tasks off the server's listing when it is done.
+The result is one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
+
+from benchmarks._seen import Seen
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -85,22 +90,56 @@ def _reset_peak() -> bool:
     return True
 
 
+class GCTimer:
+    """Time spent in the cyclic garbage collector, from `gc.callbacks` (start and stop).
+
+    The collector runs on the thread that allocates, so its wall time is CPU time of the client.
+    """
+
+    def __init__(self) -> None:
+        """Nothing is timed before `install`."""
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        """The collector's callback."""
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+    def install(self) -> None:
+        """Start timing."""
+        gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        """Stop timing."""
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self)
+
+
 class Meter:
-    """Wall time, CPU time and peak memory of the code inside a `with` block."""
+    """Wall time, CPU time, time in the collector and peak memory of a `with` block."""
 
     def __init__(self) -> None:
         """Nothing is measured before `__enter__`."""
         self.wall = self.cpu = 0.0
+        self.started_at = 0.0
         self.rss_start_kb = self.peak_kb = 0
         self.peak_source = ""
+        self.gc = GCTimer()
 
     def __enter__(self) -> Self:
         """Collect garbage, reset the peak mark and start the clocks."""
         gc.collect()
         self.rss_start_kb = _status_kb("VmRSS") or 0
         self.peak_source = "VmHWM" if _reset_peak() else "ru_maxrss"
+        self.gc.install()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self._cpu0 = usage.ru_utime + usage.ru_stime
+        self.started_at = time.time()
         self._t0 = time.perf_counter()
         return self
 
@@ -109,6 +148,7 @@ class Meter:
         self.wall = time.perf_counter() - self._t0
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu = usage.ru_utime + usage.ru_stime - self._cpu0
+        self.gc.remove()
         peak = _status_kb("VmHWM") if self.peak_source == "VmHWM" else None
         self.peak_kb = peak if peak is not None else usage.ru_maxrss
 
@@ -152,33 +192,58 @@ def _import_clients() -> None:
         getattr(anyio, name)
 
 
+async def _set_up(ctx: Context, module: Any) -> None:
+    """The scenario's `prepare`, then the server's fault rules and rate limits for the run."""
+    prepare = getattr(module, "prepare", None)
+    if prepare is not None:
+        await prepare(ctx)
+    faults, limit = ctx.params.get("faults"), ctx.params.get("limit")
+    if faults:
+        await ctx.admin("POST", "/admin/faults", {"faults": faults})
+    if limit:
+        await ctx.admin("POST", "/admin/limit", limit)
+
+
+async def _tear_down(ctx: Context, *, finished: bool, shared: bool) -> dict[str, Any]:
+    """Lift the faults, read the server's report, lift the limits, leave nothing listed."""
+    if ctx.params.get("faults"):
+        await ctx.admin("POST", "/admin/faults", {"faults": []})
+    after: dict[str, Any] = await ctx.admin(
+        "GET", "/admin/report" + ("?finished=1" if finished else "")
+    )
+    if ctx.params.get("limit"):
+        # After the report: lifting the limits starts the limiter's counts afresh.
+        await ctx.admin("POST", "/admin/limit", {})
+    if shared and ctx.data.get("ids") and ctx.params.get("create", True):
+        # Off the listing, so the next run on this server sweeps only its own tasks.
+        await ctx.admin("POST", "/admin/zefort/unlist", {"ids": ctx.data["ids"]})
+    return after
+
+
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     _import_clients()
     module = importlib.import_module(f"benchmarks.{spec['scenario']}")
     contender: Contender = module.CONTENDERS[spec["contender"]]
-    params = spec.get("params", {})
     async with aiohttp.ClientSession() as admin:
-        ctx = Context(spec["server"], params, spec.get("setup", {}), _admin=admin)
-        prepare = getattr(module, "prepare", None)
-        if prepare is not None:
-            await prepare(ctx)
-        faults = params.get("faults")
-        if faults:
-            await ctx.admin("POST", "/admin/faults", {"faults": faults})
+        ctx = Context(spec["server"], spec.get("params", {}), spec.get("setup", {}), _admin=admin)
+        await _set_up(ctx, module)
         before = await ctx.admin("GET", "/admin/report")
         profiler = _profiler() if spec.get("profile") else None
         with Meter() as meter, profiler or contextlib.nullcontext():
             outcome = await contender(ctx)
         if profiler is not None:
-            text = profiler.output_text(unicode=True)
-            Path(spec["profile"]).write_text(text, encoding="utf-8")  # noqa: ASYNC240 - not measured
-        if faults:
-            await ctx.admin("POST", "/admin/faults", {"faults": []})
-        seen: dict[str, float] | None = outcome.pop("seen", None)
-        after = await ctx.admin("GET", "/admin/report" + ("?finished=1" if seen else ""))
+            _write_profile(Path(spec["profile"]), profiler, meter)
+        seen_at = outcome.pop("seen", None)
+        seen: dict[str, float] | None = seen_at.as_dict() if isinstance(seen_at, Seen) else seen_at
+        after = await _tear_down(
+            ctx, finished=seen is not None, shared=bool(spec.get("shared_server"))
+        )
     result: dict[str, Any] = {
         "wall": meter.wall,
         "cpu": meter.cpu,
+        "gc_seconds": meter.gc.seconds,
+        "gc_collections": meter.gc.collections,
+        "started_at": meter.started_at,
         "peak_rss_mb": meter.peak_kb / 1024,
         "rss_start_mb": meter.rss_start_kb / 1024,
         "peak_source": meter.peak_source,
@@ -190,8 +255,41 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         **outcome,
     }
     if seen is not None:
-        result["lag"] = lag_figures(seen, after["finished"], len(ctx.data.get("ids", seen)))
+        finished = after["finished"]
+        result["lag"] = lag_figures(seen, finished, len(ctx.data.get("ids", seen)))
+        ids = ctx.data.get("ids", ())
+        times = [finished[task_id] for task_id in ids if task_id in finished]
+        if times:
+            result["first_finish"] = min(times) - meter.started_at
+            result["last_finish"] = max(times) - meter.started_at
+    if "limit" in after:
+        result["limit"] = _limit_figures(after["limit"], result, meter)
     return result
+
+
+def _limit_figures(limit: dict[str, Any], result: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    """What the rate limiter admitted and refused; the share of its rate used while work waited.
+
+    Work waits from the first task's finish to the end of the run: the allowed requests in that
+    time are the rate times its length.
+    """
+    admitted_at: list[float] = limit.pop("admitted_at")
+    first = result.get("first_finish")
+    if limit["rate"] and first is not None and meter.wall > first:
+        start, end = meter.started_at + first, meter.started_at + meter.wall
+        used = sum(1 for at in admitted_at if start <= at <= end)
+        limit["rate_used"] = used / (limit["rate"] * (end - start))
+    return limit
+
+
+def _write_profile(path: Path, profiler: Any, meter: Meter) -> None:
+    """The profile's text, headed by the time the garbage collector took."""
+    share = meter.gc.seconds / meter.cpu if meter.cpu else 0.0
+    head = (
+        f"garbage collector: {meter.gc.seconds:.3f} s in {meter.gc.collections:,} collections "
+        f"= {share:.1%} of client CPU ({meter.cpu:.3f} s); wall {meter.wall:.3f} s\n\n"
+    )
+    path.write_text(head + profiler.output_text(unicode=True), encoding="utf-8")
 
 
 def _profiler() -> Any:

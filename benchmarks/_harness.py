@@ -1,9 +1,12 @@
 """The parent side of the benchmarks: processes, rows, goals, the table and RESULTS.md.
 
 A scenario module (`tracking`, `streaming`, ...) describes its cases with `plan(size)`: each
-`Case` is one simulator process (or one per run) with a setup, and its `Run`s are contenders,
-each measured in a fresh client process (`benchmarks._client`). The module also turns rows into
-goals with `goals(rows)`.
+`Case` is one server process (or one per run) with a setup, and its `Run`s are contenders, one
+of them (or a computed row) the case's floor. Every contender is measured `--runs` times, the
+contenders taking turns, each time in a fresh client process (`benchmarks._client`); a `Row`
+holds the runs of one contender and shows the median and the range of each figure. The module
+turns rows into goals with `goals(rows, size)`, judged on the medians, and may add computed
+rows (a theoretical best) with `derived(rows, size)`.
 """
 
 from __future__ import annotations
@@ -13,25 +16,27 @@ import os
 import platform
 import re
 import select
+import statistics
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
 Size = Literal["smoke", "quick", "full"]
-_SERVER_START_TIMEOUT = 30.0
+_SERVER_START_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
 class Run:
-    """One contender measured once.
+    """One contender, measured `--runs` times.
 
     Attributes:
         contender: The key of the scenario module's `CONTENDERS`.
@@ -39,6 +44,7 @@ class Run:
         params: What the contender reads from `ctx.params`.
         unit: The unit of its throughput ("entries/s"), if it has one.
         timeout: Seconds before the parent gives up on the client process.
+        floor: This run is the case's floor: the least work that does the same job.
     """
 
     contender: str
@@ -46,71 +52,139 @@ class Run:
     params: dict[str, Any] = field(default_factory=dict)
     unit: str | None = None
     timeout: float = 600.0
+    floor: bool = False
 
 
 @dataclass(frozen=True)
 class Case:
-    """Runs that share a simulator setup.
+    """Runs that share a server setup; every run is measured `--runs` times, interleaved.
 
     Attributes:
         title: How the table names the case.
-        runs: The contenders.
+        runs: The contenders; the one marked `floor` is measured alongside the others.
+        floor: What the floor is, in words (also when it is computed, not run).
         setup: Admin calls (path, body) the parent makes once per server before the runs; their
             answers are merged into the `setup` every run gets.
-        server: The server's config (seed, page size, faults from the start).
+        server: The server's config (seed, page size, faults from the start, read-only app).
         server_per_run: Start a fresh server for every run (when runs would disturb each other).
-        rounds: Measure every run this many times, the runs taking turns, and keep for each the
-            measurement of median CPU time: for figures a loaded machine makes noisy.
     """
 
     title: str
     runs: tuple[Run, ...]
+    floor: str = ""
     setup: tuple[tuple[str, dict[str, Any]], ...] = ()
     server: dict[str, Any] = field(default_factory=dict)
     server_per_run: bool = False
-    rounds: int = 1
+
+
+Figure = Callable[[dict[str, Any]], float | None]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 @dataclass
 class Row:
-    """The figures of one run, as the table shows them."""
+    """The figures of one contender over its runs: each figure is the median of the runs.
+
+    Attributes:
+        scenario: The scenario module's name.
+        case: The case's title.
+        contender: The run's label.
+        results: One result per run, in the order they ran (failed runs hold an `error`).
+        unit: The unit of its throughput, if any.
+        floor: Whether this row is its case's floor.
+    """
 
     scenario: str
     case: str
     contender: str
-    result: dict[str, Any]
+    results: list[dict[str, Any]]
     unit: str | None = None
+    floor: bool = False
+
+    @property
+    def good(self) -> list[dict[str, Any]]:
+        """The results of the runs that did not fail."""
+        return [r for r in self.results if "error" not in r]
 
     @property
     def error(self) -> str | None:
-        """What went wrong, if the run failed."""
-        return self.result.get("error")
+        """What went wrong, if any run failed (the first failure)."""
+        return next((r["error"] for r in self.results if "error" in r), None)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The first good result (for what is not a number: notes, ids), or the first result."""
+        good = self.good
+        return good[0] if good else self.results[0]
+
+    def values(self, figure: Figure) -> list[float]:
+        """A figure of every good run, where the run has it."""
+        return [v for v in (figure(r) for r in self.good) if v is not None]
+
+    def median(self, figure: Figure) -> float | None:
+        """The median of a figure over the good runs, None if no run has it."""
+        values = self.values(figure)
+        return statistics.median(values) if values else None
+
+    def spread(self, figure: Figure) -> tuple[float, float] | None:
+        """The lowest and the highest value of a figure over the good runs."""
+        values = self.values(figure)
+        return (min(values), max(values)) if values else None
 
     def get(self, key: str) -> Any:
-        """A figure of the result, or None."""
-        return self.result.get(key)
+        """The median of a numeric figure of the results; any other value from `result`."""
+        value = self.result.get(key)
+        if _number(value) is None:
+            return value
+        return self.median(lambda r: _number(r.get(key)))
 
     @property
     def throughput(self) -> float | None:
-        """Items per second of wall time, when the run counts items."""
-        items, wall = self.result.get("items"), self.result.get("wall")
-        if items is None or not wall:
-            return None
-        return float(items) / float(wall)
+        """Items per second of wall time, when the run counts items (median)."""
+        return self.median(throughput)
 
     @property
     def cpu_per_request_us(self) -> float | None:
-        """Client CPU microseconds per request the server received."""
-        cpu, requests = self.result.get("cpu"), self.result.get("requests")
-        if cpu is None or not requests:
-            return None
-        return float(cpu) / float(requests) * 1e6
+        """Client CPU microseconds per request the server received (median)."""
+        return self.median(cpu_per_request_us)
 
     def lag(self, key: str) -> float | None:
-        """A detection-lag figure (p50, p99, max), when the run tracked tasks."""
-        lag = self.result.get("lag") or {}
-        value = lag.get(key)
-        return None if value is None else float(value)
+        """A detection-lag figure (p50, p99, max), when the run tracked tasks (median)."""
+        return self.median(lambda r: lag(r, key))
+
+
+def throughput(result: dict[str, Any]) -> float | None:
+    """Items per second of wall time of one result."""
+    items, wall = result.get("items"), result.get("wall")
+    return None if items is None or not wall else float(items) / float(wall)
+
+
+def cpu_per_request_us(result: dict[str, Any]) -> float | None:
+    """Client CPU microseconds per request the server received, of one result."""
+    cpu, requests = result.get("cpu"), result.get("requests")
+    return None if cpu is None or not requests else float(cpu) / float(requests) * 1e6
+
+
+def lag(result: dict[str, Any], key: str) -> float | None:
+    """A detection-lag figure of one result."""
+    return _number((result.get("lag") or {}).get(key))
+
+
+def rss_growth_mb(result: dict[str, Any]) -> float | None:
+    """Peak RSS over the RSS at the start of the measured part, of one result."""
+    peak, start = result.get("peak_rss_mb"), result.get("rss_start_mb")
+    return None if peak is None or start is None else float(peak) - float(start)
+
+
+def gc_share(result: dict[str, Any]) -> float | None:
+    """The share of the client's CPU time spent in the garbage collector, of one result."""
+    gc_seconds, cpu = result.get("gc_seconds"), result.get("cpu")
+    return None if gc_seconds is None or not cpu else float(gc_seconds) / float(cpu)
 
 
 @dataclass(frozen=True)
@@ -138,7 +212,7 @@ class Goal:
         ratio = "" if self.ratio is None else f" (ratio {self.ratio:.2f})"
         if self.info:
             return f"INFO: {self.name}: {self.value}{ratio}"
-        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[self.met]
+        verdict = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[self.met]
         return f"{verdict}: {self.name}: target {self.target}; measured {self.value}{ratio}"
 
 
@@ -195,8 +269,13 @@ def run_client(
     server: Server,
     setup: dict[str, Any],
     profile: Path | None = None,
+    *,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """Measure one contender in a fresh client process; return its result (or an error)."""
+    """Measure one contender in a fresh client process; return its result (or an error).
+
+    With `shared`, other runs use the same server after this one.
+    """
     spec = {
         "scenario": scenario,
         "contender": run.contender,
@@ -204,6 +283,7 @@ def run_client(
         "setup": setup,
         "server": server.hello,
         "profile": None if profile is None else str(profile),
+        "shared_server": shared,
     }
     try:
         done = subprocess.run(
@@ -226,16 +306,24 @@ def run_client(
     return result
 
 
-def run_case(scenario: str, case: Case, profiles: Path | None = None) -> Iterator[Row]:
-    """Run every contender of a case; yield a row per run as it finishes (or after all rounds).
+def run_case(
+    scenario: str,
+    case: Case,
+    runs: int,
+    profiles: Path | None = None,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> list[Row]:
+    """Measure every contender of a case `runs` times, interleaved; a row per contender.
 
-    With `profiles`, a folder, each run writes a pyinstrument profile there.
+    The contenders take turns (A1 B1 C1 A2 B2 C2 ...), so a change in the machine's load
+    hits them alike. With `profiles`, a folder, each run writes a pyinstrument profile there;
+    `progress` is called with the label and the result of each run as it ends.
     """
     server: Server | None = None
     setup: dict[str, Any] = {}
-    results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(case.runs))}
+    results: list[list[dict[str, Any]]] = [[] for _ in case.runs]
     try:
-        for _ in range(case.rounds):
+        for round_ in range(runs):
             for index, run in enumerate(case.runs):
                 if server is None or case.server_per_run:
                     if server is not None:
@@ -244,17 +332,20 @@ def run_case(scenario: str, case: Case, profiles: Path | None = None) -> Iterato
                 profile = None
                 if profiles is not None:
                     name = re.sub(r"[^A-Za-z0-9]+", "-", f"{scenario} {case.title} {run.label}")
-                    profile = profiles / f"{name.strip('-').lower()}.txt"
-                result = run_client(scenario, run, server, setup, profile)
-                if case.rounds == 1:
-                    yield Row(scenario, case.title, run.label, result, run.unit)
+                    profile = profiles / f"{name.strip('-').lower()}-{round_ + 1}.txt"
+                result = run_client(
+                    scenario, run, server, setup, profile, shared=not case.server_per_run
+                )
                 results[index].append(result)
+                if progress is not None:
+                    progress(run.label, result)
     finally:
         if server is not None:
             server.close()
-    if case.rounds > 1:
-        for index, run in enumerate(case.runs):
-            yield Row(scenario, case.title, run.label, _median(results[index]), run.unit)
+    return [
+        Row(scenario, case.title, run.label, results[index], run.unit, run.floor)
+        for index, run in enumerate(case.runs)
+    ]
 
 
 def _start(case: Case) -> tuple[Server, dict[str, Any]]:
@@ -270,23 +361,13 @@ def _start(case: Case) -> tuple[Server, dict[str, Any]]:
     return server, setup
 
 
-def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The result of median CPU time, noting the spread of all the rounds."""
-    good = sorted((r for r in results if "error" not in r), key=lambda r: r["cpu"])
-    if not good:
-        return results[0]
-    chosen = dict(good[len(good) // 2])
-    spread = ", ".join(f"{r['cpu']:.2f}" for r in good)
-    chosen["note"] = f"median of {len(good)} rounds by CPU s ({spread})"
-    return chosen
-
-
 # -- the table ----------------------------------------------------------------------------
 
 _COLUMNS = (
     "Scenario",
     "Case",
     "Contender",
+    "Runs",
     "Wall s",
     "Requests",
     "Throughput",
@@ -294,6 +375,7 @@ _COLUMNS = (
     "Lag p99 s",
     "CPU s",
     "CPU µs/req",
+    "GC % CPU",
     "Peak RSS MB",
     "ΔRSS MB",
     "Notes",
@@ -308,47 +390,68 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def _rate(row: Row) -> str:
-    rate = row.throughput
-    if rate is None or row.unit is None:
+def median_range(row: Row, figure: Figure, digits: int = 2, scale: float = 1.0) -> str:
+    """A figure's median over the runs, then its range (min-max) when there are several."""
+    values = row.values(figure)
+    if not values:
         return "-"
-    return f"{rate:,.0f} {row.unit}"
+    middle = _num(statistics.median(values) * scale, digits)
+    if min(values) == max(values):
+        return middle
+    return f"{middle} ({_num(min(values) * scale, digits)}-{_num(max(values) * scale, digits)})"
+
+
+def _rate(row: Row) -> str:
+    if row.unit is None:
+        return "-"
+    text = median_range(row, throughput, 0)
+    return "-" if text == "-" else f"{text} {row.unit}"
 
 
 def _notes(row: Row) -> str:
-    if row.error:
-        return f"FAILED: {row.error}"
     notes = []
-    lag = row.get("lag")
-    if lag and lag.get("detected") != lag.get("expected"):
-        notes.append(f"detected {lag.get('detected')}/{lag.get('expected')}")
-    statuses = row.get("by_status") or {}
+    failed = len(row.results) - len(row.good)
+    if failed:
+        notes.append(f"FAILED {failed} of {len(row.results)}: {row.error}")
+    if not row.good:
+        return "; ".join(notes)
+    lag_ = row.result.get("lag")
+    if lag_ and lag_.get("detected") != lag_.get("expected"):
+        notes.append(f"detected {lag_.get('detected')}/{lag_.get('expected')}")
+    statuses = row.result.get("by_status") or {}
     errors = {s: n for s, n in statuses.items() if not s.startswith("2")}
     if errors:
         notes.append("statuses " + ", ".join(f"{s}x{n}" for s, n in sorted(errors.items())))
-    if row.get("note"):
-        notes.append(str(row.get("note")))
+    if row.result.get("note"):
+        notes.append(str(row.result.get("note")))
     return "; ".join(notes)
 
 
+def _requests(result: dict[str, Any]) -> float | None:
+    return _number(result.get("requests"))
+
+
 def cells(row: Row) -> list[str]:
-    """The table cells of one row."""
-    if row.error:
-        return [row.scenario, row.case, row.contender, *["-"] * 9, _notes(row)]
-    peak, start = row.get("peak_rss_mb"), row.get("rss_start_mb")
+    """The table cells of one row: medians, and the range over the runs in brackets."""
+    label = f"floor: {row.contender}" if row.floor else row.contender
+    runs = f"{len(row.good)}/{len(row.results)}"
+    if not row.good:
+        return [row.scenario, row.case, label, runs, *["-"] * 10, _notes(row)]
     return [
         row.scenario,
         row.case,
-        row.contender,
-        _num(row.get("wall")),
-        f"{row.get('requests') or 0:,}",
+        label,
+        runs,
+        median_range(row, lambda r: _number(r.get("wall"))),
+        median_range(row, _requests, 0),
         _rate(row),
-        _num(row.lag("p50")),
-        _num(row.lag("p99")),
-        _num(row.get("cpu")),
-        _num(row.cpu_per_request_us, 0),
-        _num(peak, 1),
-        _num(None if peak is None or start is None else peak - start, 1),
+        median_range(row, lambda r: lag(r, "p50")),
+        median_range(row, lambda r: lag(r, "p99")),
+        median_range(row, lambda r: _number(r.get("cpu"))),
+        median_range(row, cpu_per_request_us, 0),
+        median_range(row, gc_share, 0, 100.0),
+        median_range(row, lambda r: _number(r.get("peak_rss_mb")), 1),
+        median_range(row, rss_growth_mb, 1),
         _notes(row),
     ]
 
@@ -363,6 +466,13 @@ def table(rows: Sequence[Row]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([render(lines[0]), rule, *(render(line) for line in lines[1:])])
+
+
+def floors(cases: Sequence[tuple[str, Case]]) -> list[str]:
+    """One line per case naming its floor."""
+    return [
+        f"- {scenario} / {case.title}: {case.floor or 'none named'}" for scenario, case in cases
+    ]
 
 
 # -- RESULTS.md ---------------------------------------------------------------------------
@@ -387,19 +497,34 @@ def environment() -> list[str]:
             f"{platform.system()} {platform.release()} {platform.machine()}"
         ),
         f"- Libraries: {packages}",
-        f"- CPUs: {os.cpu_count()}",
+        (
+            f"- CPUs: {os.cpu_count()}, shared with other work while the benchmarks ran: wall "
+            "figures move between runs; ratios within one run are what count"
+        ),
     ]
 
 
 def results_markdown(
-    rows: Sequence[Row], goals: Sequence[Goal], size: Size, seconds: float, method: str
+    rows: Sequence[Row],
+    goals: Sequence[Goal],
+    cases: Sequence[tuple[str, Case]],
+    *,
+    size: Size,
+    runs: int,
+    seconds: float,
+    method: str,
+    scenarios: Sequence[str] = (),
 ) -> str:
-    """The whole RESULTS.md."""
+    """The whole RESULTS.md (`scenarios`: those run, when not all were)."""
     return "\n".join(
         [
             "# Benchmark results",
             "",
-            f"Written by `python -m benchmarks` ({size} size, {seconds / 60:.1f} minutes).",
+            (
+                f"Written by `python -m benchmarks` ({size} size, {runs} runs of every "
+                f"contender, {seconds / 60:.1f} minutes)."
+            ),
+            *([f"Scenarios run: {', '.join(scenarios)} (not the others)."] if scenarios else []),
             "",
             *environment(),
             "",
@@ -409,7 +534,13 @@ def results_markdown(
             "",
             "## Figures",
             "",
+            "Each figure is the median of the runs, with the range (lowest-highest) in brackets.",
+            "",
             table(rows),
+            "",
+            "## The floors",
+            "",
+            *floors(cases),
             "",
             "## How it is measured",
             "",

@@ -8,18 +8,27 @@ Running the simulator in its own process keeps its CPU out of the client's figur
 sets a benchmark up directly in the simulator's state, not through the vendor APIs, so setup is
 fast and never counted as client requests:
 
-- `POST /admin/zefort/tasks` `{"count", "over", "offset"}`: create `count` pending tasks that
-  finish at uniformly random times between `offset` and `offset + over` seconds from now; answers
-  `{"ids": [...]}`.
+- `POST /admin/zefort/tasks` `{"count", "over", "offset", "create"}`: create `count` pending tasks
+  that finish at uniformly random times between `offset` and `offset + over` seconds from now;
+  answers `{"ids": [...]}` (with `"create": false`, ids of the same length and no tasks).
 - `POST /admin/chakra/processes` `{"count"}`: a procedure `bench` (primary key `lead_id`) with
   processes `L0`, `L1`, ... answers `{"procedure": "bench", "key": "lead_id", "prefix": "L"}`.
 - `POST /admin/chakra/job` `{"entries"}`: a background job over that many of those processes,
   already finished; answers `{"job_id": ...}`.
+- `POST /admin/zefort/unlist` `{"ids"}`: take those tasks off the pending listing (as an
+  acknowledgement would), so that a run leaves nothing behind for the next run on the server.
 - `POST /admin/zefort/one-task`: one finished task for per-request GETs; answers `{"id": ...}`.
 - `POST /admin/faults` `{"faults": [{"kind": ..., ...}]}`: replace the fault rules (`Fault`
   keyword arguments; a list `delay` is a (low, high) range).
+- `POST /admin/limit` `{"rate", "burst", "sporadic", "once", "retry_after"}`: the rate limits of
+  the limited Zefort URL (`benchmarks._limits`); `{}` lifts them.
 - `GET /admin/report` (`?finished=1` adds the finish time of every finished task): requests per
-  route and per status, faults injected, acknowledgements.
+  route and per status (the read-only server's included), faults injected, acknowledgements, and
+  what the rate limiter admitted and refused.
+
+Besides the simulator's two URLs it serves the simulated Zefort API behind the rate-limiting
+middleware (`limited_zefort_url`, same data, same records) and, when the config has
+`readonly_entries`, a server that only reads (`readonly_url`, `benchmarks._readonly`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from typing import Any
 from aiohttp import web
 
 from asyncbulk.testing import Fault, Simulator
+from benchmarks._limits import Limiter, limited_zefort_app
+from benchmarks._readonly import ReadOnly
 
 _ADMIN_HOST = "127.0.0.1"
 _BENCH_PROCEDURE = "bench"
@@ -56,13 +67,19 @@ def _fault(spec: dict[str, Any]) -> Fault:
 class _Admin:
     """The admin routes, over one simulator."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Simulator, limiter: Limiter, readonly: ReadOnly | None) -> None:
         self.sim = sim
+        self.limiter = limiter
+        self.readonly = readonly
         self.processes = 0
 
     async def zefort_tasks(self, request: web.Request) -> web.Response:
         spec = await request.json()
         count, over, offset = int(spec["count"]), float(spec["over"]), float(spec.get("offset", 0))
+        if not spec.get("create", True):
+            # Ids as long as the simulator's, for a process that must hold the same inputs
+            # without anything to track (the empty process).
+            return web.json_response({"ids": [f"task_{i:018d}" for i in range(count)]})
         state = self.sim.zefort
         saved = state.task_delay
         state.task_delay = (offset, offset + over)
@@ -72,6 +89,13 @@ class _Admin:
             state.task_delay = saved
         gc.freeze()
         return web.json_response({"ids": ids})
+
+    async def zefort_unlist(self, request: web.Request) -> web.Response:
+        ids = (await request.json())["ids"]
+        state = self.sim.zefort
+        for task_id in ids:
+            state.acknowledge(task_id, "done")
+        return web.json_response({"unlisted": len(ids)})
 
     async def zefort_one_task(self, _: web.Request) -> web.Response:
         state = self.sim.zefort
@@ -126,15 +150,30 @@ class _Admin:
             self.sim.faults.add(_fault(rule))
         return web.json_response({"faults": len(self.sim.faults)})
 
+    async def limit(self, request: web.Request) -> web.Response:
+        self.limiter.configure(await request.json())
+        return web.json_response({"active": self.limiter.active})
+
     async def report(self, request: web.Request) -> web.Response:
         records = self.sim.records
+        by_route = {f"{m} {r}": n for (m, r), n in records.by_route.items()}
+        by_status = {str(s): n for s, n in records.by_status.items()}
+        total = records.total_requests
+        if self.readonly is not None:
+            readonly = self.readonly.report()
+            by_route |= {f"read-only {route}": n for route, n in readonly.items()}
+            served = sum(readonly.values())
+            total += served
+            by_status["200"] = by_status.get("200", 0) + served
         body: dict[str, Any] = {
-            "total": records.total_requests,
-            "by_route": {f"{m} {r}": n for (m, r), n in records.by_route.items()},
-            "by_status": {str(s): n for s, n in records.by_status.items()},
+            "total": total,
+            "by_route": by_route,
+            "by_status": by_status,
             "faults": dict(records.faults),
             "acknowledgements": sum(records.acknowledgements.values()),
         }
+        if self.limiter.active:
+            body["limit"] = self.limiter.report()
         if request.query.get("finished"):
             body["finished"] = {
                 task_id: at.wall for task_id, at in records.finished_tasks().items()
@@ -145,9 +184,11 @@ class _Admin:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/admin/zefort/tasks", self.zefort_tasks)
         app.router.add_post("/admin/zefort/one-task", self.zefort_one_task)
+        app.router.add_post("/admin/zefort/unlist", self.zefort_unlist)
         app.router.add_post("/admin/chakra/processes", self.chakra_processes)
         app.router.add_post("/admin/chakra/job", self.chakra_job)
         app.router.add_post("/admin/faults", self.faults)
+        app.router.add_post("/admin/limit", self.limit)
         app.router.add_get("/admin/report", self.report)
         return app
 
@@ -161,24 +202,38 @@ async def serve(config: dict[str, Any]) -> None:
         keep_requests=False,
         examples=False,
     ) as sim:
-        runner = web.AppRunner(_Admin(sim).app(), handle_signals=False, access_log=None)
-        await runner.setup()
+        limiter = Limiter(seed=int(config.get("seed", 0)))
+        limited = limited_zefort_app(sim, limiter)
+        entries = config.get("readonly_entries")
+        readonly = None if entries is None else ReadOnly(int(entries))
+        apps = {"admin": _Admin(sim, limiter, readonly).app(), "limited": limited}
+        if readonly is not None:
+            apps["readonly"] = readonly.app()
+        runners: dict[str, web.AppRunner] = {}
         try:
-            site = web.TCPSite(runner, _ADMIN_HOST, 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
+            urls = {}
+            for name, app in apps.items():
+                runner = web.AppRunner(app, handle_signals=False, access_log=None)
+                runners[name] = runner
+                await runner.setup()
+                await web.TCPSite(runner, _ADMIN_HOST, 0).start()
+                host, port = runner.addresses[0][:2]
+                urls[name] = f"http://{host}:{port}"
             hello = {
                 "chakra_url": sim.chakra_url,
                 "zefort_url": sim.zefort_url,
+                "limited_zefort_url": urls["limited"],
+                "readonly_url": urls.get("readonly"),
                 "chakra_token": sim.chakra_token,
                 "zefort_api_key": sim.zefort_api_key,
-                "admin_url": f"http://{host}:{port}",
+                "admin_url": urls["admin"],
             }
             sys.stdout.write(json.dumps(hello) + "\n")
             sys.stdout.flush()
             await _until_stopped()
         finally:
-            await runner.cleanup()
+            for runner in runners.values():
+                await runner.cleanup()
 
 
 async def _until_stopped() -> None:
