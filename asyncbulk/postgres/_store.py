@@ -533,12 +533,16 @@ class PostgresStore:
         *,
         durable: bool = False,  # noqa: ARG002 -- every write is durable when it returns
     ) -> None:
-        """Set the delivered mark of a finished job (a consumer outside `take_deliveries`)."""
+        """Set the delivered mark of a job (a consumer outside `take_deliveries`).
+
+        A job delivered before any finish was recorded is marked finished too, so no worker
+        that owns it can record a finish, and no consumer is handed it again.
+        """
         await self._execute(
             "journal",
-            f"UPDATE {self._s}.jobs SET delivered_at = now(), delivery_until = NULL "  # noqa: S608 -- schema checked
-            "WHERE (vendor, base_url, account, id) = ($1, $2, $3, $4) "
-            "  AND finished_at IS NOT NULL AND delivered_at IS NULL",
+            f"UPDATE {self._s}.jobs SET delivered_at = now(), delivery_until = NULL, "  # noqa: S608 -- schema checked
+            "  finished_at = coalesce(finished_at, now()) "
+            "WHERE (vendor, base_url, account, id) = ($1, $2, $3, $4) AND delivered_at IS NULL",
             origin.vendor,
             origin.base_url,
             origin.account,
@@ -555,14 +559,14 @@ class PostgresStore:
             "    ORDER BY b.start) FILTER (WHERE b.start IS NOT NULL), '{}') AS batches "
             f"FROM {self._s}.submissions s LEFT JOIN {self._s}.batches b ON b.submission_id = s.id "
             "WHERE (s.vendor, s.base_url, s.account) = ($1, $2, $3) AND s.ended_at IS NULL "
-            "GROUP BY s.id ORDER BY min(s.created_at), s.id",
+            "GROUP BY s.id ORDER BY min(s.seq)",
             *where,
         )
         jobs = await self._fetch(
             "journal",
             f"SELECT vendor, base_url, account, id, kind, finished_at IS NOT NULL AS finished "  # noqa: S608 -- schema checked
             f"FROM {self._s}.jobs WHERE (vendor, base_url, account) = ($1, $2, $3) "
-            "  AND delivered_at IS NULL ORDER BY added_at, id",
+            "  AND delivered_at IS NULL ORDER BY seq",
             *where,
         )
         return StoredPending(
