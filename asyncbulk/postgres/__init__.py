@@ -27,11 +27,12 @@ from asyncbulk.postgres._records import (
 )
 from asyncbulk.postgres._schema import SCHEMA_VERSION
 from asyncbulk.postgres._store import PostgresStore
-from asyncbulk.postgres._worker import JobPoller, Worker, WorkerStats, ZefortPoller
+from asyncbulk.postgres._worker import ChakraPoller, JobPoller, Worker, WorkerStats, ZefortPoller
 
 __all__ = [
     "SCHEMA_VERSION",
     "BatchLike",
+    "ChakraPoller",
     "Claim",
     "Delivery",
     "JobKey",
