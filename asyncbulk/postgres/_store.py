@@ -83,7 +83,7 @@ class PostgresStore:
             timeout: the longest one statement may take.
 
         Raises:
-            ValidationError: a value is out of range, naming it.
+            ValidationError: a value is out of range (or the DSN's port), naming it.
         """
         self._schema = schema
         self._s = check_schema_name(schema)
@@ -118,6 +118,7 @@ class PostgresStore:
 
         Raises:
             TransportError: PostgreSQL cannot be reached.
+            ValidationError: the DSN is not one asyncpg can use.
             SchemaVersionError: the tables were written by a newer asyncbulk.
         """
         if self._pool is not None:
@@ -132,6 +133,10 @@ class PostgresStore:
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as error:
             raise self._transport_error(error) from None
+        except (ValueError, asyncpg.InterfaceError) as error:
+            # asyncpg's word on a DSN out of shape, with the DSN itself (and any password) out.
+            reason = str(error).replace(self._dsn, self._where)
+            raise ValidationError("dsn", f"not a usable PostgreSQL DSN: {reason}") from None
         try:
             async with pool.acquire() as connection:
                 await create_schema(connection, self._schema)
@@ -674,7 +679,16 @@ def _check_seconds(name: str, value: float) -> None:
 
 
 def _redacted(dsn: str) -> str:
-    """The DSN's host, port and database: never its user's password."""
+    """The DSN's host, port and database: never its user's password.
+
+    Raises:
+        ValidationError: the DSN is not a string, or its port is not a port number.
+    """
+    if not isinstance(dsn, str):
+        raise ValidationError("dsn", f"must be a string, not {type(dsn).__name__}")
     parts = urlsplit(dsn)
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        raise ValidationError("dsn", "its port is not a number from 1 to 65535") from None
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
