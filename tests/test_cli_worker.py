@@ -139,33 +139,35 @@ async def test_sigterm_finishes_deliveries_in_flight_and_releases_every_lease(
     assert await fetch(pg_dsn, f'SELECT id FROM "{pg_schema}".workers') == []
 
 
+UNREACHABLE = "postgresql://postgres:pw-0123456789@127.0.0.1:1/test"
+
+
 @pytest.mark.parametrize(
-    ("hook", "dsn", "named"),
+    ("hook", "dsn", "extra", "named"),
     [
+        pytest.param("nosuchmodule:deliver", UNREACHABLE, [], "--hook", id="missing-hook"),
+        pytest.param("hookmod:nothing", UNREACHABLE, [], "--hook", id="missing-function"),
+        pytest.param("hookmod:_event", UNREACHABLE, [], "--hook", id="not-async"),
+        pytest.param("hookmod:deliver", UNREACHABLE, [], "--postgres", id="unreachable-dsn"),
         pytest.param(
-            "nosuchmodule:deliver",
-            "postgresql://postgres:pw-0123456789@127.0.0.1:1/test",
-            "--hook",
-            id="missing-hook",
+            "hookmod:deliver", "mysql://root:pw-0123456789@host/db", [], "--postgres", id="bad-dsn"
         ),
         pytest.param(
             "hookmod:deliver",
-            "postgresql://postgres:pw-0123456789@127.0.0.1:1/test",
-            "--postgres",
-            id="unreachable-dsn",
-        ),
-        pytest.param(
-            "hookmod:deliver", "mysql://root:pw-0123456789@host/db", "--postgres", id="bad-dsn"
+            UNREACHABLE,
+            ["--redis", "redis://:pw-0123456789@127.0.0.1:1/0"],
+            "--redis",
+            id="unreachable-redis",
         ),
     ],
 )
 async def test_a_missing_hook_or_a_bad_dsn_exits_2_with_one_line(
-    tmp_path, hook, dsn, named
+    tmp_path, hook, dsn, extra, named
 ) -> None:
-    """The mistake is named in one line on stderr, status 2; the DSN's password never shown."""
+    """The mistake is named in one line on stderr, status 2; no password is ever shown."""
     (tmp_path / "hookmod.py").write_text(HOOK)
     result = await anyio.run_process(
-        [sys.executable, "-m", "asyncbulk", "worker", "--postgres", dsn, "--hook", hook],
+        [sys.executable, "-m", "asyncbulk", "worker", "--postgres", dsn, "--hook", hook, *extra],
         cwd=tmp_path,
         env={**os.environ, "ZEFORT_API_KEY": "a-zefort-key-0123"},
         check=False,
@@ -175,6 +177,7 @@ async def test_a_missing_hook_or_a_bad_dsn_exits_2_with_one_line(
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"asyncbulk: error: {named}: ")
     assert "pw-0123456789" not in lines[0]
+    assert "a-zefort-key-0123" not in lines[0]
     assert result.stdout == b""
 
 

@@ -763,6 +763,14 @@ def zefort_tasks(
     help="The most jobs this worker tracks at once.",
 )
 @click.option(
+    "--delivery-batch",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Finished jobs taken and acknowledged together: a worker that dies mid-batch has "
+    "the whole batch delivered again.",
+)
+@click.option(
     "--delivery-lease",
     type=click.FloatRange(min=0, min_open=True),
     default=60.0,
@@ -795,6 +803,7 @@ def worker(
     expiry: float,
     poll_interval: float,
     max_jobs: int,
+    delivery_batch: int,
     delivery_lease: float,
     token: str | None,
     api_key: str | None,
@@ -828,6 +837,7 @@ def worker(
         expiry=expiry,
         poll_interval=poll_interval,
         max_jobs=max_jobs,
+        delivery_batch=delivery_batch,
         delivery_lease=delivery_lease,
     )
     return run_worker(settings, output=Output(json_mode=json_mode))

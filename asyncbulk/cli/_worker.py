@@ -15,7 +15,7 @@ import inspect
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
 import attrs
@@ -36,6 +36,8 @@ __all__ = ["WorkerSettings", "load_hook", "run_worker"]
 
 Vendor = Literal["zefort", "chakra"]
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+_REDIS_CHECK_SECONDS: Final = 5.0
+_T = TypeVar("_T")
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +59,7 @@ class WorkerSettings:
     expiry: float
     poll_interval: float
     max_jobs: int
+    delivery_batch: int
     delivery_lease: float
 
 
@@ -130,9 +133,11 @@ async def _work(
     origin = client._origin  # noqa: SLF001 -- the client's own stamp, no credential in it
     limiter = _limiter(settings, origin.account)
     async with client:
+        if limiter is not None:
+            await _check_redis(limiter)
         store = await _open_store(settings)
         try:
-            worker = Worker(
+            worker = _named_options(Worker)(
                 store,
                 _poller(settings.vendor, client, limiter),
                 origin=origin,
@@ -142,6 +147,7 @@ async def _work(
                 expiry=settings.expiry,
                 poll_interval=settings.poll_interval,
                 max_jobs=settings.max_jobs,
+                delivery_batch=settings.delivery_batch,
                 delivery_lease=settings.delivery_lease,
             )
             stop, forced = anyio.Event(), anyio.Event()
@@ -191,6 +197,42 @@ async def _open_store(settings: WorkerSettings) -> PostgresStore:
             "--postgres", f"cannot open the store at {error.url}: {reason}"
         ) from None
     return store
+
+
+async def _check_redis(limiter: SharedLimiter) -> None:
+    """Take one slot now, so that a Redis out of reach is a usage error, not a silent stall."""
+    try:
+        await limiter.acquire(deadline=anyio.current_time() + _REDIS_CHECK_SECONDS)
+    except TransportError as error:
+        await limiter.aclose()
+        reason = str(error).removeprefix(f"{error.method} {error.url}: ")
+        raise ValidationError("--redis", f"cannot reach Redis at {error.url}: {reason}") from None
+    except TimeoutError:
+        # Reachable, and paused by a 429 another process saw: the polls wait for it.
+        pass
+
+
+_OPTION_OF: Final = {
+    "heartbeat_interval": "--heartbeat",
+    "expiry": "--expiry",
+    "poll_interval": "--poll-interval",
+    "max_jobs": "--max-jobs",
+    "delivery_batch": "--delivery-batch",
+    "delivery_lease": "--delivery-lease",
+    "worker_id": "--worker-id",
+}
+
+
+def _named_options(build: Callable[..., _T]) -> Callable[..., _T]:
+    """``build``, its `ValidationError` naming the command's option rather than the keyword."""
+
+    def named(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return build(*args, **kwargs)
+        except ValidationError as error:
+            raise ValidationError(_OPTION_OF.get(error.field, error.field), error.reason) from None
+
+    return named
 
 
 async def _stop_on_signal(

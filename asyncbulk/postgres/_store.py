@@ -212,8 +212,10 @@ class PostgresStore:
     async def sweep(self, expiry: float) -> SweepResult:
         """Remove the workers whose heartbeat is older than ``expiry`` seconds; free their jobs.
 
-        Jobs whose owner is not registered at all (it was swept while claiming) are freed too.
-        Any worker may sweep, as often as it likes: a sweep is one statement.
+        Jobs whose owner is not registered at all (it was swept while claiming) are freed too,
+        and the deliveries the removed workers held are handed out again at once (their
+        attempt increased: the at-least-once window). Any worker may sweep, as often as it
+        likes: a sweep is one statement.
 
         Raises:
             ValidationError: ``expiry`` is not a positive number.
@@ -227,6 +229,12 @@ class PostgresStore:
             "  WHERE j.finished_at IS NULL AND j.owner IS NOT NULL "
             "  AND (j.owner IN (SELECT id FROM dead) "
             f"    OR NOT EXISTS (SELECT 1 FROM {self._s}.workers w WHERE w.id = j.owner)) "
+            "  RETURNING 1), "
+            # Deliveries the dead held go out again now, not when their lease would end; the
+            # dead worker's late acknowledgement, if it was only stalled, is refused.
+            f"handed AS (UPDATE {self._s}.jobs j SET delivery_until = NULL "
+            "  WHERE j.finished_at IS NOT NULL AND j.delivered_at IS NULL "
+            "  AND j.delivery_until IS NOT NULL AND j.delivery_owner IN (SELECT id FROM dead) "
             "  RETURNING 1) "
             "SELECT ARRAY(SELECT id FROM dead ORDER BY id) AS workers, "
             "  (SELECT count(*) FROM freed) AS jobs",
