@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 
@@ -93,6 +92,7 @@ async def test_sigterm_finishes_deliveries_in_flight_and_releases_every_lease(
             "2",
             "--poll-interval",
             "0.2",
+            "--json",
         ]
         env = {
             **os.environ,
@@ -101,10 +101,10 @@ async def test_sigterm_finishes_deliveries_in_flight_and_releases_every_lease(
             "HOOK_EVENTS": str(events),
             "HOOK_SECONDS": "1.0",
         }
-        log = tmp_path / "stderr.txt"
-        with log.open("wb") as stderr:
+        log, report = tmp_path / "stderr.txt", tmp_path / "stdout.json"
+        with log.open("wb") as stderr, report.open("wb") as stdout:
             process = await anyio.open_process(
-                command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+                command, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr
             )
         try:
             with anyio.fail_after(60):
@@ -137,6 +137,8 @@ async def test_sigterm_finishes_deliveries_in_flight_and_releases_every_lease(
     assert {row["id"] for row in rows if row["delivered"]} == started, "each delivery acknowledged"
     assert sum(not row["finished"] for row in rows) == 4
     assert await fetch(pg_dsn, f'SELECT id FROM "{pg_schema}".workers') == []
+    stats = json.loads(report.read_text())
+    assert (stats["worker_id"], stats["delivered"], stats["claimed"]) == ("cli-1", len(started), 6)
 
 
 UNREACHABLE = "postgresql://postgres:pw-0123456789@127.0.0.1:1/test"
