@@ -123,10 +123,9 @@ async def kill_run(seed: int, count: int, work: Path) -> dict[str, Any]:
             )
             elapsed = time.monotonic() - started
             for name, process in processes.items():
-                if name != victim:
+                if name != victim and process.returncode is None:
                     process.send_signal(signal.SIGTERM)
-            for process in processes.values():
-                await process.wait()
+            statuses = {name: await process.wait() for name, process in processes.items()}
         finally:
             for process in processes.values():
                 if process.returncode is None:
@@ -153,6 +152,8 @@ async def kill_run(seed: int, count: int, work: Path) -> dict[str, Any]:
         "delivered_twice": len(twice),
         "delivered_twice_in_window": window,
         "workers_left_registered": leftover[0][0],
+        # A survivor that did not exit 0 on SIGTERM; its stderr is in the work directory.
+        "survivors_failed": sorted(n for n, code in statuses.items() if n != victim and code),
         "seconds": elapsed,
         "polls": polls,
     }
@@ -160,22 +161,23 @@ async def kill_run(seed: int, count: int, work: Path) -> dict[str, Any]:
 
 async def start_worker(sim: Simulator, schema: str, name: str, work: Path) -> Any:
     """One ``asyncbulk worker`` process with the command's default settings."""
-    return await anyio.open_process(
-        [
-            *(sys.executable, "-m", "asyncbulk", "worker", "--postgres", POSTGRES),
-            *("--schema", schema, "--worker-id", name, "--json"),
-            *("--hook", "benchmarks.scaleout:deliver"),
-        ],
-        env={
-            **os.environ,
-            "ZEFORT_API_KEY": sim.zefort_api_key,
-            "ZEFORT_BASE_URL": sim.zefort_url,
-            "SCALEOUT_EVENTS": str(work / f"events-{name}.jsonl"),
-            "WORKER": name,
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (work / f"stderr-{name}.txt").open("ab") as stderr:
+        return await anyio.open_process(
+            [
+                *(sys.executable, "-m", "asyncbulk", "worker", "--postgres", POSTGRES),
+                *("--schema", schema, "--worker-id", name, "--json"),
+                *("--hook", "benchmarks.scaleout:deliver"),
+            ],
+            env={
+                **os.environ,
+                "ZEFORT_API_KEY": sim.zefort_api_key,
+                "ZEFORT_BASE_URL": sim.zefort_url,
+                "SCALEOUT_EVENTS": str(work / f"events-{name}.jsonl"),
+                "WORKER": name,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def events(work: Path) -> dict[str, list[dict[str, Any]]]:
@@ -340,11 +342,12 @@ async def run_all(options: argparse.Namespace) -> None:
     """Every measurement, printed as it completes."""
     print(f"# scale-out: {options.tasks} tasks x {options.runs} kill runs", flush=True)
     runs = []
-    with tempfile.TemporaryDirectory() as work:
-        for seed in range(options.runs):
-            result = await kill_run(seed, options.tasks, Path(work))
-            print(f"kill run {seed + 1}: {json.dumps(result)}", flush=True)
-            runs.append(result)
+    work = Path(tempfile.mkdtemp(prefix="asyncbulk-scaleout-"))
+    print(f"# worker stderr in {work}", flush=True)
+    for seed in range(options.runs):
+        result = await kill_run(seed, options.tasks, work)
+        print(f"kill run {seed + 1}: {json.dumps(result)}", flush=True)
+        runs.append(result)
     for field in ("lost", "finished_twice", "delivered_twice", "delivered_twice_in_window"):
         print(summary(field, [r[field] for r in runs]))
     print(summary("repolled_within", [r["repolled_within_s"] for r in runs], " s"))
