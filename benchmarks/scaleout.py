@@ -348,22 +348,20 @@ async def run_all(options: argparse.Namespace) -> None:
         result = await kill_run(seed, options.tasks, work)
         print(f"kill run {seed + 1}: {json.dumps(result)}", flush=True)
         runs.append(result)
-    for field in ("lost", "finished_twice", "delivered_twice", "delivered_twice_in_window"):
-        print(summary(field, [r[field] for r in runs]))
-    print(summary("repolled_within", [r["repolled_within_s"] for r in runs], " s"))
-    print(summary("run length", [r["seconds"] for r in runs], " s"))
+    if runs:
+        for field in ("lost", "finished_twice", "delivered_twice", "delivered_twice_in_window"):
+            print(summary(field, [r[field] for r in runs]))
+        print(summary("repolled_within", [r["repolled_within_s"] for r in runs], " s"))
+        print(summary("run length", [r["seconds"] for r in runs], " s"))
     limits = []
     for seed in range(options.limit_runs):
         result = await limit_run(seed, options.limit_seconds, options.rate)
         print(f"limit run {seed + 1}: {json.dumps(result)}", flush=True)
         limits.append(result)
-    print(
-        summary(
-            f"busiest second at {options.rate:g}/s shared by 4",
-            [r["busiest_second"] for r in limits],
-        )
-    )
-    for workers in (1, 2, 4):
+    if limits:
+        shared = f"busiest second at {options.rate:g}/s shared by {WORKERS}"
+        print(summary(shared, [r["busiest_second"] for r in limits]))
+    for workers in options.statement_workers:
         result = await statements_run(workers, options.statement_tasks, options.statement_seconds)
         print(f"statements: {json.dumps(result)}", flush=True)
 
@@ -376,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit-runs", type=int, default=3, help="shared-limit runs")
     parser.add_argument("--limit-seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=50.0, help="the shared limit, per second")
+    parser.add_argument(
+        "--statement-workers",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[1, 2, 4],
+        help="worker counts of the statements measurement, comma-separated ('' skips it)",
+    )
     parser.add_argument("--statement-tasks", type=int, default=2000)
     parser.add_argument("--statement-seconds", type=float, default=5.0)
     parser.add_argument("--child-limit", nargs=6, help=argparse.SUPPRESS)
