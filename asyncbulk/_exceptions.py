@@ -15,6 +15,7 @@ AsyncBulkError
 ├── OutcomeUnknownError      a non-idempotent request may or may not have been carried out
 ├── SubmissionError          a bulk submission was accepted only in part
 ├── JournalError             the journal cannot be opened or failed to write
+│   └── SchemaVersionError   its tables or file were written by a newer asyncbulk
 ├── BatchError               one batch of a submission not accepted (asyncbulk.chakra; in
 │                            SubmissionError.errors, naming the batch's input positions)
 ├── JobTimeoutError          (also TimeoutError) a deadline passed with jobs still unfinished
@@ -50,6 +51,7 @@ __all__ = [
     "OutcomeUnknownError",
     "ProtocolError",
     "RateLimitedError",
+    "SchemaVersionError",
     "ServerError",
     "SubmissionError",
     "TransportError",
@@ -327,6 +329,21 @@ class JournalError(AsyncBulkError):
     After a failed write the journal refuses every later call with this error: what it holds
     stops at its last commit, and the work it records must not go on as if it were recorded.
     """
+
+
+class SchemaVersionError(JournalError):
+    """The journal's tables (or file) were written by a newer asyncbulk; they are left untouched.
+
+    Attributes:
+        found: the version the tables carry.
+        supported: the newest version this library knows.
+    """
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        """Say where the newer tables are and which versions were found and are known."""
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
 
 
 class JobTimeoutError(AsyncBulkError, TimeoutError):

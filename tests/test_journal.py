@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import anyio
 import pytest
@@ -36,14 +37,31 @@ def submission(submission_id: str = "s-1", origin: Origin = CHAKRA) -> Submissio
     return SubmissionRecord(id=submission_id, origin=origin, target="leads", operation="update")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def journal(request, tmp_path):
-    """Each store, open, closed after the test."""
-    store: Journal = (
-        MemoryJournal() if request.param == "memory" else SQLiteJournal(tmp_path / "j.db")
-    )
-    async with store:
-        yield store
+    """Each store, open, closed after the test (PostgreSQL's in a schema of its own, dropped)."""
+    if request.param != "postgres":
+        store: Journal = (
+            MemoryJournal() if request.param == "memory" else SQLiteJournal(tmp_path / "j.db")
+        )
+        async with store:
+            yield store
+        return
+    import asyncpg  # noqa: PLC0415 -- only the PostgreSQL store needs its driver
+
+    from asyncbulk.postgres import PostgresJournal  # noqa: PLC0415 -- needs the postgres extra
+
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = f"asyncbulk_test_{uuid.uuid4().hex[:12]}"
+    try:
+        async with PostgresJournal(dsn, schema=schema) as opened:
+            yield opened
+    finally:
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
 
 
 # -- what a journal records, either store ------------------------------------------------------

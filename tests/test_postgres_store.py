@@ -272,6 +272,26 @@ async def test_a_consumer_that_dies_mid_handling_is_redelivered(store) -> None:
     assert await store.take_deliveries("third", limit=5, lease=60) == []
 
 
+async def test_a_swept_worker_s_deliveries_go_out_again_at_once(pg_dsn, pg_schema, store) -> None:
+    """The sweep hands out a dead worker's long-leased deliveries as attempt 2; its ack fails."""
+    [job_id] = await finish_all(store, 1)
+    [held] = await store.take_deliveries("w", limit=5, lease=3600)
+    await store.register_worker("alive")
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        await connection.execute(
+            f"UPDATE \"{pg_schema}\".workers SET last_seen = now() - interval '1 hour' "
+            "WHERE id = 'w'"
+        )
+    finally:
+        await connection.close()
+    assert (await store.sweep(expiry=60)).workers == ("w",)
+    [again] = await store.take_deliveries("alive", limit=5, lease=60)
+    assert (held.attempt, again.attempt, again.key.id) == (1, 2, job_id)
+    assert await store.acknowledge("w", [held]) == []
+    assert await store.acknowledge("alive", [again]) == [again.key]
+
+
 async def test_statements_per_job(store) -> None:
     """Claiming, finishing and delivering 500 jobs costs 4 statements, not 4 per job."""
     ids = await add(store, 500)

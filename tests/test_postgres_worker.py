@@ -19,8 +19,8 @@ import asyncpg
 import attrs
 import pytest
 
-from asyncbulk import ValidationError, ZefortClient
-from asyncbulk.postgres import PostgresStore, Worker, ZefortPoller
+from asyncbulk import ChakraClient, ValidationError, ZefortClient
+from asyncbulk.postgres import ChakraPoller, PostgresStore, Worker, ZefortPoller
 from asyncbulk.redis import RedisRateLimit
 from asyncbulk.testing import Simulator
 
@@ -385,3 +385,52 @@ async def test_the_scaling_out_example_runs(pg_dsn, pg_schema, redis_address, re
     out = process.stdout.decode()
     assert process.returncode == 0, out
     assert "100 of 100 tasks delivered, each once: True" in out
+
+
+async def test_a_worker_tracks_chakra_jobs_and_delivers_each_once(pg_dsn, pg_schema) -> None:
+    """ChakraPoller: each background job is polled over HTTP until finished, delivered once."""
+    delivered: list[dict] = []
+    async with (
+        Simulator(chakra_entries_per_second=4) as sim,
+        PostgresStore(pg_dsn, schema=pg_schema) as store,
+        ChakraClient(sim.chakra_token, base_url=sim.chakra_url) as chakra,
+    ):
+        sim.chakra.add_procedure("leads", primary_key="lead_id", attributes=["city"])
+        for i in range(10):
+            sim.chakra.add_process("leads", {"lead_id": f"L{i}"}, id=f"pid-{i}")
+        updates = [{"id": f"pid-{i}", "data": {"city": "Goa"}} for i in range(10)]
+        submission = await chakra.bulk_update_processes("leads", updates, batch_size=2)
+        ids = [job.id for job in submission.jobs]
+        origin = Origin("chakra", sim.chakra_url)
+        await store.add_jobs(origin, "job", ids)
+        stop = anyio.Event()
+
+        async def deliver(delivery) -> None:
+            delivered.append(delivery.result)
+            if len(delivered) == len(ids):
+                stop.set()
+
+        worker = Worker(
+            store,
+            ChakraPoller(chakra),
+            origin=origin,
+            deliver=deliver,
+            heartbeat_interval=0.2,
+            expiry=2,
+            poll_interval=0.1,
+        )
+        with anyio.fail_after(60):
+            await worker.run(stop=stop)
+        polls = sim.records.count(route="/v1/ext/background-job/{job_id}")
+    stats = worker.statistics()
+    assert sorted(r["id"] for r in delivered) == sorted(ids)
+    assert all(r["status_counts"] == {"SUCCESS": 2} for r in delivered)
+    assert (stats.finished, stats.refused, stats.delivered) == (5, 0, 5)
+    assert stats.polls == polls > 5, "jobs were polled while running, each poll one request"
+
+
+def test_a_poller_limiter_wait_is_checked() -> None:
+    """A limiter wait that is not a positive number of seconds names the field."""
+    with pytest.raises(ValidationError) as caught:
+        ChakraPoller(ChakraClient("t" * 10), limiter_wait=0)
+    assert caught.value.field == "limiter_wait"

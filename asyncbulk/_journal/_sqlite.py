@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import attrs
 
-from asyncbulk._exceptions import JournalError, ValidationError
+from asyncbulk._exceptions import JournalError, SchemaVersionError, ValidationError
 from asyncbulk._handles import BatchRecord, Origin
 from asyncbulk._journal._protocol import JobKind, Pending, SubmissionRecord, TrackedJob
 
@@ -507,9 +507,11 @@ def _prepare(db: sqlite3.Connection, path: str) -> None:
     if application != _APPLICATION_ID and (application != 0 or tables):
         raise JournalError(f"{path}: not an asyncbulk journal")
     if version > SCHEMA_VERSION:
-        raise JournalError(
+        raise SchemaVersionError(
             f"{path}: the journal's schema version is {version}, newer than {SCHEMA_VERSION}, "
-            "the one this asyncbulk writes: upgrade asyncbulk to read it"
+            "the one this asyncbulk writes: upgrade asyncbulk to read it",
+            found=version,
+            supported=SCHEMA_VERSION,
         )
     # Checked before anything is written, so a file of another program is left as it was.
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -1,13 +1,14 @@
-"""The command tree: ``asyncbulk demo | simulate | chakra ... | zefort ...``."""
+"""The command tree: ``asyncbulk demo | simulate | chakra ... | zefort ... | worker``."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import click
@@ -20,6 +21,7 @@ from asyncbulk.cli._input import FORMATS, UpdateFile
 from asyncbulk.cli._output import Output
 from asyncbulk.cli._runner import EXIT_OK, Ledger, run_async
 from asyncbulk.cli._simulate import Delay, FaultOptions, SimulatorOptions, serve
+from asyncbulk.cli._worker import WorkerSettings, run_worker
 from asyncbulk.cli._zefort import (
     bulk_update_command,
     read_task_ids,
@@ -686,6 +688,166 @@ def zefort_tasks(
         )
 
     return run_async(work, output=output, ledger=Ledger())
+
+
+@cli.command("worker", context_settings=_CONTEXT)
+@click.option(
+    "--postgres",
+    "postgres",
+    metavar="DSN",
+    envvar="ASYNCBULK_POSTGRES",
+    show_envvar=True,
+    required=True,
+    help="The PostgreSQL store the workers and replicas share (postgresql://user@host/db).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    envvar="ASYNCBULK_REDIS",
+    show_envvar=True,
+    help="Share the rate limit with every process of the account through this Redis.",
+)
+@click.option(
+    "--redis-prefix",
+    default="asyncbulk",
+    show_default=True,
+    help="The start of the Redis keys (processes sharing a limit use the same).",
+)
+@click.option(
+    "--hook",
+    metavar="MODULE:FUNCTION",
+    required=True,
+    help="The async function each finished job is handed to (it takes a Delivery).",
+)
+@click.option(
+    "--vendor",
+    type=click.Choice(["zefort", "chakra"]),
+    default="zefort",
+    show_default=True,
+    help="Whose jobs to track: Zefort tasks or Chakra background jobs.",
+)
+@click.option(
+    "--schema",
+    default="asyncbulk",
+    show_default=True,
+    help="The PostgreSQL schema holding the tables.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Requests per second for all processes together (with --redis).",
+)
+@click.option("--worker-id", help="The worker's name in the store [default: a random one].")
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between heartbeats (and claims).",
+)
+@click.option(
+    "--expiry",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="A worker silent this long is swept and its jobs taken over.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two polls of a job.",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="The most jobs this worker tracks at once.",
+)
+@click.option(
+    "--delivery-batch",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Finished jobs taken and acknowledged together: a worker that dies mid-batch has "
+    "the whole batch delivered again.",
+)
+@click.option(
+    "--delivery-lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds the hook has for a job before it may go to another worker.",
+)
+@click.option("--token", envvar="CHAKRA_TOKEN", show_envvar=True, help="Chakra's access token.")
+@click.option("--api-key", envvar="ZEFORT_API_KEY", show_envvar=True, help="A Zefort API key.")
+@click.option(
+    "--base-url",
+    help="The API's base URL [default: CHAKRA_BASE_URL or ZEFORT_BASE_URL, else the vendor's].",
+)
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// base URL to a host other than this machine.",
+)
+@json_option
+def worker(
+    *,
+    postgres: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    hook: str,
+    vendor: str,
+    schema: str,
+    rate: float,
+    worker_id: str | None,
+    heartbeat: float,
+    expiry: float,
+    poll_interval: float,
+    max_jobs: int,
+    delivery_batch: int,
+    delivery_lease: float,
+    token: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    allow_insecure_http: bool,
+    json_mode: bool,
+) -> int:
+    """Track the jobs any replica recorded in PostgreSQL and hand each finished one to a hook.
+
+    Workers on one store share the jobs: each claims a share, polls it, records each finish
+    once and delivers each finished job once to the hook (again only if a worker dies while
+    handling it). A worker that dies has its jobs taken over after --expiry. SIGTERM or
+    Ctrl-C stops it cleanly (deliveries in flight finish, its jobs are released; status 0);
+    a second signal stops it at once (130). Status 2 when the hook, the credential or the
+    DSN is wrong. Needs the postgres extra (and redis for --redis).
+    """
+    chosen: Literal["zefort", "chakra"] = "zefort" if vendor == "zefort" else "chakra"
+    settings = WorkerSettings(
+        postgres=postgres,
+        redis=redis_url,
+        redis_prefix=redis_prefix,
+        hook=hook,
+        vendor=chosen,
+        credential=api_key if chosen == "zefort" else token,
+        base_url=base_url or os.environ.get(f"{chosen.upper()}_BASE_URL") or None,
+        allow_insecure_http=allow_insecure_http,
+        schema=schema,
+        rate=rate,
+        worker_id=worker_id,
+        heartbeat_interval=heartbeat,
+        expiry=expiry,
+        poll_interval=poll_interval,
+        max_jobs=max_jobs,
+        delivery_batch=delivery_batch,
+        delivery_lease=delivery_lease,
+    )
+    return run_worker(settings, output=Output(json_mode=json_mode))
 
 
 def run(argv: Sequence[str] | None = None) -> int:

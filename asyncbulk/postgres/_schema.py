@@ -12,8 +12,10 @@ submissions  one row per submission: origin, target, operation, request, ended_a
 batches      one row per batch of a submission: start, stop, state, job_id, error
 ```
 
-Creating them is idempotent and serialised by an advisory lock, so workers starting together
-never race. A schema written by a newer version of the library is refused, never changed.
+Version 2 added ``seq`` to jobs and submissions (the order they were added in); tables of
+version 1 are upgraded in place when a store opens them. Creating them is idempotent and
+serialised by an advisory lock, so workers starting together never race. A schema written by
+a newer version of the library is refused, never changed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final
 
-from asyncbulk._exceptions import AsyncBulkError, ValidationError
+from asyncbulk._exceptions import SchemaVersionError, ValidationError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "SchemaVersionError", "check_schema_name", "create_schema"]
 
 #: The version of the tables this library writes and reads.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -46,6 +48,7 @@ CREATE TABLE IF NOT EXISTS {s}.jobs (
     account text NOT NULL,
     id text NOT NULL,
     kind text NOT NULL CHECK (kind IN ('job', 'task')),
+    seq bigint GENERATED ALWAYS AS IDENTITY,
     added_at timestamptz NOT NULL DEFAULT now(),
     owner text,
     epoch bigint NOT NULL DEFAULT 0,
@@ -73,6 +76,7 @@ CREATE TABLE IF NOT EXISTS {s}.submissions (
     target text NOT NULL,
     operation text NOT NULL,
     request jsonb,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
     created_at timestamptz NOT NULL DEFAULT now(),
     ended_at timestamptz
 );
@@ -89,24 +93,15 @@ CREATE TABLE IF NOT EXISTS {s}.batches (
     PRIMARY KEY (submission_id, start)
 );
 """
-
-
-class SchemaVersionError(AsyncBulkError):
-    """The tables were written by a newer version of asyncbulk; they are left untouched.
-
-    Attributes:
-        found: the version the tables carry.
-        supported: the newest version this library knows.
-    """
-
-    def __init__(self, schema: str, found: int) -> None:
-        """Name the schema and the version found in it."""
-        super().__init__(
-            f"schema {schema!r} has asyncbulk tables of version {found}; this version of "
-            f"asyncbulk knows versions up to {SCHEMA_VERSION}: upgrade asyncbulk"
-        )
-        self.found = found
-        self.supported = SCHEMA_VERSION
+# What turns the tables of each older version into the next one; ``seq`` (version 2) keeps the
+# order jobs and submissions were added in, which timestamps alone do not (one statement adds
+# many jobs at the same instant).
+_UPGRADES: Final = {
+    1: """
+ALTER TABLE {s}.jobs ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE {s}.submissions ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
+""",
+}
 
 
 def check_schema_name(schema: str) -> str:
@@ -137,10 +132,17 @@ async def create_schema(connection: PoolConnectionProxy[asyncpg.Record], schema:
             f"SELECT value FROM {quoted}.meta WHERE name = 'schema_version'"  # noqa: S608 -- the name is checked above
         )
         if found is not None and found > SCHEMA_VERSION:
-            raise SchemaVersionError(schema, found)
+            raise SchemaVersionError(
+                f"schema {schema!r} has asyncbulk tables of version {found}; this version of "
+                f"asyncbulk knows versions up to {SCHEMA_VERSION}: upgrade asyncbulk",
+                found=found,
+                supported=SCHEMA_VERSION,
+            )
         await connection.execute(_TABLES.format(s=quoted))
+        for version in range(found or SCHEMA_VERSION, SCHEMA_VERSION):
+            await connection.execute(_UPGRADES[version].format(s=quoted))
         await connection.execute(
             f"INSERT INTO {quoted}.meta (name, value) VALUES ('schema_version', $1) "  # noqa: S608 -- the name is checked above
-            "ON CONFLICT (name) DO NOTHING",
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             SCHEMA_VERSION,
         )

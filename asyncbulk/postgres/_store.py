@@ -83,7 +83,7 @@ class PostgresStore:
             timeout: the longest one statement may take.
 
         Raises:
-            ValidationError: a value is out of range, naming it.
+            ValidationError: a value is out of range (or the DSN's port), naming it.
         """
         self._schema = schema
         self._s = check_schema_name(schema)
@@ -118,6 +118,7 @@ class PostgresStore:
 
         Raises:
             TransportError: PostgreSQL cannot be reached.
+            ValidationError: the DSN is not one asyncpg can use.
             SchemaVersionError: the tables were written by a newer asyncbulk.
         """
         if self._pool is not None:
@@ -132,6 +133,10 @@ class PostgresStore:
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as error:
             raise self._transport_error(error) from None
+        except (ValueError, asyncpg.InterfaceError) as error:
+            # asyncpg's word on a DSN out of shape, with the DSN itself (and any password) out.
+            reason = str(error).replace(self._dsn, self._where)
+            raise ValidationError("dsn", f"not a usable PostgreSQL DSN: {reason}") from None
         try:
             async with pool.acquire() as connection:
                 await create_schema(connection, self._schema)
@@ -207,8 +212,10 @@ class PostgresStore:
     async def sweep(self, expiry: float) -> SweepResult:
         """Remove the workers whose heartbeat is older than ``expiry`` seconds; free their jobs.
 
-        Jobs whose owner is not registered at all (it was swept while claiming) are freed too.
-        Any worker may sweep, as often as it likes: a sweep is one statement.
+        Jobs whose owner is not registered at all (it was swept while claiming) are freed too,
+        and the deliveries the removed workers held are handed out again at once (their
+        attempt increased: the at-least-once window). Any worker may sweep, as often as it
+        likes: a sweep is one statement.
 
         Raises:
             ValidationError: ``expiry`` is not a positive number.
@@ -222,6 +229,12 @@ class PostgresStore:
             "  WHERE j.finished_at IS NULL AND j.owner IS NOT NULL "
             "  AND (j.owner IN (SELECT id FROM dead) "
             f"    OR NOT EXISTS (SELECT 1 FROM {self._s}.workers w WHERE w.id = j.owner)) "
+            "  RETURNING 1), "
+            # Deliveries the dead held go out again now, not when their lease would end; the
+            # dead worker's late acknowledgement, if it was only stalled, is refused.
+            f"handed AS (UPDATE {self._s}.jobs j SET delivery_until = NULL "
+            "  WHERE j.finished_at IS NOT NULL AND j.delivered_at IS NULL "
+            "  AND j.delivery_until IS NOT NULL AND j.delivery_owner IN (SELECT id FROM dead) "
             "  RETURNING 1) "
             "SELECT ARRAY(SELECT id FROM dead ORDER BY id) AS workers, "
             "  (SELECT count(*) FROM freed) AS jobs",
@@ -533,12 +546,16 @@ class PostgresStore:
         *,
         durable: bool = False,  # noqa: ARG002 -- every write is durable when it returns
     ) -> None:
-        """Set the delivered mark of a finished job (a consumer outside `take_deliveries`)."""
+        """Set the delivered mark of a job (a consumer outside `take_deliveries`).
+
+        A job delivered before any finish was recorded is marked finished too, so no worker
+        that owns it can record a finish, and no consumer is handed it again.
+        """
         await self._execute(
             "journal",
-            f"UPDATE {self._s}.jobs SET delivered_at = now(), delivery_until = NULL "  # noqa: S608 -- schema checked
-            "WHERE (vendor, base_url, account, id) = ($1, $2, $3, $4) "
-            "  AND finished_at IS NOT NULL AND delivered_at IS NULL",
+            f"UPDATE {self._s}.jobs SET delivered_at = now(), delivery_until = NULL, "  # noqa: S608 -- schema checked
+            "  finished_at = coalesce(finished_at, now()) "
+            "WHERE (vendor, base_url, account, id) = ($1, $2, $3, $4) AND delivered_at IS NULL",
             origin.vendor,
             origin.base_url,
             origin.account,
@@ -555,14 +572,14 @@ class PostgresStore:
             "    ORDER BY b.start) FILTER (WHERE b.start IS NOT NULL), '{}') AS batches "
             f"FROM {self._s}.submissions s LEFT JOIN {self._s}.batches b ON b.submission_id = s.id "
             "WHERE (s.vendor, s.base_url, s.account) = ($1, $2, $3) AND s.ended_at IS NULL "
-            "GROUP BY s.id ORDER BY min(s.created_at), s.id",
+            "GROUP BY s.id ORDER BY min(s.seq)",
             *where,
         )
         jobs = await self._fetch(
             "journal",
             f"SELECT vendor, base_url, account, id, kind, finished_at IS NOT NULL AS finished "  # noqa: S608 -- schema checked
             f"FROM {self._s}.jobs WHERE (vendor, base_url, account) = ($1, $2, $3) "
-            "  AND delivered_at IS NULL ORDER BY added_at, id",
+            "  AND delivered_at IS NULL ORDER BY seq",
             *where,
         )
         return StoredPending(
@@ -670,7 +687,16 @@ def _check_seconds(name: str, value: float) -> None:
 
 
 def _redacted(dsn: str) -> str:
-    """The DSN's host, port and database: never its user's password."""
+    """The DSN's host, port and database: never its user's password.
+
+    Raises:
+        ValidationError: the DSN is not a string, or its port is not a port number.
+    """
+    if not isinstance(dsn, str):
+        raise ValidationError("dsn", f"must be a string, not {type(dsn).__name__}")
     parts = urlsplit(dsn)
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        raise ValidationError("dsn", "its port is not a number from 1 to 65535") from None
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"

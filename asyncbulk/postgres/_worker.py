@@ -24,7 +24,7 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import attrs
@@ -32,12 +32,15 @@ import attrs
 from asyncbulk._exceptions import AsyncBulkError, RateLimitedError, ValidationError
 
 if TYPE_CHECKING:
+    from asyncbulk.chakra import ChakraClient
     from asyncbulk.postgres._records import Claim, Delivery, JobKey, OriginLike
     from asyncbulk.postgres._store import PostgresStore
     from asyncbulk.redis import SharedLimiter
     from asyncbulk.zefort import ZefortClient
 
-__all__ = ["JobPoller", "Worker", "WorkerStats", "ZefortPoller"]
+__all__ = ["ChakraPoller", "JobPoller", "Worker", "WorkerStats", "ZefortPoller"]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("asyncbulk.postgres")
 
@@ -51,7 +54,34 @@ class JobPoller(Protocol):
         """None while the job runs; once finished, the JSON result to record and deliver."""
 
 
-class ZefortPoller:
+class _LimitedPoller:
+    """What both vendors' pollers share: the wait for a shared limiter, and its 429 pause."""
+
+    def __init__(self, *, limiter: SharedLimiter | None, limiter_wait: float) -> None:
+        if (
+            isinstance(limiter_wait, bool)
+            or not isinstance(limiter_wait, int | float)
+            or not math.isfinite(limiter_wait)
+            or limiter_wait <= 0
+        ):
+            raise ValidationError(
+                "limiter_wait", f"must be a finite number of seconds > 0, not {limiter_wait!r}"
+            )
+        self._limiter = limiter
+        self._limiter_wait = limiter_wait
+
+    async def _limited(self, request: Callable[[], Awaitable[_T]]) -> _T:
+        if self._limiter is not None:
+            await self._limiter.acquire(deadline=anyio.current_time() + self._limiter_wait)
+        try:
+            return await request()
+        except RateLimitedError as error:
+            if self._limiter is not None and error.retry_after:
+                await self._limiter.note_throttled(error.retry_after)
+            raise
+
+
+class ZefortPoller(_LimitedPoller):
     """A `JobPoller` reading each task with `ZefortClient.get_task`.
 
     Given a shared limiter (`asyncbulk.redis.RedisRateLimit`), every poll first waits for it,
@@ -73,10 +103,12 @@ class ZefortPoller:
             limiter: the limit shared with the other workers, or None.
             limiter_wait: the longest one poll waits for the limiter; past it, the poll is
                 skipped until the next round.
+
+        Raises:
+            ValidationError: ``limiter_wait`` is not a positive number of seconds.
         """
+        super().__init__(limiter=limiter, limiter_wait=limiter_wait)
         self._client = client
-        self._limiter = limiter
-        self._limiter_wait = limiter_wait
 
     def __repr__(self) -> str:
         """Name the client."""
@@ -89,17 +121,62 @@ class ZefortPoller:
             TimeoutError: the shared limiter did not let the poll through in time.
             AsyncBulkError: the client's errors, as `ZefortClient.get_task` raises them.
         """
-        if self._limiter is not None:
-            await self._limiter.acquire(deadline=anyio.current_time() + self._limiter_wait)
-        try:
-            task = await self._client.get_task(claim.key.id)
-        except RateLimitedError as error:
-            if self._limiter is not None and error.retry_after:
-                await self._limiter.note_throttled(error.retry_after)
-            raise
+        task = await self._limited(lambda: self._client.get_task(claim.key.id))
         if not task.is_finished:
             return None
         return {"id": task.id, "backend_status": task.backend_status, "failed": task.is_failed}
+
+
+class ChakraPoller(_LimitedPoller):
+    """A `JobPoller` reading each background job with `ChakraClient.get_background_job`.
+
+    A job counts as finished by `BackgroundJob.is_finished` (the vendor documents no terminal
+    status: see there). Given a shared limiter, every poll first waits for it, and a 429
+    pauses every process sharing it.
+    """
+
+    def __init__(
+        self,
+        client: ChakraClient,
+        *,
+        limiter: SharedLimiter | None = None,
+        limiter_wait: float = 30.0,
+    ) -> None:
+        """Poll through ``client`` (the caller opens and closes it).
+
+        Args:
+            client: the client of the account the jobs belong to.
+            limiter: the limit shared with the other workers, or None.
+            limiter_wait: the longest one poll waits for the limiter; past it, the poll is
+                skipped until the next round.
+
+        Raises:
+            ValidationError: ``limiter_wait`` is not a positive number of seconds.
+        """
+        super().__init__(limiter=limiter, limiter_wait=limiter_wait)
+        self._client = client
+
+    def __repr__(self) -> str:
+        """Name the client."""
+        return f"ChakraPoller({self._client!r})"
+
+    async def poll(self, claim: Claim) -> Mapping[str, Any] | None:
+        """The job's id, status and entry counts once it finished; None while it runs.
+
+        Raises:
+            TimeoutError: the shared limiter did not let the poll through in time.
+            AsyncBulkError: the client's errors, as `ChakraClient.get_background_job` raises
+                them.
+        """
+        job = await self._limited(lambda: self._client.get_background_job(claim.key.id))
+        if not job.is_finished:
+            return None
+        return {
+            "id": job.id,
+            "completion_status": job.completion_status,
+            "status_counts": dict(job.status_counts),
+            "failed": job.is_failed,
+        }
 
 
 @attrs.frozen(kw_only=True)

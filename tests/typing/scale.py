@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import anyio
 
-from asyncbulk import ZefortClient
-from asyncbulk.postgres import Delivery, PostgresStore, Worker, WorkerStats, ZefortPoller
+from asyncbulk import ChakraClient, Pending, ZefortClient
+from asyncbulk.postgres import (
+    ChakraPoller,
+    Delivery,
+    JobPoller,
+    PostgresJournal,
+    PostgresStore,
+    Worker,
+    WorkerStats,
+    ZefortPoller,
+)
 from asyncbulk.redis import RedisRateLimit, SharedLimiter
 
 
@@ -25,3 +34,15 @@ async def main(dsn: str, redis_url: str, api_key: str) -> WorkerStats:
         await worker.run(stop=stop)
     await limit.aclose()
     return worker.statistics()
+
+
+async def chakra_replica(dsn: str, token: str) -> Pending:
+    """A replica recording in PostgreSQL while a worker of the same store tracks Chakra jobs."""
+    async with (
+        PostgresStore(dsn) as store,
+        PostgresJournal(store) as journal,
+        ChakraClient(token, journal=journal) as chakra,
+    ):
+        poller: JobPoller = ChakraPoller(chakra)
+        Worker(store, poller, deliver=deliver)
+        return await chakra.resume_pending()
