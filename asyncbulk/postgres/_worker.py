@@ -32,6 +32,8 @@ import attrs
 from asyncbulk._exceptions import AsyncBulkError, RateLimitedError, ValidationError
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from asyncbulk.chakra import ChakraClient
     from asyncbulk.postgres._records import Claim, Delivery, JobKey, OriginLike
     from asyncbulk.postgres._store import PostgresStore
@@ -282,6 +284,9 @@ class Worker:
         self._max_jobs = max_jobs
         self._poll_interval = poll_interval
         self._polls = anyio.CapacityLimiter(polls_in_flight)
+        # Jobs just claimed (a dead worker's, taken over) are polled at once, not after the round
+        # of the jobs already owned: their own slots keep them from queueing behind that round.
+        self._fresh_polls = anyio.CapacityLimiter(polls_in_flight)
         self._finish_interval = finish_interval
         self._delivery_batch = delivery_batch
         self._delivery_lease = delivery_lease
@@ -320,7 +325,7 @@ class Worker:
             async def track() -> None:
                 with tracking:
                     async with anyio.create_task_group() as loops:
-                        loops.start_soon(self._heartbeats)
+                        loops.start_soon(self._heartbeats, loops)
                         loops.start_soon(self._poll_rounds)
                         loops.start_soon(self._finish_rounds)
 
@@ -341,7 +346,7 @@ class Worker:
         await self._store.unregister_worker(self._id)
         self._owned.clear()
 
-    async def _heartbeats(self) -> None:
+    async def _heartbeats(self, loops: TaskGroup) -> None:
         while True:
             if not await self._store.heartbeat(self._id):
                 logger.warning("worker %s was swept: dropping its jobs", self._id)
@@ -357,6 +362,7 @@ class Worker:
                 for claim in await self._store.claim(self._id, limit=room, origin=self._origin):
                     self._owned[claim.key] = claim
                     self._counts["claimed"] += 1
+                    loops.start_soon(self._poll, claim, self._fresh_polls)
             await anyio.sleep(self._heartbeat_interval)
 
     async def _poll_rounds(self) -> None:
@@ -364,11 +370,11 @@ class Worker:
             round_ends = anyio.current_time() + self._poll_interval
             async with anyio.create_task_group() as group:
                 for claim in list(self._owned.values()):
-                    group.start_soon(self._poll, claim)
+                    group.start_soon(self._poll, claim, self._polls)
             await anyio.sleep_until(round_ends)
 
-    async def _poll(self, claim: Claim) -> None:
-        async with self._polls:
+    async def _poll(self, claim: Claim, slots: anyio.CapacityLimiter) -> None:
+        async with slots:
             if self._owned.get(claim.key) is not claim:
                 return
             self._counts["polls"] += 1
