@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from asyncbulk._telemetry import Tracer
     from asyncbulk._tracking._source import JobSource
 
 __all__ = ["JobTracker"]
@@ -155,6 +156,8 @@ class JobTracker(Generic[T]):
         entry_counts = getattr(source, "entry_counts", None)
         self._entry_counts: Callable[[T], Mapping[str, int] | None] | None = entry_counts
         self._job_entries: dict[str, Mapping[str, int]] = {}
+        tracer: Tracer | None = getattr(source, "telemetry", None)
+        self._telemetry = None if tracer is None else tracer.jobs(source.kind)
         self._base_requests = 0
         self._base_rate_limited = 0
 
@@ -241,11 +244,15 @@ class JobTracker(Generic[T]):
         if seconds is None:
             seconds = self._job_timeout
         if self._sched.add(job_id, self._clock(), seconds):
+            if self._telemetry is not None:
+                self._telemetry.added(job_id)
             self._wake.set()
 
     def remove(self, job_id: str) -> None:
         """Stop tracking a job; it will not be yielded. An unknown id is ignored."""
         if self._sched.remove(job_id):
+            if self._telemetry is not None:
+                self._telemetry.ended(job_id, "removed")
             self._wake.set()
 
     def close(self) -> None:
@@ -602,6 +609,8 @@ class JobTracker(Generic[T]):
         for job_id in self._sched.expire(now):
             self._counts.expired += 1
             self._expired.append(job_id)
+            if self._telemetry is not None:
+                self._telemetry.ended(job_id, "expired")
             logger.warning("%s %s passed its deadline unfinished", self._source.kind, job_id)
 
     async def _poll(self, job: Job) -> None:
@@ -735,8 +744,12 @@ class JobTracker(Generic[T]):
         if self._source.is_failed(state):
             counts.failed += 1
         finished_at = self._source.finished_at(state)
-        if finished_at is not None:
-            counts.lags.append(max(0.0, time.time() - finished_at))
+        lag = None if finished_at is None else max(0.0, time.time() - finished_at)
+        if lag is not None:
+            counts.lags.append(lag)
+        if self._telemetry is not None:
+            failed = self._source.is_failed(state)
+            self._telemetry.ended(job_id, "failed" if failed else "finished", lag)
         self._job_entries.pop(job_id, None)  # its last counts stay in the totals
         self._ready.append((job_id, state))
         self._ready_event.set()
@@ -748,6 +761,8 @@ class JobTracker(Generic[T]):
             return
         self._counts.lost += 1
         self._lost.append((job.id, error))
+        if self._telemetry is not None:
+            self._telemetry.ended(job.id, "lost")
         logger.warning("%s %s was not found", self._source.kind, job.id)
 
     def _fail(self, error: BaseException) -> None:
@@ -773,6 +788,8 @@ class JobTracker(Generic[T]):
     def _report_end(self) -> None:
         if not self._reported_end:
             self._reported_end = True
+            if self._telemetry is not None:
+                self._telemetry.abandon()
             self._report(force=True)
 
     def _report(self, *, force: bool = False) -> None:

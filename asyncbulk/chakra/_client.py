@@ -30,6 +30,9 @@ from asyncbulk._journal import open_journal
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
+from asyncbulk._telemetry import Telemetry, Tracer
+from asyncbulk._telemetry import operation as telemetry_span
+from asyncbulk._telemetry import resolve as resolve_telemetry
 from asyncbulk._tracking import TrackingOptions
 from asyncbulk._tracking._options import resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
@@ -177,6 +180,10 @@ class ChakraClient(ClientBase):
             (used as is, never closed here); None keeps them in memory.
         account: a stable name for the account, for handles and journals; needed only when
             the credential is a function (by default the credential's fingerprint names it).
+        telemetry: OpenTelemetry spans and metrics (`asyncbulk.Telemetry`): None (the
+            default) reports to the global providers whenever ``opentelemetry-api`` is
+            installed (a no-op until an SDK sets a provider); True requires the API; False
+            reports nothing; a `Telemetry` names providers of your own.
 
     Attributes:
         converter: the cattrs converter of the Chakra models (wire names live in its hooks).
@@ -207,8 +214,10 @@ class ChakraClient(ClientBase):
         poll_interval: tuple[float, float] | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
         account: str | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         """Check the settings; no connection is made before the first request."""
+        tracer = resolve_telemetry(telemetry)
         self._session = Session(
             base_url=base_url,
             auth=BearerAuth(token, field="token"),
@@ -225,7 +234,11 @@ class ChakraClient(ClientBase):
             proxy=proxy,
             max_response_bytes=max_response_bytes,
             rate_limit=rate_limit,
+            observer=tracer,
         )
+        self._telemetry = tracer
+        if tracer is not None:
+            tracer.watch_rate(self._session, "chakra")
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         self._tracking = _tracking_options(tracking, poll_interval, self._session.max_in_flight)
         # A bulk PATCH sent twice starts two jobs: retried only when it was certainly not acted on.
@@ -479,6 +492,7 @@ class ChakraClient(ClientBase):
             completion_status=_check_completion_status(completion_status),
             page_size=_check_int("page_size", page_size, 1, MAX_PAGE_SIZE),
             prefetch=check_prefetch(prefetch),
+            telemetry=self._telemetry,
         )
         self._iterators.add(pages)
         return pages
@@ -705,6 +719,23 @@ class ChakraClient(ClientBase):
             finally:
                 slots.release()
 
+        async def traced_send(batch: list[Any], positions: range) -> None:
+            attributes = {
+                "asyncbulk.vendor": "chakra",
+                "asyncbulk.procedure": procedure,
+                "asyncbulk.batch.start": positions.start,
+                "asyncbulk.batch.stop": positions.stop,
+            }
+            with telemetry_span(self._telemetry, f"chakra bulk {operation}", attributes) as note:
+                await send(batch, positions)
+                outcome = outcomes.get(positions.start)
+                if outcome is not None:
+                    note("asyncbulk.batch.state", outcome.state)
+                    if outcome.job is not None:
+                        note("asyncbulk.job.id", outcome.job.id)
+                    if outcome.error is not None:
+                        note("error.type", type(outcome.error).__name__)
+
         async def watch_cancellation(done: anyio.Event) -> None:
             try:
                 await done.wait()
@@ -757,7 +788,7 @@ class ChakraClient(ClientBase):
                                     positions.start, positions.stop, "sending", items=tuple(batch)
                                 )
                             )
-                        group.start_soon(send, batch, positions)
+                        group.start_soon(traced_send, batch, positions)
                         position = positions.stop
                         del batch
                 for _ in range(in_flight):
@@ -1084,8 +1115,10 @@ class JobEntryPages(ClosingIterator):
         completion_status: str | None,
         page_size: int,
         prefetch: int,
+        telemetry: Tracer | None = None,
     ) -> None:
         """Set up the listing; nothing is fetched before the first ``__anext__``."""
+        self._telemetry = telemetry
         params: dict[str, str | int] = {"limit": page_size}
         if completion_status is not None:
             params["completionStatus"] = completion_status
@@ -1113,6 +1146,11 @@ class JobEntryPages(ClosingIterator):
         self._broken = None
         await self._pages.aclose()
 
+    def _count(self, fresh: list[JobEntry]) -> None:
+        self._yielded += len(fresh)
+        if self._telemetry is not None and fresh:
+            self._telemetry.entries.add(len(fresh), {"asyncbulk.vendor": "chakra"})
+
     async def __anext__(self) -> list[JobEntry]:
         """The next page's entries not yielded before.
 
@@ -1132,7 +1170,7 @@ class JobEntryPages(ClosingIterator):
             if seen.ask_at is not None and seen.kept >= seen.ask_at:
                 await self._ask_if_finished()
             if page.missing_from is not None:
-                self._yielded += len(fresh)
+                self._count(fresh)
                 broken = self._incomplete(page, page.missing_from)
                 if not fresh:
                     raise broken
@@ -1140,7 +1178,7 @@ class JobEntryPages(ClosingIterator):
                 return fresh
             if fresh:
                 self._stale = 0
-                self._yielded += len(fresh)
+                self._count(fresh)
                 return fresh
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
@@ -1232,6 +1270,11 @@ class ChakraJobSource:
     def __init__(self, client: ChakraClient) -> None:
         """Poll through `client`."""
         self._client = client
+
+    @property
+    def telemetry(self) -> Tracer | None:
+        """The client's OpenTelemetry instrumentation, which the tracker reports through."""
+        return self._client._telemetry  # noqa: SLF001 -- the client's own source
 
     async def fetch(self, job_id: str, *, deadline: float | None = None) -> BackgroundJob:
         """One GET of one job, ending by ``deadline``."""

@@ -33,6 +33,9 @@ from asyncbulk._journal import open_journal
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
+from asyncbulk._telemetry import Telemetry, Tracer
+from asyncbulk._telemetry import operation as telemetry_span
+from asyncbulk._telemetry import resolve as resolve_telemetry
 from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
 from asyncbulk._tracking._options import check_count, resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
@@ -214,6 +217,10 @@ class ZefortClient(ClientBase):
             own (used as is, never closed here); None keeps them in memory.
         account: a stable name for the account, for handles and journals; needed only when
             the credential is a function (by default the credential's fingerprint names it).
+        telemetry: OpenTelemetry spans and metrics (`asyncbulk.Telemetry`): None (the
+            default) reports to the global providers whenever ``opentelemetry-api`` is
+            installed (a no-op until an SDK sets a provider); True requires the API; False
+            reports nothing; a `Telemetry` names providers of your own.
 
     Raises:
         ValidationError: a setting is out of range, or the key is empty.
@@ -242,8 +249,10 @@ class ZefortClient(ClientBase):
         polls_in_flight: int | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
         account: str | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         """Check the settings; the connection pool opens on first use."""
+        tracer = resolve_telemetry(telemetry)
         self._session = Session(
             base_url=_site_url(base_url),
             auth=BasicAuth(api_key),
@@ -260,7 +269,11 @@ class ZefortClient(ClientBase):
             proxy=proxy,
             max_response_bytes=max_response_bytes,
             rate_limit=rate_limit,
+            observer=tracer,
         )
+        self._telemetry = tracer
+        if tracer is not None:
+            tracer.watch_rate(self._session, "zefort")
         self._tracking = resolve_tracking(
             tracking,
             _DEFAULT_TRACKING,
@@ -443,6 +456,14 @@ class ZefortClient(ClientBase):
                     f"extra[{name!r}]", "is a field of its own: pass it as its argument"
                 )
         body = _bulk_body(attributes, status, search, fields)
+        with telemetry_span(
+            self._telemetry, "zefort bulk update", {"asyncbulk.vendor": "zefort"}
+        ) as note:
+            task = await self._bulk_update(body)
+            note("asyncbulk.job.id", task.id)
+        return task
+
+    async def _bulk_update(self, body: dict[str, Any]) -> ZefortTask:
         policy = self._session.retry.for_unrepeatable()
         before = await self._pending_snapshot()
         wanted = _canonical(body)
@@ -892,6 +913,11 @@ class ZefortTaskSource:
         """Serve the tasks of ``client``."""
         self._client = client
         self._pages = 1
+
+    @property
+    def telemetry(self) -> Tracer | None:
+        """The client's OpenTelemetry instrumentation, which the tracker reports through."""
+        return self._client._telemetry  # noqa: SLF001 -- the client's own source
 
     def __repr__(self) -> str:
         """The client it reads through."""
