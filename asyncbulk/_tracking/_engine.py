@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +48,7 @@ from asyncbulk._exceptions import (
     NotFoundError,
     ValidationError,
 )
+from asyncbulk._logs import log_fields
 from asyncbulk._session import RequestStats
 from asyncbulk._tracking._options import (
     PROGRESS_EVERY,
@@ -539,6 +540,7 @@ class JobTracker(Generic[T]):
                 len(given_up),
                 self._source.kind,
                 ", ".join(given_up[:20]),
+                extra=self._fields(count=len(given_up)),
             )
 
     def _not_acknowledged(self, job_id: str, error: BaseException | None) -> None:
@@ -549,6 +551,7 @@ class JobTracker(Generic[T]):
             self._source.kind,
             job_id,
             error or "the deadline passed",
+            extra=self._fields(job_id, error),
         )
 
     # -- carrying out what the scheduler decides ----------------------------------------------
@@ -611,7 +614,12 @@ class JobTracker(Generic[T]):
             self._expired.append(job_id)
             if self._telemetry is not None:
                 self._telemetry.ended(job_id, "expired")
-            logger.warning("%s %s passed its deadline unfinished", self._source.kind, job_id)
+            logger.warning(
+                "%s %s passed its deadline unfinished",
+                self._source.kind,
+                job_id,
+                extra=self._fields(job_id),
+            )
 
     async def _poll(self, job: Job) -> None:
         seen = False
@@ -630,7 +638,13 @@ class JobTracker(Generic[T]):
             except AsyncBulkError as exc:
                 seen = True
                 self._counts.poll_errors += 1
-                logger.debug("%s %s: poll failed, trying later: %s", self._source.kind, job.id, exc)
+                logger.debug(
+                    "%s %s: poll failed, trying later: %s",
+                    self._source.kind,
+                    job.id,
+                    exc,
+                    extra=self._fields(job.id, exc),
+                )
                 sched.poll_failed(job, self._clock())
             else:
                 seen = True
@@ -660,7 +674,12 @@ class JobTracker(Generic[T]):
                 ended = True
                 self._counts.poll_errors += 1
                 sched.sweep_failed(self._clock())
-                logger.debug("%s listing failed, trying later: %s", self._source.kind, exc)
+                logger.debug(
+                    "%s listing failed, trying later: %s",
+                    self._source.kind,
+                    exc,
+                    extra=self._fields(None, exc),
+                )
             else:
                 ended = True
                 if complete is None:
@@ -763,7 +782,21 @@ class JobTracker(Generic[T]):
         self._lost.append((job.id, error))
         if self._telemetry is not None:
             self._telemetry.ended(job.id, "lost")
-        logger.warning("%s %s was not found", self._source.kind, job.id)
+        logger.warning(
+            "%s %s was not found", self._source.kind, job.id, extra=self._fields(job.id, error)
+        )
+
+    def _fields(
+        self, job_id: str | None = None, error: BaseException | None = None, **more: Any
+    ) -> dict[str, Any]:
+        """A log record's facts (`log_fields`), with this tracker's vendor and job kind."""
+        return log_fields(
+            getattr(self._source, "vendor", None),
+            job_id=job_id,
+            error=error,
+            job_kind=self._source.kind,
+            **more,
+        )
 
     def _fail(self, error: BaseException) -> None:
         if self._fatal is None:

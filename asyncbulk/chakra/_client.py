@@ -1266,6 +1266,7 @@ class ChakraJobSource:
     """
 
     kind = "Chakra background job"
+    vendor = "chakra"
 
     def __init__(self, client: ChakraClient) -> None:
         """Poll through `client`."""

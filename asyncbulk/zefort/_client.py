@@ -30,6 +30,7 @@ from asyncbulk._exceptions import (
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
 from asyncbulk._journal import open_journal
+from asyncbulk._logs import log_fields
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
@@ -504,6 +505,7 @@ class ZefortClient(ClientBase):
                     "ZefortClient: pending tasks could not be read before a bulk update (%s); "
                     "its task cannot be adopted if the answer is lost",
                     exc,
+                    extra=log_fields("zefort", error=exc),
                 )
             finally:
                 snapshot.ready.set()
@@ -565,6 +567,7 @@ class ZefortClient(ClientBase):
                 "whose data is exactly the request's and which was not pending before it",
                 error,
                 new[0].id,
+                extra=log_fields("zefort", job_id=new[0].id, error=error),
             )
             return new[0]
         shown = ", ".join(candidates[:5])
@@ -834,6 +837,7 @@ class ZefortClient(ClientBase):
             "taking it as still running until it changes or the deadline passes",
             task.id,
             status,
+            extra=log_fields("zefort", job_id=task.id, backend_status=status),
         )
 
 
@@ -908,6 +912,7 @@ class ZefortTaskSource:
     """
 
     kind = "Zefort task"
+    vendor = "zefort"
 
     def __init__(self, client: ZefortClient) -> None:
         """Serve the tasks of ``client``."""
@@ -987,7 +992,11 @@ class ZefortTaskSource:
                             continue
                         view.changed(task_id, attrs.evolve(task, origin=origin))
             except _PageIgnoredError as exc:
-                logger.warning("ZefortClient: %s; following tasks one by one instead", exc)
+                logger.warning(
+                    "ZefortClient: %s; following tasks one by one instead",
+                    exc,
+                    extra=log_fields("zefort", error=exc),
+                )
                 return False
             self._pages = max(1, pages.expected)
         return True
