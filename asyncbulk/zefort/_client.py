@@ -38,7 +38,7 @@ from asyncbulk._telemetry import Telemetry, Tracer
 from asyncbulk._telemetry import operation as telemetry_span
 from asyncbulk._telemetry import resolve as resolve_telemetry
 from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
-from asyncbulk._tracking._options import check_count, resolve_tracking
+from asyncbulk._tracking._options import check_count, check_seconds, resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
 from asyncbulk._tracking._scheduler import UNTRACKED
 from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
@@ -400,6 +400,7 @@ class ZefortClient(ClientBase):
         search: Mapping[str, Any] | None = None,
         all_contracts: bool = False,
         extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
     ) -> ZefortTask:
         """Change many contracts at once: ``POST /api/contracts/bulk_update/``.
 
@@ -427,6 +428,10 @@ class ZefortClient(ClientBase):
                 ``owner``, ``binder``...).
             all_contracts: True to send no `search` and change every contract.
             extra: further fields of the request body the library does not name, sent as given.
+            timeout: seconds the POST may take, its retries included (each try is still
+                bounded by the client's ``timeouts``); the read of the pending listing it
+                shares with other calls, and the read after an ambiguous failure, keep the
+                client's limits, so that a task started is still adopted.
 
         Returns:
             the task carrying the operation out (``backend_status`` ``pending`` at first).
@@ -437,7 +442,10 @@ class ZefortClient(ClientBase):
             OutcomeUnknownError: the request may or may not have been carried out; its
                 ``__cause__`` is the failure met and ``candidates`` the matching task ids.
             APIError: the server refused the request.
+            DeadlineExceededError: ``timeout`` passed before the POST could be sent, or
+                while waiting to retry one the server certainly did not act on.
         """
+        per_request = check_seconds("timeout", timeout, optional=True)
         if not isinstance(all_contracts, bool):
             raise ValidationError("all_contracts", f"must be True or False, not {all_contracts!r}")
         if search is None and not all_contracts:
@@ -460,11 +468,15 @@ class ZefortClient(ClientBase):
         with telemetry_span(
             self._telemetry, "zefort bulk update", {"asyncbulk.vendor": "zefort"}
         ) as note:
-            task = await self._bulk_update(body)
+            task = await self._bulk_update(body, per_request)
             note("asyncbulk.job.id", task.id)
         return task
 
-    async def _bulk_update(self, body: dict[str, Any]) -> ZefortTask:
+    async def _bulk_update(
+        self,
+        body: dict[str, Any],
+        timeout: float | None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
+    ) -> ZefortTask:
         policy = self._session.retry.for_unrepeatable()
         before = await self._pending_snapshot()
         wanted = _canonical(body)
@@ -472,7 +484,12 @@ class ZefortClient(ClientBase):
         try:
             try:
                 response = await self._session.request(
-                    "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
+                    "POST",
+                    _BULK_UPDATE,
+                    json_body=body,
+                    idempotent=False,
+                    retry=policy,
+                    timeout=timeout,
                 )
                 task = self._task(response, "POST")
             except (TransportError, ProtocolError, APIError) as exc:
@@ -630,14 +647,27 @@ class ZefortClient(ClientBase):
         )
         return self._task(response, "GET")
 
-    async def acknowledge_task(self, task_id: str) -> ZefortTask:
+    async def acknowledge_task(
+        self,
+        task_id: str,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the per-call limit of every client call
+    ) -> ZefortTask:
         """Mark a task seen (``PATCH {"frontend_status": "done"}``): it leaves the pending list.
 
         Acknowledging twice has the effect of once, so the request is retried like a read.
 
+        Args:
+            task_id: the task's id.
+            deadline: when the call must be over, in `anyio.current_time` seconds.
+            timeout: seconds the call may take, retries included (each try is still bounded
+                by the client's ``timeouts``).
+
         Raises:
             ValidationError: the id is not a non-empty string.
             NotFoundError: no such task.
+            DeadlineExceededError: the deadline or timeout came first.
         """
         path = self._session.path(_TASK, task_id=task_id)
         response = await self._session.request(
@@ -647,10 +677,17 @@ class ZefortClient(ClientBase):
             idempotent=True,
             priority=Priority.HOUSEKEEPING,
             job_id=task_id,
+            deadline=deadline,
+            timeout=timeout,
         )
         return self._task(response, "PATCH")
 
-    def iter_tasks(self, *, page_size: int | None = None) -> ZefortTaskListing:
+    def iter_tasks(
+        self,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> ZefortTaskListing:
         """Every pending (unacknowledged) task, page after page: ``GET /api/tasks/``.
 
         The first page tells how many there are; the following pages are fetched several at a
@@ -659,17 +696,29 @@ class ZefortClient(ClientBase):
 
         Args:
             page_size: the page size to ask for; by default the client's ``listing_page_size``.
+            timeout: seconds each page's request may take, retries included (each try is
+                still bounded by the client's ``timeouts``); None for the client's limits.
 
         Raises:
-            ValidationError: page_size is not an integer >= 1.
+            ValidationError: page_size is not an integer >= 1, or timeout not > 0.
+            DeadlineExceededError: while iterating, a page's request outlasted ``timeout``.
         """
         size = (
             self._page_size if page_size is None else check_count("page_size", page_size, least=1)
         )
-        return ZefortTaskListing(self._listing(size), self._converter.structure)
+        per_request = check_seconds("timeout", timeout, optional=True)
+        return ZefortTaskListing(
+            self._listing(size, timeout=per_request), self._converter.structure
+        )
 
-    def _listing(self, page_size: int, *, deadline: float | None = None) -> OrderedPages[TaskPage]:
-        keywords = request_keywords("detect", deadline)
+    def _listing(
+        self,
+        page_size: int,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> OrderedPages[TaskPage]:
+        keywords = {**request_keywords("detect", deadline), "timeout": timeout}
 
         async def fetch(index: int) -> TaskPage:
             page = index + 1
