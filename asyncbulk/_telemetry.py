@@ -45,10 +45,11 @@ _SCOPE = "asyncbulk"
 
 @functools.cache
 def available() -> bool:
-    """Whether ``opentelemetry-api`` can be imported; looked up once."""
-    return importlib.util.find_spec("opentelemetry") is not None and (
-        importlib.util.find_spec("opentelemetry.trace") is not None
-    )
+    """Whether ``opentelemetry-api`` can be imported; looked up once, without importing it."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @attrs.frozen(kw_only=True)

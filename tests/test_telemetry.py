@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import anyio
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -244,3 +246,34 @@ async def test_entries_streamed_429s_and_the_send_rate(otel: Otel) -> None:
     (rate,) = rates
     assert 0 < rate.value <= 1000
     assert rate.attributes == {"asyncbulk.vendor": "chakra"}
+
+
+HIDDEN = """
+import importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "opentelemetry":
+            raise ModuleNotFoundError(name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+import asyncbulk
+from asyncbulk import ChakraClient, ValidationError
+
+client = ChakraClient("a-token-of-the-test", base_url="https://chakra.example")
+assert client._telemetry is None
+try:
+    ChakraClient("a-token-of-the-test", base_url="https://chakra.example", telemetry=True)
+except ValidationError as exc:
+    assert "asyncbulk[otel]" in str(exc)
+else:
+    raise AssertionError("telemetry=True without the API")
+assert not [m for m in sys.modules if m.startswith("opentelemetry")]
+"""
+
+
+async def test_without_the_api_nothing_is_imported_or_hooked() -> None:
+    """Without opentelemetry-api: no observer, nothing imported, and True asks for the extra."""
+    result = await anyio.run_process([sys.executable, "-c", HIDDEN], check=False)
+    assert result.returncode == 0, result.stderr.decode()
