@@ -90,7 +90,7 @@ def resolve(telemetry: object) -> Tracer | None:
     return _instruments(telemetry.tracer_provider, telemetry.meter_provider)
 
 
-_cache: dict[tuple[int, int], Tracer] = {}
+_cache: dict[tuple[int, int], tuple[Any, Any, Tracer]] = {}
 
 
 def _ignore(_key: str, _value: Any) -> None:
@@ -112,11 +112,16 @@ def operation(
 def _instruments(tracer_provider: Any, meter_provider: Any) -> Tracer:
     # One set of instruments per pair of providers: creating an instrument twice under one
     # meter makes the SDK warn, and every client of a process shares the same instruments.
+    # The entry holds the providers, so their ids cannot be reused by others while cached.
     key = (id(tracer_provider), id(meter_provider))
     found = _cache.get(key)
-    if found is None:
-        found = _cache[key] = Tracer(tracer_provider, meter_provider)
-    return found
+    if found is None or found[0] is not tracer_provider or found[1] is not meter_provider:
+        found = _cache[key] = (
+            tracer_provider,
+            meter_provider,
+            Tracer(tracer_provider, meter_provider),
+        )
+    return found[2]
 
 
 def _clean_url(url: URL) -> str:
