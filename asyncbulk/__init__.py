@@ -37,6 +37,7 @@ from asyncbulk._journal import (
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
+from asyncbulk._telemetry import Telemetry
 from asyncbulk._tracking import (
     JobSource,
     JobTracker,
@@ -121,6 +122,7 @@ __all__ = [
     "SubmissionError",
     "SubmissionRecord",
     "SubmissionSummary",
+    "Telemetry",
     "Timeouts",
     "TrackIterator",
     "TrackedJob",

@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +48,7 @@ from asyncbulk._exceptions import (
     NotFoundError,
     ValidationError,
 )
+from asyncbulk._logs import log_fields
 from asyncbulk._session import RequestStats
 from asyncbulk._tracking._options import (
     PROGRESS_EVERY,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from asyncbulk._telemetry import Tracer
     from asyncbulk._tracking._source import JobSource
 
 __all__ = ["JobTracker"]
@@ -155,6 +157,8 @@ class JobTracker(Generic[T]):
         entry_counts = getattr(source, "entry_counts", None)
         self._entry_counts: Callable[[T], Mapping[str, int] | None] | None = entry_counts
         self._job_entries: dict[str, Mapping[str, int]] = {}
+        tracer: Tracer | None = getattr(source, "telemetry", None)
+        self._telemetry = None if tracer is None else tracer.jobs(source.kind)
         self._base_requests = 0
         self._base_rate_limited = 0
 
@@ -241,11 +245,15 @@ class JobTracker(Generic[T]):
         if seconds is None:
             seconds = self._job_timeout
         if self._sched.add(job_id, self._clock(), seconds):
+            if self._telemetry is not None:
+                self._telemetry.added(job_id)
             self._wake.set()
 
     def remove(self, job_id: str) -> None:
         """Stop tracking a job; it will not be yielded. An unknown id is ignored."""
         if self._sched.remove(job_id):
+            if self._telemetry is not None:
+                self._telemetry.ended(job_id, "removed")
             self._wake.set()
 
     def close(self) -> None:
@@ -532,6 +540,7 @@ class JobTracker(Generic[T]):
                 len(given_up),
                 self._source.kind,
                 ", ".join(given_up[:20]),
+                extra=self._fields(count=len(given_up)),
             )
 
     def _not_acknowledged(self, job_id: str, error: BaseException | None) -> None:
@@ -542,6 +551,7 @@ class JobTracker(Generic[T]):
             self._source.kind,
             job_id,
             error or "the deadline passed",
+            extra=self._fields(job_id, error),
         )
 
     # -- carrying out what the scheduler decides ----------------------------------------------
@@ -602,7 +612,14 @@ class JobTracker(Generic[T]):
         for job_id in self._sched.expire(now):
             self._counts.expired += 1
             self._expired.append(job_id)
-            logger.warning("%s %s passed its deadline unfinished", self._source.kind, job_id)
+            if self._telemetry is not None:
+                self._telemetry.ended(job_id, "expired")
+            logger.warning(
+                "%s %s passed its deadline unfinished",
+                self._source.kind,
+                job_id,
+                extra=self._fields(job_id),
+            )
 
     async def _poll(self, job: Job) -> None:
         seen = False
@@ -621,7 +638,13 @@ class JobTracker(Generic[T]):
             except AsyncBulkError as exc:
                 seen = True
                 self._counts.poll_errors += 1
-                logger.debug("%s %s: poll failed, trying later: %s", self._source.kind, job.id, exc)
+                logger.debug(
+                    "%s %s: poll failed, trying later: %s",
+                    self._source.kind,
+                    job.id,
+                    exc,
+                    extra=self._fields(job.id, exc),
+                )
                 sched.poll_failed(job, self._clock())
             else:
                 seen = True
@@ -651,7 +674,12 @@ class JobTracker(Generic[T]):
                 ended = True
                 self._counts.poll_errors += 1
                 sched.sweep_failed(self._clock())
-                logger.debug("%s listing failed, trying later: %s", self._source.kind, exc)
+                logger.debug(
+                    "%s listing failed, trying later: %s",
+                    self._source.kind,
+                    exc,
+                    extra=self._fields(None, exc),
+                )
             else:
                 ended = True
                 if complete is None:
@@ -735,8 +763,12 @@ class JobTracker(Generic[T]):
         if self._source.is_failed(state):
             counts.failed += 1
         finished_at = self._source.finished_at(state)
-        if finished_at is not None:
-            counts.lags.append(max(0.0, time.time() - finished_at))
+        lag = None if finished_at is None else max(0.0, time.time() - finished_at)
+        if lag is not None:
+            counts.lags.append(lag)
+        if self._telemetry is not None:
+            failed = self._source.is_failed(state)
+            self._telemetry.ended(job_id, "failed" if failed else "finished", lag)
         self._job_entries.pop(job_id, None)  # its last counts stay in the totals
         self._ready.append((job_id, state))
         self._ready_event.set()
@@ -748,7 +780,23 @@ class JobTracker(Generic[T]):
             return
         self._counts.lost += 1
         self._lost.append((job.id, error))
-        logger.warning("%s %s was not found", self._source.kind, job.id)
+        if self._telemetry is not None:
+            self._telemetry.ended(job.id, "lost")
+        logger.warning(
+            "%s %s was not found", self._source.kind, job.id, extra=self._fields(job.id, error)
+        )
+
+    def _fields(
+        self, job_id: str | None = None, error: BaseException | None = None, **more: Any
+    ) -> dict[str, Any]:
+        """A log record's facts (`log_fields`), with this tracker's vendor and job kind."""
+        return log_fields(
+            getattr(self._source, "vendor", None),
+            job_id=job_id,
+            error=error,
+            job_kind=self._source.kind,
+            **more,
+        )
 
     def _fail(self, error: BaseException) -> None:
         if self._fatal is None:
@@ -773,6 +821,8 @@ class JobTracker(Generic[T]):
     def _report_end(self) -> None:
         if not self._reported_end:
             self._reported_end = True
+            if self._telemetry is not None:
+                self._telemetry.abandon()
             self._report(force=True)
 
     def _report(self, *, force: bool = False) -> None:

@@ -17,6 +17,7 @@ from asyncbulk._exceptions import (
     APIError,
     AsyncBulkError,
     AuthenticationError,
+    DeadlineExceededError,
     IncompleteListingError,
     NotFoundError,
     ProtocolError,
@@ -30,8 +31,11 @@ from asyncbulk._journal import open_journal
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
+from asyncbulk._telemetry import Telemetry, Tracer
+from asyncbulk._telemetry import operation as telemetry_span
+from asyncbulk._telemetry import resolve as resolve_telemetry
 from asyncbulk._tracking import TrackingOptions
-from asyncbulk._tracking._options import resolve_tracking
+from asyncbulk._tracking._options import check_seconds, resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
 from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.chakra._models import (
@@ -177,6 +181,10 @@ class ChakraClient(ClientBase):
             (used as is, never closed here); None keeps them in memory.
         account: a stable name for the account, for handles and journals; needed only when
             the credential is a function (by default the credential's fingerprint names it).
+        telemetry: OpenTelemetry spans and metrics (`asyncbulk.Telemetry`): None (the
+            default) reports to the global providers whenever ``opentelemetry-api`` is
+            installed (a no-op until an SDK sets a provider); True requires the API; False
+            reports nothing; a `Telemetry` names providers of your own.
 
     Attributes:
         converter: the cattrs converter of the Chakra models (wire names live in its hooks).
@@ -207,8 +215,10 @@ class ChakraClient(ClientBase):
         poll_interval: tuple[float, float] | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
         account: str | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         """Check the settings; no connection is made before the first request."""
+        tracer = resolve_telemetry(telemetry)
         self._session = Session(
             base_url=base_url,
             auth=BearerAuth(token, field="token"),
@@ -225,7 +235,11 @@ class ChakraClient(ClientBase):
             proxy=proxy,
             max_response_bytes=max_response_bytes,
             rate_limit=rate_limit,
+            observer=tracer,
         )
+        self._telemetry = tracer
+        if tracer is not None:
+            tracer.watch_rate(self._session, "chakra")
         self._max_batches = _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         self._tracking = _tracking_options(tracking, poll_interval, self._session.max_in_flight)
         # A bulk PATCH sent twice starts two jobs: retried only when it was certainly not acted on.
@@ -411,6 +425,7 @@ class ChakraClient(ClientBase):
         completion_status: str | None = None,
         page_size: int = MAX_PAGE_SIZE,
         prefetch: int = 16,
+        timeout: float | None = None,
     ) -> JobEntries:
         """Stream a job's entries, optionally of one completion status.
 
@@ -440,10 +455,13 @@ class ChakraClient(ClientBase):
             completion_status: INVALID, NOT_STARTED, IN_PROGRESS, SUCCESS, ERROR or CANCELLED.
             page_size: entries per request, 1 to 100.
             prefetch: pages fetched ahead, at least 1.
+            timeout: seconds each page's request may take, retries included (each try is
+                still bounded by the client's ``timeouts``); None for the client's limits.
 
         Raises:
             ValidationError: before any request, for a bad argument.
             IncompleteListingError: while iterating, the listing broke off before its total.
+            DeadlineExceededError: while iterating, a page's request outlasted ``timeout``.
         """
         return JobEntries(
             self.iter_job_entry_pages(
@@ -451,6 +469,7 @@ class ChakraClient(ClientBase):
                 completion_status=completion_status,
                 page_size=page_size,
                 prefetch=prefetch,
+                timeout=timeout,
             )
         )
 
@@ -461,6 +480,7 @@ class ChakraClient(ClientBase):
         completion_status: str | None = None,
         page_size: int = MAX_PAGE_SIZE,
         prefetch: int = 16,
+        timeout: float | None = None,
     ) -> JobEntryPages:
         """Stream a job's entries page by page: each item is a list of `JobEntry`.
 
@@ -479,6 +499,8 @@ class ChakraClient(ClientBase):
             completion_status=_check_completion_status(completion_status),
             page_size=_check_int("page_size", page_size, 1, MAX_PAGE_SIZE),
             prefetch=check_prefetch(prefetch),
+            telemetry=self._telemetry,
+            timeout=check_seconds("timeout", timeout, optional=True),
         )
         self._iterators.add(pages)
         return pages
@@ -497,6 +519,7 @@ class ChakraClient(ClientBase):
         cancel_grace: float = 10.0,
         on_batch: Callable[[BackgroundJob, range], object] | None = None,
         on_state: Callable[[BatchOutcome], object] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- a per-request bound, not a scope
     ) -> BulkSubmission:
         """Send process updates in batches; each accepted batch becomes one background job.
 
@@ -543,6 +566,10 @@ class ChakraClient(ClientBase):
                 it comes (for progress displays); an exception it raises stops the submission.
             on_state: called with every batch's `BatchOutcome` at each change of state
                 (``sending``, then its final state; ``not_sent`` once); for journals.
+            timeout: seconds each batch's request may take, its retries included (each try
+                is still bounded by the client's ``timeouts``); a batch that runs out of time
+                before it could be sent is ``rejected`` (a try cut short on the wire is
+                ``unknown``). None for the client's limits.
 
         Returns:
             The submission, every batch of it accepted.
@@ -562,6 +589,7 @@ class ChakraClient(ClientBase):
             cancel_grace=cancel_grace,
             on_batch=on_batch,
             on_state=on_state,
+            timeout=timeout,
         )
 
     async def bulk_create_processes(
@@ -576,12 +604,13 @@ class ChakraClient(ClientBase):
         cancel_grace: float = 10.0,
         on_batch: Callable[[BackgroundJob, range], object] | None = None,
         on_state: Callable[[BatchOutcome], object] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- a per-request bound, not a scope
     ) -> BulkSubmission:
         """Create processes in batches (``POST .../process/bulk-create``, a bare JSON array).
 
         Records are `ProcessCreate`s or mappings such as ``{"lead_id": "L1", "data": {...},
         "state": ...}`` (see `ProcessCreate.from_mapping`). Batching, validation, retries,
-        batch states, stopping and cancellation work as in `bulk_update_processes`. The
+        batch states, stopping, cancellation and ``timeout`` work as in `bulk_update_processes`. The
         vendor marks this API "developing" and its reference shows a 200 answer of ``{}``: a
         2xx answer without a job id accepts its batch with no job to follow (``job`` None, a
         warning in ``warnings``), and the submission goes on.
@@ -601,6 +630,7 @@ class ChakraClient(ClientBase):
             cancel_grace=cancel_grace,
             on_batch=on_batch,
             on_state=on_state,
+            timeout=timeout,
         )
 
     async def _submit(  # noqa: C901, PLR0912, PLR0915 -- the submission loop reads best in one place
@@ -616,6 +646,7 @@ class ChakraClient(ClientBase):
         cancel_grace: float,
         on_batch: Callable[[BackgroundJob, range], object] | None,
         on_state: Callable[[BatchOutcome], object] | None,
+        timeout: float | None,  # noqa: ASYNC109 -- a per-request bound, not a scope
     ) -> BulkSubmission:
         name = "updates" if operation == "update" else "records"
         path = self._session.path(template, procedure=procedure)
@@ -626,6 +657,7 @@ class ChakraClient(ClientBase):
             else _check_int("max_batches_in_flight", max_batches_in_flight, 1, 1024)
         )
         circuit = _check_int("max_consecutive_failures", max_consecutive_failures, 1, 1_000_000)
+        per_request = check_seconds("timeout", timeout, optional=True)
         if (
             isinstance(cancel_grace, bool)
             or not isinstance(cancel_grace, int | float)
@@ -664,7 +696,12 @@ class ChakraClient(ClientBase):
                         wire = [item if type(item) is dict else item.to_wire() for item in batch]
                         body = {"processes": wire} if operation == "update" else wire
                         response = await self._session.request(
-                            method, path, json_body=body, idempotent=False, retry=self._submit_retry
+                            method,
+                            path,
+                            json_body=body,
+                            idempotent=False,
+                            retry=self._submit_retry,
+                            timeout=per_request,
                         )
                         job, warnings = _acknowledged(response, method)
                         if job is not None:
@@ -672,7 +709,7 @@ class ChakraClient(ClientBase):
                         outcome = BatchOutcome(
                             start, stop, "accepted", job=job, warnings=warnings, items=tuple(batch)
                         )
-                    except (APIError, TransportError, ProtocolError) as exc:
+                    except (APIError, TransportError, ProtocolError, DeadlineExceededError) as exc:
                         certain = outcome_of(exc) is Outcome.NOT_APPLIED
                         state: BatchState = "rejected" if certain else "unknown"
                         outcome = BatchOutcome(start, stop, state, error=exc, items=tuple(batch))
@@ -704,6 +741,23 @@ class ChakraClient(ClientBase):
                 report(outcome)
             finally:
                 slots.release()
+
+        async def traced_send(batch: list[Any], positions: range) -> None:
+            attributes = {
+                "asyncbulk.vendor": "chakra",
+                "asyncbulk.procedure": procedure,
+                "asyncbulk.batch.start": positions.start,
+                "asyncbulk.batch.stop": positions.stop,
+            }
+            with telemetry_span(self._telemetry, f"chakra bulk {operation}", attributes) as note:
+                await send(batch, positions)
+                outcome = outcomes.get(positions.start)
+                if outcome is not None:
+                    note("asyncbulk.batch.state", outcome.state)
+                    if outcome.job is not None:
+                        note("asyncbulk.job.id", outcome.job.id)
+                    if outcome.error is not None:
+                        note("error.type", type(outcome.error).__name__)
 
         async def watch_cancellation(done: anyio.Event) -> None:
             try:
@@ -757,7 +811,7 @@ class ChakraClient(ClientBase):
                                     positions.start, positions.stop, "sending", items=tuple(batch)
                                 )
                             )
-                        group.start_soon(send, batch, positions)
+                        group.start_soon(traced_send, batch, positions)
                         position = positions.stop
                         del batch
                 for _ in range(in_flight):
@@ -941,10 +995,17 @@ class _EntriesFetcher:
     Kept apart from the iterator so that the fetch tasks never keep a dropped iterator alive.
     """
 
-    __slots__ = ("expected", "page_size", "params", "path", "session")
+    __slots__ = ("expected", "page_size", "params", "path", "session", "timeout")
 
-    def __init__(self, session: Session, path: str, params: dict[str, str | int]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        path: str,
+        params: dict[str, str | int],
+        timeout: float | None,
+    ) -> None:
         self.session = session
+        self.timeout = timeout
         self.path = path
         self.params = params
         self.page_size = int(params["limit"])
@@ -978,7 +1039,7 @@ class _EntriesFetcher:
     async def _read(self, skip: int, limit: int) -> tuple[list[JobEntry], int | None, str]:
         params = {**self.params, "skip": skip, "limit": limit}
         response = await self.session.request(
-            "GET", self.path, params=params, priority=Priority.DETECT
+            "GET", self.path, params=params, priority=Priority.DETECT, timeout=self.timeout
         )
         data = response.data
         if not isinstance(data, list):
@@ -1084,12 +1145,15 @@ class JobEntryPages(ClosingIterator):
         completion_status: str | None,
         page_size: int,
         prefetch: int,
+        telemetry: Tracer | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Set up the listing; nothing is fetched before the first ``__anext__``."""
+        self._telemetry = telemetry
         params: dict[str, str | int] = {"limit": page_size}
         if completion_status is not None:
             params["completionStatus"] = completion_status
-        self._fetcher = _EntriesFetcher(session, path, params)
+        self._fetcher = _EntriesFetcher(session, path, params, timeout)
         self._job_path = job_path
         self._seen = _SeenIds()
         self._stale = 0
@@ -1113,6 +1177,11 @@ class JobEntryPages(ClosingIterator):
         self._broken = None
         await self._pages.aclose()
 
+    def _count(self, fresh: list[JobEntry]) -> None:
+        self._yielded += len(fresh)
+        if self._telemetry is not None and fresh:
+            self._telemetry.entries.add(len(fresh), {"asyncbulk.vendor": "chakra"})
+
     async def __anext__(self) -> list[JobEntry]:
         """The next page's entries not yielded before.
 
@@ -1132,7 +1201,7 @@ class JobEntryPages(ClosingIterator):
             if seen.ask_at is not None and seen.kept >= seen.ask_at:
                 await self._ask_if_finished()
             if page.missing_from is not None:
-                self._yielded += len(fresh)
+                self._count(fresh)
                 broken = self._incomplete(page, page.missing_from)
                 if not fresh:
                     raise broken
@@ -1140,7 +1209,7 @@ class JobEntryPages(ClosingIterator):
                 return fresh
             if fresh:
                 self._stale = 0
-                self._yielded += len(fresh)
+                self._count(fresh)
                 return fresh
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
@@ -1162,7 +1231,8 @@ class JobEntryPages(ClosingIterator):
         """Ask the job whether it has finished: from then on, its offsets are stable."""
         seen = self._seen
         try:
-            response = await self._fetcher.session.request("GET", self._job_path)
+            fetcher = self._fetcher
+            response = await fetcher.session.request("GET", self._job_path, timeout=fetcher.timeout)
             finished = _job_from(response).is_finished
         except AsyncBulkError:
             finished = False  # unknown: keep every id, and ask again later
@@ -1228,10 +1298,16 @@ class ChakraJobSource:
     """
 
     kind = "Chakra background job"
+    vendor = "chakra"
 
     def __init__(self, client: ChakraClient) -> None:
         """Poll through `client`."""
         self._client = client
+
+    @property
+    def telemetry(self) -> Tracer | None:
+        """The client's OpenTelemetry instrumentation, which the tracker reports through."""
+        return self._client._telemetry  # noqa: SLF001 -- the client's own source
 
     async def fetch(self, job_id: str, *, deadline: float | None = None) -> BackgroundJob:
         """One GET of one job, ending by ``deadline``."""

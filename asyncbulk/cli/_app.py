@@ -33,6 +33,8 @@ from asyncbulk.cli._zefort import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from asyncbulk.testing import RetryAfterForm
+
 __all__ = ["cli", "run"]
 
 # The contract statuses Zefort documents: a value outside them is refused before any request.
@@ -156,6 +158,25 @@ def _delay(_ctx: click.Context, _parameter: click.Parameter, value: str | None) 
     return bounds if dash else bounds[0]
 
 
+def _rate_limit(
+    _ctx: click.Context, _parameter: click.Parameter, value: str | None
+) -> tuple[float, int] | None:
+    """A rate in requests a second and a burst, as ``RATE`` or ``RATE/BURST``."""
+    if value is None:
+        return None
+    rate_text, slash, burst_text = value.partition("/")
+    try:
+        rate = float(rate_text)
+        burst = int(burst_text) if slash else 1
+    except ValueError:
+        raise click.BadParameter(
+            f"expected RATE or RATE/BURST such as 50/10, not {value!r}"
+        ) from None
+    if not (math.isfinite(rate) and rate > 0) or burst < 1:
+        raise click.BadParameter(f"expected a rate > 0 and a burst >= 1, not {value!r}")
+    return rate, burst
+
+
 def _fraction(help_text: str, *names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         *names,
@@ -215,6 +236,20 @@ def _fraction(help_text: str, *names: str) -> Callable[[Callable[..., Any]], Cal
     metavar="SECONDS",
     help="The Retry-After those 429s send.",
 )
+@click.option(
+    "--retry-after-form",
+    type=click.Choice(["seconds", "http-date", "absent", "garbage", "huge"]),
+    default="seconds",
+    show_default=True,
+    help="How 429s write Retry-After: seconds, an HTTP date, absent, garbage, or a day (huge).",
+)
+@click.option(
+    "--rate-limit",
+    callback=_rate_limit,
+    metavar="RATE[/BURST]",
+    help="A token bucket per credential: RATE requests a second, BURST at once (1 by "
+    "default); a request finding it empty is answered 429 without being handled.",
+)
 @_fraction("Fraction of requests answered 503.", "--rate-503", "rate_503")
 @click.option(
     "--latency",
@@ -246,6 +281,8 @@ def simulate(
     zefort_failure_rate: float,
     rate_429: float,
     retry_after: float,
+    retry_after_form: RetryAfterForm,
+    rate_limit: tuple[float, int] | None,
     rate_503: float,
     latency: Delay | None,
     drop_before: float,
@@ -278,12 +315,14 @@ def simulate(
         faults=FaultOptions(
             rate_429=rate_429,
             retry_after=retry_after,
+            retry_after_form=retry_after_form,
             rate_503=rate_503,
             latency=latency,
             drop_before=drop_before,
             drop_after=drop_after,
             malformed=malformed,
         ),
+        rate_limit=rate_limit,
     )
     return serve(options, output=Output(json_mode=json_mode))
 

@@ -15,9 +15,10 @@ from asyncbulk.cli._progress import LiveProgress
 from asyncbulk.cli._runner import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
+    from asyncbulk import TrackerStats
     from asyncbulk.chakra import (
         BackgroundJob,
         FailedEntry,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     )
     from asyncbulk.cli._input import UpdateFile
     from asyncbulk.cli._output import Output
+    from asyncbulk.cli._progress import Meter
     from asyncbulk.cli._runner import Ledger
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
 _FAILED_STATUSES: Final = ("INVALID", "ERROR", "CANCELLED")
 _SHOWN_FAILURES: Final = 10
 _SHOWN_JOBS: Final = 10
+#: Entry statuses of work not yet done; every other status is an entry the job is done with.
+_UNDONE: Final = frozenset({"NOT_STARTED", "IN_PROGRESS"})
 _ENTRY_COLUMNS: Final = (
     "id",
     "completion_status",
@@ -143,6 +147,7 @@ async def update_command(
     progress = LiveProgress(output.stderr)
     sent = progress.add("updates sent", total=total, rate=True)
     finished = progress.add("jobs finished", total=0) if wait else None
+    entries = progress.add("entries done", total=0, rate=True) if wait else None
     progress.add("retries", read=lambda: client.stats.retries)
 
     def accepted(job: BackgroundJob, positions: range) -> None:
@@ -162,12 +167,16 @@ async def update_command(
             summary = None
             if wait and submission.jobs and fatal is None:
                 assert finished is not None  # noqa: S101 -- made above when waiting
+                assert entries is not None  # noqa: S101 -- made above when waiting
                 finished.total = len(submission.jobs)
                 ledger.waiting(submission.job_ids)
-                async with client.track_jobs(submission.job_ids, timeout=wait_seconds) as jobs:
+                async with client.track_jobs(
+                    submission.job_ids,
+                    timeout=wait_seconds,
+                    on_progress=_show_progress(finished, entries),
+                ) as jobs:
                     async for job in jobs:
                         ledger.finished(job.id)
-                        finished.completed += 1
                 summary = await submission.summary()
         written = (
             _write_failed(failed_out, submission, summary)
@@ -190,6 +199,19 @@ async def update_command(
         output.error(str(problem))
     ok = problem is None and (summary is None or summary.ok)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _show_progress(jobs: Meter, entries: Meter) -> Callable[[TrackerStats], None]:
+    """An ``on_progress`` that moves the jobs and entries bars; entries move inside a job."""
+
+    def moved(stats: TrackerStats) -> None:
+        jobs.completed = stats.finished
+        entries.total = sum(stats.entries.values())
+        entries.completed = sum(
+            count for status, count in stats.entries.items() if status not in _UNDONE
+        )
+
+    return moved
 
 
 def _fatal(problem: SubmissionError | None) -> BaseException | None:
@@ -391,10 +413,16 @@ async def job_command(
         if wait:
             ledger.waiting(job_ids)
             finished: dict[str, BackgroundJob] = {}
-            async with client.track_jobs(job_ids, timeout=wait_seconds) as tracked:
-                async for job in tracked:
-                    ledger.finished(job.id)
-                    finished[job.id] = job
+            progress = LiveProgress(output.stderr)
+            done = progress.add("jobs finished", total=len(job_ids))
+            entries = progress.add("entries done", total=0, rate=True)
+            with progress:
+                async with client.track_jobs(
+                    job_ids, timeout=wait_seconds, on_progress=_show_progress(done, entries)
+                ) as tracked:
+                    async for job in tracked:
+                        ledger.finished(job.id)
+                        finished[job.id] = job
             jobs = [finished[job_id] for job_id in job_ids]
         else:
             jobs = [await client.get_background_job(job_id) for job_id in job_ids]

@@ -9,7 +9,7 @@ import anyio
 import attrs
 
 from asyncbulk.cli._runner import EXIT_OK, EXIT_USAGE, Ledger, run_async
-from asyncbulk.testing import Fault, Simulator
+from asyncbulk.testing import Fault, RetryAfterForm, Simulator, TokenBucket
 
 if TYPE_CHECKING:
     from asyncbulk.cli._output import Output
@@ -31,6 +31,7 @@ class FaultOptions:
         drop_before: the connection closed before the request is handled.
         drop_after: the request handled, then the connection closed without an answer.
         malformed: handled, then answered 200 with a body that is not JSON.
+        retry_after_form: how the 429s (these and the rate limit's) write ``Retry-After``.
     """
 
     rate_429: float = 0.0
@@ -40,6 +41,7 @@ class FaultOptions:
     drop_before: float = 0.0
     drop_after: float = 0.0
     malformed: float = 0.0
+    retry_after_form: RetryAfterForm = "seconds"
 
     def rules(self) -> list[Fault]:
         """The simulator's fault rules: latency first (it adds to the others), then the rest."""
@@ -48,7 +50,13 @@ class FaultOptions:
             rules.append(Fault("latency", delay=self.latency))
         if self.rate_429:
             rules.append(
-                Fault("status", rate=self.rate_429, status=429, retry_after=self.retry_after)
+                Fault(
+                    "status",
+                    rate=self.rate_429,
+                    status=429,
+                    retry_after=self.retry_after,
+                    retry_after_form=self.retry_after_form,
+                )
             )
         if self.rate_503:
             rules.append(Fault("status", rate=self.rate_503, status=503))
@@ -70,7 +78,7 @@ class FaultOptions:
             low, high = self.latency if isinstance(self.latency, tuple) else (self.latency,) * 2
             parts.append(f"{low:g}-{high:g} s latency" if low != high else f"{low:g} s latency")
         for label, rate in (
-            (f"429s (Retry-After {self.retry_after:g} s)", self.rate_429),
+            (f"429s ({self._retry_after_text()})", self.rate_429),
             ("503s", self.rate_503),
             ("drops before handling", self.drop_before),
             ("drops after handling", self.drop_after),
@@ -79,6 +87,11 @@ class FaultOptions:
             if rate:
                 parts.append(f"{rate:.1%} {label}")
         return ", ".join(parts) if parts else "no faults"
+
+    def _retry_after_text(self) -> str:
+        if self.retry_after_form == "seconds":
+            return f"Retry-After {self.retry_after:g} s"
+        return f"Retry-After as {self.retry_after_form}"
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +108,22 @@ class SimulatorOptions:
     zefort_task_delay: Delay = (0.2, 1.0)
     zefort_failure_rate: float = 0.0
     faults: FaultOptions = FaultOptions()
+    #: A token bucket per credential, as (rate per second, burst); None for no limit.
+    rate_limit: tuple[float, int] | None = None
+
+    def describe_limit(self) -> str:
+        """The rate limit as a phrase to append to the faults', or nothing."""
+        if self.rate_limit is None:
+            return ""
+        rate, burst = self.rate_limit
+        return f", a rate limit of {rate:g} requests a second (burst {burst}) per credential"
+
+    def bucket(self) -> TokenBucket | None:
+        """The simulator's rate limit, its 429s' Retry-After in the faults' form."""
+        if self.rate_limit is None:
+            return None
+        rate, burst = self.rate_limit
+        return TokenBucket(rate, burst, retry_after_form=self.faults.retry_after_form)
 
     def simulator(self) -> Simulator:
         """A simulator configured by these options (not yet started)."""
@@ -110,6 +139,7 @@ class SimulatorOptions:
             chakra_port=self.chakra_port,
             zefort_port=self.zefort_port,
             keep_requests=False,
+            rate_limit=self.bucket(),
         )
 
 
@@ -155,7 +185,7 @@ def serve(options: SimulatorOptions, *, output: Output) -> int:
                 output.stdout.file.flush()
                 output.note(
                     f"Serving the simulated Chakra and Zefort APIs with "
-                    f"{options.faults.describe()}; Ctrl-C stops."
+                    f"{options.faults.describe()}{options.describe_limit()}; Ctrl-C stops."
                 )
             await anyio.sleep_forever()
         finally:

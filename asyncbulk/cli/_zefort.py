@@ -15,6 +15,7 @@ from asyncbulk.zefort import ZefortClient
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from asyncbulk import TrackerStats
     from asyncbulk.cli._output import Output
     from asyncbulk.cli._runner import Ledger
     from asyncbulk.zefort import ZefortTask
@@ -133,19 +134,26 @@ async def wait_command(
     finished: list[ZefortTask] = []
     timed_out: JobTimeoutError | None = None
     missing: list[str] = []
+    unacknowledged: tuple[str, ...] = ()
+
+    def moved(stats: TrackerStats) -> None:
+        done.completed = stats.finished
+
     ledger.waiting(task_ids)
     async with client:
         with progress:
             try:
                 async with client.track_tasks(
-                    task_ids, timeout=wait_seconds, acknowledge=acknowledge
+                    task_ids, timeout=wait_seconds, acknowledge=acknowledge, on_progress=moved
                 ) as tasks:
-                    async for task in tasks:
-                        ledger.finished(task.id)
-                        finished.append(task)
-                        done.completed += 1
-                        if not output.json_mode:
-                            output.stdout.print(_describe(task), markup=False)
+                    try:
+                        async for task in tasks:
+                            ledger.finished(task.id)
+                            finished.append(task)
+                            if not output.json_mode:
+                                output.stdout.print(_describe(task), markup=False)
+                    finally:
+                        unacknowledged = tasks.unacknowledged
             except JobTimeoutError as exc:
                 timed_out = exc
             except NotFoundError:
@@ -161,13 +169,15 @@ async def wait_command(
                 "counts": dict(counts),
                 "unfinished": ledger.unfinished,
                 "missing": missing,
-                "ok": not failed and timed_out is None and not missing,
+                "unacknowledged": list(unacknowledged),
+                "ok": not failed and timed_out is None and not missing and not unacknowledged,
                 "seconds": round(time.monotonic() - started, 3),
             }
         )
     else:
         summary = ", ".join(f"{n:,} {status}" for status, n in counts.most_common())
         output.show(f"{len(finished):,} of {len(task_ids):,} tasks finished: {summary or 'none'}.")
+    _tell_unacknowledged(output, unacknowledged)
     if missing:
         output.error(
             f"no such task{'s' if len(missing) > 1 else ''}: "
@@ -177,7 +187,17 @@ async def wait_command(
     if timed_out is not None:
         output.error(f"{len(ledger.unfinished):,} tasks still unfinished after the deadline")
         ledger.tell(output)
-    return EXIT_OK if not failed and timed_out is None else EXIT_FAILED
+    ok = not failed and timed_out is None and not unacknowledged
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _tell_unacknowledged(output: Output, unacknowledged: Sequence[str]) -> None:
+    """Name the tasks taken whose acknowledgement failed: they stay on the pending list."""
+    if unacknowledged:
+        output.error(
+            f"{len(unacknowledged):,} finished but not acknowledged (still pending on the "
+            f"server): {' '.join(unacknowledged[:20])}"
+        )
 
 
 async def _missing(client: ZefortClient, task_ids: Sequence[str]) -> list[str]:

@@ -30,6 +30,7 @@ import anyio
 import attrs
 
 from asyncbulk._exceptions import AsyncBulkError, RateLimitedError, ValidationError
+from asyncbulk._logs import log_fields
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -349,14 +350,21 @@ class Worker:
     async def _heartbeats(self, loops: TaskGroup) -> None:
         while True:
             if not await self._store.heartbeat(self._id):
-                logger.warning("worker %s was swept: dropping its jobs", self._id)
+                logger.warning(
+                    "worker %s was swept: dropping its jobs", self._id, extra={"worker": self._id}
+                )
                 self._counts["swept"] += 1
                 self._owned.clear()
                 self._seen_finished.clear()
                 await self._store.register_worker(self._id)
             swept = await self._store.sweep(self._expiry)
             if swept.workers:
-                logger.info("swept %s, freeing %d jobs", ", ".join(swept.workers), swept.jobs)
+                logger.info(
+                    "swept %s, freeing %d jobs",
+                    ", ".join(swept.workers),
+                    swept.jobs,
+                    extra={"workers": list(swept.workers), "count": swept.jobs},
+                )
             room = min(self._claim_batch, self._max_jobs - len(self._owned))
             if room > 0:
                 for claim in await self._store.claim(self._id, limit=room, origin=self._origin):
@@ -381,7 +389,12 @@ class Worker:
             try:
                 result = await self._poller.poll(claim)
             except (AsyncBulkError, TimeoutError) as error:
-                logger.warning("polling %s failed, polling again next round: %s", claim.key, error)
+                logger.warning(
+                    "polling %s failed, polling again next round: %s",
+                    claim.key,
+                    error,
+                    extra=log_fields(claim.key.vendor, job_id=claim.key.id, error=error),
+                )
                 return
         if result is not None and self._owned.get(claim.key) is claim:
             del self._owned[claim.key]
@@ -415,7 +428,11 @@ class Worker:
                     try:
                         await hook(delivery)
                     except Exception:
-                        logger.exception("the delivery hook failed on %s", delivery.key)
+                        logger.exception(
+                            "the delivery hook failed on %s",
+                            delivery.key,
+                            extra=log_fields(delivery.key.vendor, job_id=delivery.key.id),
+                        )
                     else:
                         handled.append(delivery)
             acked = await self._store.acknowledge(self._id, handled)

@@ -30,11 +30,15 @@ from asyncbulk._exceptions import (
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
 from asyncbulk._journal import open_journal
+from asyncbulk._logs import log_fields
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
+from asyncbulk._telemetry import Telemetry, Tracer
+from asyncbulk._telemetry import operation as telemetry_span
+from asyncbulk._telemetry import resolve as resolve_telemetry
 from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
-from asyncbulk._tracking._options import check_count, resolve_tracking
+from asyncbulk._tracking._options import check_count, check_seconds, resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
 from asyncbulk._tracking._scheduler import UNTRACKED
 from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
@@ -214,6 +218,10 @@ class ZefortClient(ClientBase):
             own (used as is, never closed here); None keeps them in memory.
         account: a stable name for the account, for handles and journals; needed only when
             the credential is a function (by default the credential's fingerprint names it).
+        telemetry: OpenTelemetry spans and metrics (`asyncbulk.Telemetry`): None (the
+            default) reports to the global providers whenever ``opentelemetry-api`` is
+            installed (a no-op until an SDK sets a provider); True requires the API; False
+            reports nothing; a `Telemetry` names providers of your own.
 
     Raises:
         ValidationError: a setting is out of range, or the key is empty.
@@ -242,8 +250,10 @@ class ZefortClient(ClientBase):
         polls_in_flight: int | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
         account: str | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         """Check the settings; the connection pool opens on first use."""
+        tracer = resolve_telemetry(telemetry)
         self._session = Session(
             base_url=_site_url(base_url),
             auth=BasicAuth(api_key),
@@ -260,7 +270,11 @@ class ZefortClient(ClientBase):
             proxy=proxy,
             max_response_bytes=max_response_bytes,
             rate_limit=rate_limit,
+            observer=tracer,
         )
+        self._telemetry = tracer
+        if tracer is not None:
+            tracer.watch_rate(self._session, "zefort")
         self._tracking = resolve_tracking(
             tracking,
             _DEFAULT_TRACKING,
@@ -386,6 +400,7 @@ class ZefortClient(ClientBase):
         search: Mapping[str, Any] | None = None,
         all_contracts: bool = False,
         extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
     ) -> ZefortTask:
         """Change many contracts at once: ``POST /api/contracts/bulk_update/``.
 
@@ -413,6 +428,10 @@ class ZefortClient(ClientBase):
                 ``owner``, ``binder``...).
             all_contracts: True to send no `search` and change every contract.
             extra: further fields of the request body the library does not name, sent as given.
+            timeout: seconds the POST may take, its retries included (each try is still
+                bounded by the client's ``timeouts``); the read of the pending listing it
+                shares with other calls, and the read after an ambiguous failure, keep the
+                client's limits, so that a task started is still adopted.
 
         Returns:
             the task carrying the operation out (``backend_status`` ``pending`` at first).
@@ -423,7 +442,10 @@ class ZefortClient(ClientBase):
             OutcomeUnknownError: the request may or may not have been carried out; its
                 ``__cause__`` is the failure met and ``candidates`` the matching task ids.
             APIError: the server refused the request.
+            DeadlineExceededError: ``timeout`` passed before the POST could be sent, or
+                while waiting to retry one the server certainly did not act on.
         """
+        per_request = check_seconds("timeout", timeout, optional=True)
         if not isinstance(all_contracts, bool):
             raise ValidationError("all_contracts", f"must be True or False, not {all_contracts!r}")
         if search is None and not all_contracts:
@@ -443,6 +465,18 @@ class ZefortClient(ClientBase):
                     f"extra[{name!r}]", "is a field of its own: pass it as its argument"
                 )
         body = _bulk_body(attributes, status, search, fields)
+        with telemetry_span(
+            self._telemetry, "zefort bulk update", {"asyncbulk.vendor": "zefort"}
+        ) as note:
+            task = await self._bulk_update(body, per_request)
+            note("asyncbulk.job.id", task.id)
+        return task
+
+    async def _bulk_update(
+        self,
+        body: dict[str, Any],
+        timeout: float | None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
+    ) -> ZefortTask:
         policy = self._session.retry.for_unrepeatable()
         before = await self._pending_snapshot()
         wanted = _canonical(body)
@@ -450,7 +484,12 @@ class ZefortClient(ClientBase):
         try:
             try:
                 response = await self._session.request(
-                    "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
+                    "POST",
+                    _BULK_UPDATE,
+                    json_body=body,
+                    idempotent=False,
+                    retry=policy,
+                    timeout=timeout,
                 )
                 task = self._task(response, "POST")
             except (TransportError, ProtocolError, APIError) as exc:
@@ -483,6 +522,7 @@ class ZefortClient(ClientBase):
                     "ZefortClient: pending tasks could not be read before a bulk update (%s); "
                     "its task cannot be adopted if the answer is lost",
                     exc,
+                    extra=log_fields("zefort", error=exc),
                 )
             finally:
                 snapshot.ready.set()
@@ -544,6 +584,7 @@ class ZefortClient(ClientBase):
                 "whose data is exactly the request's and which was not pending before it",
                 error,
                 new[0].id,
+                extra=log_fields("zefort", job_id=new[0].id, error=error),
             )
             return new[0]
         shown = ", ".join(candidates[:5])
@@ -606,14 +647,27 @@ class ZefortClient(ClientBase):
         )
         return self._task(response, "GET")
 
-    async def acknowledge_task(self, task_id: str) -> ZefortTask:
+    async def acknowledge_task(
+        self,
+        task_id: str,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the per-call limit of every client call
+    ) -> ZefortTask:
         """Mark a task seen (``PATCH {"frontend_status": "done"}``): it leaves the pending list.
 
         Acknowledging twice has the effect of once, so the request is retried like a read.
 
+        Args:
+            task_id: the task's id.
+            deadline: when the call must be over, in `anyio.current_time` seconds.
+            timeout: seconds the call may take, retries included (each try is still bounded
+                by the client's ``timeouts``).
+
         Raises:
             ValidationError: the id is not a non-empty string.
             NotFoundError: no such task.
+            DeadlineExceededError: the deadline or timeout came first.
         """
         path = self._session.path(_TASK, task_id=task_id)
         response = await self._session.request(
@@ -623,10 +677,17 @@ class ZefortClient(ClientBase):
             idempotent=True,
             priority=Priority.HOUSEKEEPING,
             job_id=task_id,
+            deadline=deadline,
+            timeout=timeout,
         )
         return self._task(response, "PATCH")
 
-    def iter_tasks(self, *, page_size: int | None = None) -> ZefortTaskListing:
+    def iter_tasks(
+        self,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> ZefortTaskListing:
         """Every pending (unacknowledged) task, page after page: ``GET /api/tasks/``.
 
         The first page tells how many there are; the following pages are fetched several at a
@@ -635,17 +696,29 @@ class ZefortClient(ClientBase):
 
         Args:
             page_size: the page size to ask for; by default the client's ``listing_page_size``.
+            timeout: seconds each page's request may take, retries included (each try is
+                still bounded by the client's ``timeouts``); None for the client's limits.
 
         Raises:
-            ValidationError: page_size is not an integer >= 1.
+            ValidationError: page_size is not an integer >= 1, or timeout not > 0.
+            DeadlineExceededError: while iterating, a page's request outlasted ``timeout``.
         """
         size = (
             self._page_size if page_size is None else check_count("page_size", page_size, least=1)
         )
-        return ZefortTaskListing(self._listing(size), self._converter.structure)
+        per_request = check_seconds("timeout", timeout, optional=True)
+        return ZefortTaskListing(
+            self._listing(size, timeout=per_request), self._converter.structure
+        )
 
-    def _listing(self, page_size: int, *, deadline: float | None = None) -> OrderedPages[TaskPage]:
-        keywords = request_keywords("detect", deadline)
+    def _listing(
+        self,
+        page_size: int,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> OrderedPages[TaskPage]:
+        keywords = {**request_keywords("detect", deadline), "timeout": timeout}
 
         async def fetch(index: int) -> TaskPage:
             page = index + 1
@@ -813,6 +886,7 @@ class ZefortClient(ClientBase):
             "taking it as still running until it changes or the deadline passes",
             task.id,
             status,
+            extra=log_fields("zefort", job_id=task.id, backend_status=status),
         )
 
 
@@ -887,11 +961,17 @@ class ZefortTaskSource:
     """
 
     kind = "Zefort task"
+    vendor = "zefort"
 
     def __init__(self, client: ZefortClient) -> None:
         """Serve the tasks of ``client``."""
         self._client = client
         self._pages = 1
+
+    @property
+    def telemetry(self) -> Tracer | None:
+        """The client's OpenTelemetry instrumentation, which the tracker reports through."""
+        return self._client._telemetry  # noqa: SLF001 -- the client's own source
 
     def __repr__(self) -> str:
         """The client it reads through."""
@@ -961,7 +1041,11 @@ class ZefortTaskSource:
                             continue
                         view.changed(task_id, attrs.evolve(task, origin=origin))
             except _PageIgnoredError as exc:
-                logger.warning("ZefortClient: %s; following tasks one by one instead", exc)
+                logger.warning(
+                    "ZefortClient: %s; following tasks one by one instead",
+                    exc,
+                    extra=log_fields("zefort", error=exc),
+                )
                 return False
             self._pages = max(1, pages.expected)
         return True

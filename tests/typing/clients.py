@@ -26,6 +26,7 @@ from asyncbulk import (
     RetryPolicy,
     SubmissionError,
     SubmissionSummary,
+    Telemetry,
     Timeouts,
     TrackerStats,
     TrackingOptions,
@@ -187,3 +188,18 @@ def simulated_limits() -> Simulator:
     )
     sim.rotate_credentials(zefort_api_key="new-key", window=0.3)
     return sim
+
+
+async def telemetry_and_timeouts(token: str, api_key: str, provider: object) -> int:
+    """OpenTelemetry on, off or to providers of one's own; a per-call timeout on each call."""
+    updates = [ProcessUpdate.by_id("pid-1", state="CALLED")]
+    async with (
+        ChakraClient(token, telemetry=Telemetry(tracer_provider=provider)) as chakra,
+        ZefortClient(api_key, telemetry=False) as zefort,
+    ):
+        submission = await chakra.bulk_update_processes("leads", updates, timeout=30.0)
+        entries = [e async for e in chakra.iter_job_entries(submission.job_ids[0], timeout=10.0)]
+        task = await zefort.bulk_update_contracts(status="done", search={"q": "x"}, timeout=30.0)
+        await zefort.acknowledge_task(task.id, timeout=5.0)
+        pending = [t.id async for t in zefort.iter_tasks(timeout=10.0)]
+        return len(entries) + len(pending)
