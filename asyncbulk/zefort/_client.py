@@ -29,7 +29,7 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
-from asyncbulk._journal import open_journal
+from asyncbulk._journal import SubmissionLog, TrackingLog, open_journal
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
 from asyncbulk._session import BasicAuth, ClientBase, PlainEnvelope, Response, Session
@@ -65,6 +65,8 @@ __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
 logger: Final = logging.getLogger("asyncbulk")
 
 _BULK_UPDATE: Final = "/api/contracts/bulk_update/"
+# A bulk update is one request: journaled as one batch of one position.
+_ONE_BATCH: Final = range(1)
 _TASKS: Final = "/api/tasks/"
 _TASK: Final = "/api/tasks/{task_id}/"
 #: Statuses after which a POST may or may not have been carried out.
@@ -386,6 +388,7 @@ class ZefortClient(ClientBase):
         search: Mapping[str, Any] | None = None,
         all_contracts: bool = False,
         extra: Mapping[str, Any] | None = None,
+        journal_note: Mapping[str, Any] | None = None,
     ) -> ZefortTask:
         """Change many contracts at once: ``POST /api/contracts/bulk_update/``.
 
@@ -413,6 +416,13 @@ class ZefortClient(ClientBase):
                 ``owner``, ``binder``...).
             all_contracts: True to send no `search` and change every contract.
             extra: further fields of the request body the library does not name, sent as given.
+            journal_note: JSON data kept with the bulk update in the client's journal (read back
+                as ``SubmissionRecord.request["note"]`` by `resume_pending`); never a credential.
+
+        The client's journal records the bulk update as one batch, ``range(0, 1)``: ``sending``
+        (on disk, with the body and the ids of the pending listing read before) before the
+        POST, then ``accepted`` with the task id (on disk) before it is returned, or its
+        failure. One killed on the wire stays ``sending`` and `resume_pending` settles it.
 
         Returns:
             the task carrying the operation out (``backend_status`` ``pending`` at first).
@@ -443,21 +453,51 @@ class ZefortClient(ClientBase):
                     f"extra[{name!r}]", "is a field of its own: pass it as its argument"
                 )
         body = _bulk_body(attributes, status, search, fields)
-        policy = self._session.retry.for_unrepeatable()
+        if journal_note is not None and not isinstance(journal_note, Mapping):
+            raise ValidationError("journal_note", "must be a mapping of JSON data")
         before = await self._pending_snapshot()
+        # What settling a crash needs: the body to look for, and the proof a task is new.
+        request: dict[str, Any] = {
+            "body": body,
+            "pending_before": None if before is None else sorted(before),
+        }
+        if journal_note is not None:
+            request["note"] = dict(journal_note)
+        log = await SubmissionLog.begin(
+            self._journal, self._origin, target="contracts", operation="update", request=request
+        )
+        return await self._post_bulk(body, before, log)
+
+    async def _post_bulk(
+        self, body: dict[str, Any], before: frozenset[str] | None, log: SubmissionLog
+    ) -> ZefortTask:
+        """Send a bulk update journaled in `log`, adopting its task after an ambiguous failure."""
+        policy = self._session.retry.for_unrepeatable()
         wanted = _canonical(body)
         self._sending[wanted] += 1
         try:
+            await log.sending(_ONE_BATCH)
             try:
-                response = await self._session.request(
-                    "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
-                )
-                task = self._task(response, "POST")
-            except (TransportError, ProtocolError, APIError) as exc:
-                if not _is_ambiguous(exc):
-                    raise
-                url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
-                task = await self._adopt(body, url, exc, before)
+                try:
+                    response = await self._session.request(
+                        "POST", _BULK_UPDATE, json_body=body, idempotent=False, retry=policy
+                    )
+                    task = self._task(response, "POST")
+                except (TransportError, ProtocolError, APIError) as exc:
+                    if not _is_ambiguous(exc):
+                        raise
+                    url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
+                    task = await self._adopt(body, url, exc, before)
+            except OutcomeUnknownError as exc:
+                await log.failed(_ONE_BATCH, "unknown", str(exc))
+                await log.end()
+                raise
+            except AsyncBulkError as exc:
+                await log.failed(_ONE_BATCH, "rejected", str(exc))
+                await log.end()
+                raise
+            await log.accepted(_ONE_BATCH, task.id)
+            await log.end()
             self._claimed.append(task.id)
         finally:
             self._sending[wanted] -= 1
@@ -784,9 +824,10 @@ class ZefortClient(ClientBase):
         )
 
     def _track_options(self, acknowledge: bool) -> dict[str, Any]:
+        log = TrackingLog(self._journal, self._origin, "task")
         if acknowledge:
-            return {"options": self._tracking, "on_taken": self._acknowledge_taken}
-        return {"options": self._tracking}
+            return {"options": self._tracking, "on_taken": self._acknowledge_taken, "log": log}
+        return {"options": self._tracking, "log": log}
 
     async def _acknowledge_taken(self, task: ZefortTask, deadline: float | None) -> ZefortTask:
         """Acknowledge a task the consumer took, by ``deadline``, as housekeeping."""
