@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from asyncbulk._flow import RateLimit
-    from asyncbulk._journal import Journal, Pending
+    from asyncbulk._journal import JobKind, Journal, Pending
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Credential, Response, Timeouts
     from asyncbulk._tracking import SweepView, TrackerStats, TrackIterator
@@ -241,6 +241,9 @@ class ChakraClient(ClientBase):
         if journal is not None:
             check_account(self._origin)
         self._journal, self._owns_journal = open_journal(journal)
+        # Only a journal the caller gave keeps accepted jobs pending until delivered: the
+        # default in-memory one would otherwise grow with every job never tracked.
+        self._follow: JobKind | None = None if journal is None else "job"
 
     async def aclose(self) -> None:
         """Stop every entries iterator still reading, close the session and the journal it opened.
@@ -729,7 +732,7 @@ class ChakraClient(ClientBase):
                 # caller cancels, and its job id is on disk before anyone hears of it.
                 with anyio.CancelScope(shield=True):
                     if outcome.state == "accepted":
-                        await log.accepted(positions, outcome.job_id)
+                        await log.accepted(positions, outcome.job_id, track=self._follow)
                     else:
                         state = "rejected" if outcome.state == "rejected" else "unknown"
                         await log.failed(positions, state, outcome.message or "")

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from asyncbulk._flow import RateLimit
     from asyncbulk._handles import BatchRecord
-    from asyncbulk._journal import Journal, Pending, SubmissionRecord
+    from asyncbulk._journal import JobKind, Journal, Pending, SubmissionRecord
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Credential, RequestStats, Timeouts
     from asyncbulk._tracking import SweepView, TrackerStats
@@ -291,6 +291,9 @@ class ZefortClient(ClientBase):
         if journal is not None:
             check_account(self._origin)
         self._journal, self._owns_journal = open_journal(journal)
+        # Only a journal the caller gave keeps accepted jobs pending until delivered: the
+        # default in-memory one would otherwise grow with every job never tracked.
+        self._follow: JobKind | None = None if journal is None else "task"
 
     async def aclose(self) -> None:
         """Close the session and the journal the client opened; idempotent."""
@@ -344,6 +347,9 @@ class ZefortClient(ClientBase):
             for batch in submission.batches:
                 if batch.state == "sending":
                     settled = await self._settle_sending(submission, batch)
+                    if settled.job_id is not None:
+                        # An adopted task is followed like one accepted before the crash.
+                        await self._journal.add_jobs(self._origin, "task", [settled.job_id])
                     await self._journal.record_batch(submission.id, settled)
                     batches.append(settled)
                 else:
@@ -496,7 +502,7 @@ class ZefortClient(ClientBase):
                 await log.failed(_ONE_BATCH, "rejected", str(exc))
                 await log.end()
                 raise
-            await log.accepted(_ONE_BATCH, task.id)
+            await log.accepted(_ONE_BATCH, task.id, track=self._follow)
             await log.end()
             self._claimed.append(task.id)
         finally:
