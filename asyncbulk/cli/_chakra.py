@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
+    from asyncbulk._journal import Journal
     from asyncbulk.chakra import (
         BackgroundJob,
         FailedEntry,
@@ -59,7 +60,11 @@ _TABLE_CHUNK: Final = 500
 
 
 def chakra_client(
-    token: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+    token: str | None,
+    base_url: str | None,
+    *,
+    allow_insecure_http: bool = False,
+    journal: Journal | None = None,
 ) -> ChakraClient:
     """A client from the options (or CHAKRA_TOKEN and CHAKRA_BASE_URL).
 
@@ -69,8 +74,10 @@ def chakra_client(
     if not token:
         raise ValidationError("--token", "no Chakra token: set CHAKRA_TOKEN or pass --token")
     if base_url:
-        return ChakraClient(token, base_url=base_url, allow_insecure_http=allow_insecure_http)
-    return ChakraClient(token)
+        return ChakraClient(
+            token, base_url=base_url, allow_insecure_http=allow_insecure_http, journal=journal
+        )
+    return ChakraClient(token, journal=journal)
 
 
 def _failed_count(counts: dict[str, int] | Any) -> int:
@@ -131,6 +138,7 @@ async def update_command(
     output: Output,
     ledger: Ledger,
     unknown_out: Path | None = None,
+    journal_note: dict[str, Any] | None = None,
 ) -> int:
     """Send a file of updates in batches; with `wait`, follow the jobs and report what failed.
 
@@ -153,7 +161,11 @@ async def update_command(
         with progress:
             try:
                 submission = await client.bulk_update_processes(
-                    procedure, source, batch_size=batch_size, on_batch=accepted
+                    procedure,
+                    source,
+                    batch_size=batch_size,
+                    on_batch=accepted,
+                    journal_note=journal_note,
                 )
                 problem: SubmissionError | None = None
             except SubmissionError as exc:
