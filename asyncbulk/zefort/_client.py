@@ -333,7 +333,9 @@ class ZefortClient(ClientBase):
         back with their batch as recorded, except that one left ``sending`` by a crash is
         settled first, by the rule for an ambiguous failure: the pending tasks are searched
         for one whose data is exactly the recorded request body; exactly one found is adopted
-        (``accepted`` with its id), otherwise the batch is ``unknown`` with the reason. The
+        (``accepted`` with its id, and tracked: it comes back among the jobs), otherwise the
+        batch is ``unknown`` with the reason. A task that finished before the restart no
+        longer shows the body, so it cannot be proved: ``unknown``, never sent again. The
         settlement is recorded. End a bulk update you have dealt with with
         ``journal.end_submission(record.id)``.
 
