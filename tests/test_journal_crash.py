@@ -94,10 +94,10 @@ async def crash_and_resume(tmp: Path, *, count: int, kills: int, seed: int) -> N
         while True:
             runs += 1
             assert runs < kills + 20, "the worker never finished"
-            # At most three steps of progress a run (after "start"): with twice as many updates
-            # as kills, the work outlasts the kills.
+            # A few steps of progress a run (after "start", and during the short delay): with
+            # several updates a kill, the work outlasts the kills.
             kill_at = rng.randint(1, 4) if done_kills < kills else None
-            killed, _ = await run_worker(sim, tmp, count, kill_at, rng.uniform(0, 0.05))
+            killed, _ = await run_worker(sim, tmp, count, kill_at, rng.uniform(0, 0.02))
             output = tmp / "delivered.txt"
             boundaries.append(len(output.read_text().split()) if output.exists() else 0)
             if killed:
@@ -139,4 +139,4 @@ async def test_a_worker_killed_a_dozen_times_per_run_loses_and_repeats_nothing(
     tmp_path: Path, seed: int
 ) -> None:
     """Twelve SIGKILLs per seed (24 in all): each update applied once, every task delivered."""
-    await crash_and_resume(tmp_path, count=24, kills=12, seed=seed)
+    await crash_and_resume(tmp_path, count=40, kills=12, seed=seed)
