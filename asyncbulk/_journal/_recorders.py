@@ -73,8 +73,17 @@ class SubmissionLog:
         """Before the batch's request leaves: returns once the batch is on disk as sending."""
         await self._write(positions, "sending", durable=True)
 
-    async def accepted(self, positions: range, job_id: str | None) -> None:
-        """Once the server accepted the batch: returns once its job or task id is on disk."""
+    async def accepted(
+        self, positions: range, job_id: str | None, *, track: JobKind | None = None
+    ) -> None:
+        """Once the server accepted the batch: returns once its job or task id is on disk.
+
+        With `track`, the job is also recorded as a tracked job of that kind (in the same
+        durable write), so that it stays pending until a tracker delivers it, even when the
+        process dies before anyone starts tracking it.
+        """
+        if track is not None and job_id is not None:
+            await self._journal.add_jobs(self.record.origin, track, [job_id])
         await self._write(positions, "accepted", job_id=job_id, durable=True)
 
     async def failed(

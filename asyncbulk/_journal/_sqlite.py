@@ -4,7 +4,9 @@ One connection lives on one dedicated thread, which takes operations from a queu
 Writes that arrive within one commit interval go into one transaction, so many writes cost
 few disk syncs; a caller that needs a write to survive a crash passes ``durable=True`` and is
 woken once its transaction has committed (``synchronous=FULL`` in WAL mode: committed means on
-disk). Reads go through the same thread, so they see every write made before them.
+disk); a transaction holding such a write takes what is queued already and commits at once,
+without waiting out the interval. Reads go through the same thread, so they see every write
+made before them.
 """
 
 from __future__ import annotations
@@ -391,9 +393,11 @@ class SQLiteJournal:
             batch = [op]
             stop = False
             deadline = time.monotonic() + self._interval
+            durable = op.waiter is not None
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    more = self._queue.get(timeout=left)
+                    # Someone waits for the disk: take what is queued already, wait no more.
+                    more = self._queue.get_nowait() if durable else self._queue.get(timeout=left)
                 except queue.Empty:
                     break
                 if more is None:
@@ -403,6 +407,7 @@ class SQLiteJournal:
                     waiting = more
                     break
                 batch.append(more)
+                durable = durable or more.waiter is not None
             self._commit(db, batch)
             if stop:
                 return

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from asyncbulk._journal import TrackingLog
     from asyncbulk._telemetry import Tracer
     from asyncbulk._tracking._source import JobSource
 
@@ -114,6 +115,9 @@ class JobTracker(Generic[T]):
             `time.monotonic` seconds, or None); Zefort acknowledges tasks with it. If it
             raises an `AsyncBulkError`, the job is named in `unacknowledged` and a warning is
             logged.
+        log: the journal's record of the jobs: each is recorded added, finished when seen
+            finished, and delivered (on disk) at the moment ``on_taken`` would run, before
+            the next job is handed out.
 
     Raises:
         ValidationError: a setting is out of range.
@@ -128,6 +132,7 @@ class JobTracker(Generic[T]):
         job_timeout: float | None = None,
         on_progress: Callable[[TrackerStats], None] | None = None,
         on_taken: Callable[[T, float | None], Awaitable[T]] | None = None,
+        log: TrackingLog | None = None,
     ) -> None:
         """Check the settings; nothing runs until iteration or ``async with``."""
         if options is None:
@@ -168,6 +173,10 @@ class JobTracker(Generic[T]):
         self._fatal: BaseException | None = None
 
         self._taken: tuple[str, T] | None = None
+        self._log = log
+        self._log_added: list[str] = []
+        self._log_finished: list[str] = []
+        self._held: str | None = None
         self._acks: deque[tuple[str, T]] = deque()
         self._acking = 0
         self._ack_limit = in_flight
@@ -247,6 +256,8 @@ class JobTracker(Generic[T]):
         if self._sched.add(job_id, self._clock(), seconds):
             if self._telemetry is not None:
                 self._telemetry.added(job_id)
+            if self._log is not None:
+                self._log_added.append(job_id)
             self._wake.set()
 
     def remove(self, job_id: str) -> None:
@@ -268,6 +279,7 @@ class JobTracker(Generic[T]):
         if self._task_group is not None or self._ended:
             raise ValidationError("tracker", "can be entered only once")
         self._start_clock()
+        await self._record()
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, T]](
             self._options.buffer
         )
@@ -341,6 +353,7 @@ class JobTracker(Generic[T]):
             AuthenticationError: the credentials were refused.
         """
         self._take()
+        await self._record_taken()
         if self._receive is not None:
             try:
                 return self._hand_out(await self._receive.receive())
@@ -379,7 +392,28 @@ class JobTracker(Generic[T]):
     def _hand_out(self, item: tuple[str, T]) -> T:
         if self._on_taken is not None:
             self._taken = item
+        if self._log is not None:
+            self._held = item[0]
         return item[1]
+
+    async def _record(self) -> None:
+        """Write the jobs added and finished since the last write to the journal."""
+        if self._log is None:
+            return
+        if self._log_added:
+            added, self._log_added = self._log_added, []
+            await self._log.added(added)
+        if self._log_finished:
+            finished, self._log_finished = self._log_finished, []
+            for job_id in finished:
+                await self._log.finished(job_id)
+
+    async def _record_taken(self) -> None:
+        """The consumer took the job it held: on disk as delivered before the next is given."""
+        await self._record()
+        if self._log is not None and self._held is not None:
+            held, self._held = self._held, None
+            await self._log.delivered(held)
 
     def _take(self) -> None:
         """The consumer is done with the job it holds: queue its acknowledgement."""
@@ -391,6 +425,7 @@ class JobTracker(Generic[T]):
     async def _acknowledge_taken(self, state: T) -> T:
         """Settle the job just yielded at once and return what the hook made of it."""
         taken, self._taken = self._taken, None
+        await self._record_taken()
         if taken is None or self._on_taken is None:
             return state
         with self._until_deadline():
@@ -770,6 +805,8 @@ class JobTracker(Generic[T]):
             failed = self._source.is_failed(state)
             self._telemetry.ended(job_id, "failed" if failed else "finished", lag)
         self._job_entries.pop(job_id, None)  # its last counts stay in the totals
+        if self._log is not None:
+            self._log_finished.append(job_id)
         self._ready.append((job_id, state))
         self._ready_event.set()
         self._wake.set()

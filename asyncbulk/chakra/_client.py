@@ -27,7 +27,7 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
-from asyncbulk._journal import open_journal
+from asyncbulk._journal import SubmissionLog, TrackingLog, open_journal
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
 from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from asyncbulk._flow import RateLimit
-    from asyncbulk._journal import Journal, Pending
+    from asyncbulk._journal import JobKind, Journal, Pending
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Credential, Response, Timeouts
     from asyncbulk._tracking import SweepView, TrackerStats, TrackIterator
@@ -255,6 +255,9 @@ class ChakraClient(ClientBase):
         if journal is not None:
             check_account(self._origin)
         self._journal, self._owns_journal = open_journal(journal)
+        # Only a journal the caller gave keeps accepted jobs pending until delivered: the
+        # default in-memory one would otherwise grow with every job never tracked.
+        self._follow: JobKind | None = None if journal is None else "job"
 
     async def aclose(self) -> None:
         """Stop every entries iterator still reading, close the session and the journal it opened.
@@ -281,7 +284,12 @@ class ChakraClient(ClientBase):
 
         A job's handle gives the `BackgroundJob` as it stands now; a submission's gives a
         `BulkSubmission` whose accepted batches' jobs are fetched, and whose other batches
-        are listed in ``failed_batches`` (their items are not in the handle).
+        are listed in ``failed_batches``. Neither a handle nor the journal holds the items:
+        a resumed submission gives every batch's positions, state, job and error, `wait`,
+        `summary` and the failed entries of its jobs as the server records them
+        (``failed_updates`` rebuilds them from the entries, since it cannot match them to
+        items), but not the items of batches rejected, unknown or not sent: read those
+        from your input by position.
 
         Args:
             handle: what `BackgroundJob.handle` or a submission's ``handle()`` gave, possibly
@@ -375,6 +383,7 @@ class ChakraClient(ClientBase):
             timeout=timeout,
             options=self._tracking,
             on_progress=on_progress,
+            log=TrackingLog(self._journal, self._origin, "job"),
         )
 
     def track_jobs(
@@ -387,7 +396,9 @@ class ChakraClient(ClientBase):
         """Follow many jobs and yield each once, as it finishes.
 
         Use ``async for job in chakra.track_jobs(ids)``; ``async with`` around it stops the
-        polling at once when you leave early.
+        polling at once when you leave early. The client's journal records each job added,
+        finished when seen, and delivered (on disk) once you ask for the next job or the loop
+        ends normally: after a restart `resume_pending` names the jobs not delivered.
 
         Args:
             job_ids: the background job ids.
@@ -414,6 +425,7 @@ class ChakraClient(ClientBase):
             timeout=timeout,
             options=self._tracking,
             on_progress=on_progress,
+            log=TrackingLog(self._journal, self._origin, "job"),
         )
 
     # -- entries -------------------------------------------------------------------------
@@ -520,6 +532,7 @@ class ChakraClient(ClientBase):
         on_batch: Callable[[BackgroundJob, range], object] | None = None,
         on_state: Callable[[BatchOutcome], object] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 -- a per-request bound, not a scope
+        journal_note: Mapping[str, Any] | None = None,
     ) -> BulkSubmission:
         """Send process updates in batches; each accepted batch becomes one background job.
 
@@ -570,6 +583,15 @@ class ChakraClient(ClientBase):
                 is still bounded by the client's ``timeouts``); a batch that runs out of time
                 before it could be sent is ``rejected`` (a try cut short on the wire is
                 ``unknown``). None for the client's limits.
+            journal_note: JSON data kept with the submission in the client's journal (read
+                back as ``SubmissionRecord.request["note"]`` by `resume_pending`), for
+                whoever finishes it after a restart; never put a credential in it.
+
+        The client's journal records the submission as it goes: each batch ``sending``
+        (on disk) before its request leaves, ``accepted`` with its job id (on disk) before
+        ``on_batch`` or ``on_state`` hears of it, and its failure when known. The submission
+        leaves the journal's pending work once every batch is final; a cancelled or killed
+        one stays, for `resume_pending`, and `BulkSubmission.handle` names it.
 
         Returns:
             The submission, every batch of it accepted.
@@ -590,6 +612,7 @@ class ChakraClient(ClientBase):
             on_batch=on_batch,
             on_state=on_state,
             timeout=timeout,
+            journal_note=journal_note,
         )
 
     async def bulk_create_processes(
@@ -605,12 +628,14 @@ class ChakraClient(ClientBase):
         on_batch: Callable[[BackgroundJob, range], object] | None = None,
         on_state: Callable[[BatchOutcome], object] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 -- a per-request bound, not a scope
+        journal_note: Mapping[str, Any] | None = None,
     ) -> BulkSubmission:
         """Create processes in batches (``POST .../process/bulk-create``, a bare JSON array).
 
         Records are `ProcessCreate`s or mappings such as ``{"lead_id": "L1", "data": {...},
         "state": ...}`` (see `ProcessCreate.from_mapping`). Batching, validation, retries,
-        batch states, stopping, cancellation and ``timeout`` work as in `bulk_update_processes`. The
+        batch states, stopping, cancellation, ``timeout`` and the journal work as in
+        `bulk_update_processes` (``journal_note`` too). The
         vendor marks this API "developing" and its reference shows a 200 answer of ``{}``: a
         2xx answer without a job id accepts its batch with no job to follow (``job`` None, a
         warning in ``warnings``), and the submission goes on.
@@ -631,6 +656,7 @@ class ChakraClient(ClientBase):
             on_batch=on_batch,
             on_state=on_state,
             timeout=timeout,
+            journal_note=journal_note,
         )
 
     async def _submit(  # noqa: C901, PLR0912, PLR0915 -- the submission loop reads best in one place
@@ -647,6 +673,7 @@ class ChakraClient(ClientBase):
         on_batch: Callable[[BackgroundJob, range], object] | None,
         on_state: Callable[[BatchOutcome], object] | None,
         timeout: float | None,  # noqa: ASYNC109 -- a per-request bound, not a scope
+        journal_note: Mapping[str, Any] | None,
     ) -> BulkSubmission:
         name = "updates" if operation == "update" else "records"
         path = self._session.path(template, procedure=procedure)
@@ -668,8 +695,17 @@ class ChakraClient(ClientBase):
             )
         if not isinstance(items, Iterable | AsyncIterable) or isinstance(items, str | Mapping):
             raise ValidationError(name, "must be an iterable or async iterable of items")
+        if journal_note is not None and not isinstance(journal_note, Mapping):
+            raise ValidationError("journal_note", "must be a mapping of JSON data")
         convert = _update_converter(name) if operation == "update" else _create_converter(name)
         method = "PATCH" if operation == "update" else "POST"
+        log = await SubmissionLog.begin(
+            self._journal,
+            self._origin,
+            target=procedure,
+            operation=operation,
+            request=None if journal_note is None else {"note": dict(journal_note)},
+        )
         outcomes: dict[int, BatchOutcome] = {}
         slots = anyio.Semaphore(in_flight)
         wire_scopes: set[anyio.CancelScope] = set()
@@ -729,6 +765,14 @@ class ChakraClient(ClientBase):
                         items=tuple(batch),
                     )
                 outcomes[start] = outcome
+                # Shielded: what became of a batch on the wire is recorded even when the
+                # caller cancels, and its job id is on disk before anyone hears of it.
+                with anyio.CancelScope(shield=True):
+                    if outcome.state == "accepted":
+                        await log.accepted(positions, outcome.job_id, track=self._follow)
+                    else:
+                        state = "rejected" if outcome.state == "rejected" else "unknown"
+                        await log.failed(positions, state, outcome.message or "")
                 if outcome.state == "accepted":
                     failures_in_a_row = 0
                 else:
@@ -772,11 +816,12 @@ class ChakraClient(ClientBase):
             # Read through a call: the send tasks set it while this loop awaits.
             return stopped_by
 
-        def not_sent(raw: list[Any], start: int, error: BaseException | None) -> int:
+        async def not_sent(raw: list[Any], start: int, error: BaseException | None) -> int:
             outcome = BatchOutcome(
                 start, start + len(raw), "not_sent", error=error, items=tuple(raw)
             )
             outcomes[start] = outcome
+            await log.not_sent(outcome.positions, outcome.message)
             report(outcome)
             return outcome.stop
 
@@ -792,7 +837,7 @@ class ChakraClient(ClientBase):
                                 slots.release()
                         if stopped() is not None:
                             # Every later batch would meet the same error: named, not sent.
-                            position = not_sent(raw, position, stopped_by)
+                            position = await not_sent(raw, position, stopped_by)
                             continue
                         positions = range(position, position + len(raw))
                         try:
@@ -802,9 +847,10 @@ class ChakraClient(ClientBase):
                         except ValidationError as exc:
                             slots.release()
                             stopped_by = exc
-                            position = not_sent(raw, position, exc)
+                            position = await not_sent(raw, position, exc)
                             continue
                         del raw
+                        await log.sending(positions)
                         if on_state is not None:
                             on_state(
                                 BatchOutcome(
@@ -822,12 +868,15 @@ class ChakraClient(ClientBase):
             if len(group_error.exceptions) == 1:
                 raise group_error.exceptions[0] from None
             raise
+        # Every batch is final: the submission leaves the journal's pending work.
+        await log.end()
         submission = BulkSubmission(
             procedure=procedure,
             operation=operation,
             outcomes=tuple(outcomes[start] for start in sorted(outcomes)),
             stopped_by=stopped_by,
             client=self,
+            submission_id=log.id,
         )
         if submission.count == submission.total:
             return submission

@@ -83,6 +83,7 @@ async def submission_from_handle(
         operation=operation,
         outcomes=tuple(_outcome(batch, jobs) for batch in records),
         client=client,
+        submission_id=fields["submission_id"],
     )
 
 

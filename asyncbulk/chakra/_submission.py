@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import attrs
 
-from asyncbulk._exceptions import AsyncBulkError, ProtocolError, ValidationError
+from asyncbulk._exceptions import AsyncBulkError, ProtocolError, ValidationError, scrub
+from asyncbulk._handles import BatchRecord, submission_handle
 from asyncbulk.chakra._models import BackgroundJob, JobEntry, ProcessUpdate
 
 if TYPE_CHECKING:
@@ -217,6 +218,7 @@ class BulkSubmission:
         outcomes: every batch, in input order, covering positions 0 to the last one read.
         stopped_by: the error that stopped sending (one every later batch would meet, an
             invalid item, or the last of a run of consecutive failures); None otherwise.
+        submission_id: its id in the client's journal (None for one built by hand).
     """
 
     procedure: str
@@ -224,12 +226,43 @@ class BulkSubmission:
     outcomes: tuple[BatchOutcome, ...]
     stopped_by: BaseException | None = None
     _client: ChakraClient = attrs.field(repr=False, alias="client", kw_only=True)
+    submission_id: str | None = attrs.field(default=None, kw_only=True)
     _entries: dict[int, tuple[tuple[str, str | None], ...]] = attrs.field(
         factory=dict, repr=False, init=False
     )
     # The failed entries of the last summary made once every job had finished: final, so
     # `failed_updates` need not read them again.
     _final: list[SubmissionSummary] = attrs.field(factory=list, repr=False, init=False)
+
+    def handle(self) -> dict[str, Any]:
+        """The submission as a small versioned JSON dict, for `ChakraClient.resume`.
+
+        It names the vendor, base URL, account fingerprint (never the credential), the
+        submission's journal id, its procedure and operation, and every batch with its input
+        positions, state, job id and error; not the items.
+
+        Raises:
+            ValidationError: the submission has no journal id (built by hand), or the
+                client's account is unknown (a credential function without ``account=``).
+        """
+        if self.submission_id is None:
+            raise ValidationError("handle", "this submission was not made by a client")
+        return submission_handle(
+            self._client._origin,  # noqa: SLF001 -- the client that made it
+            submission_id=self.submission_id,
+            target=self.procedure,
+            operation=self.operation,
+            batches=[
+                BatchRecord(
+                    start=b.start,
+                    stop=b.stop,
+                    state=b.state,
+                    job_id=b.job_id if b.state == "accepted" else None,
+                    error=None if b.message is None else scrub(b.message),
+                )
+                for b in self.outcomes
+            ],
+        )
 
     @property
     def accepted(self) -> tuple[BatchOutcome, ...]:

@@ -19,6 +19,7 @@ from asyncbulk.cli._chakra import chakra_client, entries_command, job_command, u
 from asyncbulk.cli._demo import DemoPlan, run_demo
 from asyncbulk.cli._input import FORMATS, UpdateFile
 from asyncbulk.cli._output import Output
+from asyncbulk.cli._resume import CommandJournal, resume_command, resume_hint, run_journaled
 from asyncbulk.cli._runner import EXIT_OK, Ledger, run_async
 from asyncbulk.cli._simulate import Delay, FaultOptions, SimulatorOptions, serve
 from asyncbulk.cli._worker import WorkerSettings, run_worker
@@ -33,7 +34,10 @@ from asyncbulk.cli._zefort import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from asyncbulk._journal import Journal
+    from asyncbulk.chakra import ChakraClient
     from asyncbulk.testing import RetryAfterForm
+    from asyncbulk.zefort import ZefortClient
 
 __all__ = ["cli", "run"]
 
@@ -343,6 +347,15 @@ def zefort() -> None:
     """
 
 
+def _journal_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--journal",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Record the run in this SQLite file: stopped at any point, "
+        "`asyncbulk resume --journal PATH` finishes it.",
+    )(command)
+
+
 def _timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--timeout",
@@ -436,10 +449,12 @@ _zefort_options = _vendor_options(
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the updates whose outcome is unknown here (never resubmit them blindly).",
 )
+@_journal_option
 @_timeout_option
 @_chakra_options
 def chakra_update(
     *,
+    journal: Path | None,
     procedure: str,
     file: str,
     fmt: str | None,
@@ -479,14 +494,35 @@ def chakra_update(
     output = Output(json_mode=json_mode)
     ledger = Ledger()
 
-    async def work() -> int:
-        client = chakra_client(token, base_url, allow_insecure_http=allow_insecure_http)
+    def make(journaled: Journal | None) -> ChakraClient:
+        return chakra_client(
+            token, base_url, allow_insecure_http=allow_insecure_http, journal=journaled
+        )
+
+    note = {
+        "command": "chakra update",
+        "file": file if file == "-" else str(Path(file).resolve()),
+        "format": fmt,
+        "key": key,
+        "infer_types": infer_types,
+        "wait": wait or failed_out is not None,
+        "failed_out": None if failed_out is None else str(failed_out.resolve()),
+        "unknown_out": None if unknown_out is None else str(unknown_out.resolve()),
+        "timeout": timeout,
+    }
+    if journal is not None:
+        ledger.resume = resume_hint(
+            journal, vendor="chakra", base_url=base_url, allow_insecure_http=allow_insecure_http
+        )
+
+    async def command(client: ChakraClient, journal_note: dict[str, Any] | None) -> int:
         with UpdateFile(file, format=fmt, key=key, infer_types=infer_types) as source:
             total = await anyio.to_thread.run_sync(source.check)
             if not total:
                 raise ValidationError(source.name, "holds no updates")
             return await update_command(
                 client,
+                journal_note=journal_note,
                 procedure=procedure,
                 source=source,
                 total=total,
@@ -498,6 +534,9 @@ def chakra_update(
                 output=output,
                 ledger=ledger,
             )
+
+    async def work() -> int:
+        return await run_journaled(journal, make, command, note, waits_only=False)
 
     return run_async(work, output=output, ledger=ledger)
 
@@ -511,10 +550,12 @@ def chakra_update(
     help="Write the updates of the INVALID, ERROR and CANCELLED entries here, as JSON Lines "
     "to resubmit (implies --wait).",
 )
+@_journal_option
 @_timeout_option
 @_chakra_options
 def chakra_job(
     *,
+    journal: Path | None,
     job_ids: tuple[str, ...],
     wait: bool,
     failed_out: Path | None,
@@ -532,8 +573,18 @@ def chakra_job(
     ledger = Ledger()
     ids = read_task_ids(job_ids)
 
-    async def work() -> int:
-        client = chakra_client(token, base_url, allow_insecure_http=allow_insecure_http)
+    def make(journaled: Journal | None) -> ChakraClient:
+        return chakra_client(
+            token, base_url, allow_insecure_http=allow_insecure_http, journal=journaled
+        )
+
+    if journal is not None:
+        ledger.resume = resume_hint(
+            journal, vendor="chakra", base_url=base_url, allow_insecure_http=allow_insecure_http
+        )
+    note = {"command": "chakra job", "job_ids": ids, "timeout": timeout}
+
+    async def command(client: ChakraClient, _: object) -> int:
         return await job_command(
             client,
             job_ids=ids,
@@ -543,6 +594,9 @@ def chakra_job(
             output=output,
             ledger=ledger,
         )
+
+    async def work() -> int:
+        return await run_journaled(journal, make, command, note, waits_only=True)
 
     return run_async(work, output=output, ledger=ledger)
 
@@ -627,10 +681,12 @@ def _json_object(
 )
 @click.option("--wait", is_flag=True, help="Wait until the task has finished.")
 @click.option("--ack", is_flag=True, help="Acknowledge the task once finished (implies --wait).")
+@_journal_option
 @_timeout_option
 @_zefort_options
 def zefort_bulk_update(
     *,
+    journal: Path | None,
     attributes: dict[str, Any] | None,
     status: str | None,
     search: dict[str, Any],
@@ -651,10 +707,26 @@ def zefort_bulk_update(
     output = Output(json_mode=json_mode)
     ledger = Ledger()
 
-    async def work() -> int:
-        client = zefort_client(api_key, base_url, allow_insecure_http=allow_insecure_http)
+    def make(journaled: Journal | None) -> ZefortClient:
+        return zefort_client(
+            api_key, base_url, allow_insecure_http=allow_insecure_http, journal=journaled
+        )
+
+    if journal is not None:
+        ledger.resume = resume_hint(
+            journal, vendor="zefort", base_url=base_url, allow_insecure_http=allow_insecure_http
+        )
+    note = {
+        "command": "zefort bulk-update",
+        "wait": wait or ack,
+        "acknowledge": ack,
+        "timeout": timeout,
+    }
+
+    async def command(client: ZefortClient, journal_note: dict[str, Any] | None) -> int:
         return await bulk_update_command(
             client,
+            journal_note=journal_note,
             attributes=attributes,
             status=status and status.lower(),
             search=search,
@@ -665,16 +737,21 @@ def zefort_bulk_update(
             ledger=ledger,
         )
 
+    async def work() -> int:
+        return await run_journaled(journal, make, command, note, waits_only=False)
+
     return run_async(work, output=output, ledger=ledger)
 
 
 @zefort.command("wait", context_settings=_CONTEXT)
 @click.argument("task_ids", nargs=-1, metavar="TASK_ID...")
 @click.option("--ack", is_flag=True, help="Acknowledge each task once it has finished.")
+@_journal_option
 @_timeout_option
 @_zefort_options
 def zefort_wait(
     *,
+    journal: Path | None,
     task_ids: tuple[str, ...],
     ack: bool,
     timeout: float,
@@ -699,8 +776,18 @@ def zefort_wait(
     output = Output(json_mode=json_mode)
     ledger = Ledger()
 
-    async def work() -> int:
-        client = zefort_client(api_key, base_url, allow_insecure_http=allow_insecure_http)
+    def make(journaled: Journal | None) -> ZefortClient:
+        return zefort_client(
+            api_key, base_url, allow_insecure_http=allow_insecure_http, journal=journaled
+        )
+
+    if journal is not None:
+        ledger.resume = resume_hint(
+            journal, vendor="zefort", base_url=base_url, allow_insecure_http=allow_insecure_http
+        )
+    note = {"command": "zefort wait", "task_ids": ids, "acknowledge": ack, "timeout": timeout}
+
+    async def command(client: ZefortClient, _: object) -> int:
         return await wait_command(
             client,
             task_ids=ids,
@@ -709,6 +796,9 @@ def zefort_wait(
             output=output,
             ledger=ledger,
         )
+
+    async def work() -> int:
+        return await run_journaled(journal, make, command, note, waits_only=True)
 
     return run_async(work, output=output, ledger=ledger)
 
@@ -887,6 +977,76 @@ def worker(
         delivery_lease=delivery_lease,
     )
     return run_worker(settings, output=Output(json_mode=json_mode))
+
+
+@cli.command("resume", context_settings=_CONTEXT)
+@click.option(
+    "--journal",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The journal the interrupted command was given.",
+)
+@click.option("--token", envvar="CHAKRA_TOKEN", show_envvar=True, help="The Chakra access token.")
+@click.option(
+    "--chakra-base-url", envvar="CHAKRA_BASE_URL", show_envvar=True, help="Chakra's base URL."
+)
+@click.option("--api-key", envvar="ZEFORT_API_KEY", show_envvar=True, help="A Zefort API key.")
+@click.option(
+    "--zefort-base-url", envvar="ZEFORT_BASE_URL", show_envvar=True, help="Zefort's base URL."
+)
+@click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow a plain http:// base URL to another host."
+)
+@json_option
+def resume(
+    *,
+    journal: Path,
+    token: str | None,
+    chakra_base_url: str | None,
+    api_key: str | None,
+    zefort_base_url: str | None,
+    allow_insecure_http: bool,
+    json_mode: bool,
+) -> int:
+    """Finish the commands a journal holds interrupted: settle, wait, summarise, write files.
+
+    Give the same credentials (and base URLs) as the interrupted command. A Chakra batch
+    that was on the wire when it stopped is reported of unknown outcome (written to its
+    --unknown-out); a Zefort bulk update is found among the pending tasks when it can be
+    proved, and is never sent again.
+    """
+    output = Output(json_mode=json_mode)
+    ledger = Ledger()
+    ledger.resume = f"asyncbulk resume --journal {journal}"
+
+    async def work() -> int:
+        async with CommandJournal(journal) as journaled:
+            kept = journaled.inner
+            chakra_api = (
+                chakra_client(
+                    token,
+                    chakra_base_url,
+                    allow_insecure_http=allow_insecure_http,
+                    journal=kept,
+                )
+                if token
+                else None
+            )
+            zefort_api = (
+                zefort_client(
+                    api_key,
+                    zefort_base_url,
+                    allow_insecure_http=allow_insecure_http,
+                    journal=kept,
+                )
+                if api_key
+                else None
+            )
+            return await resume_command(
+                journal, chakra=chakra_api, zefort=zefort_api, output=output, ledger=ledger
+            )
+
+    return run_async(work, output=output, ledger=ledger)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

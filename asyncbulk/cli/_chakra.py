@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from asyncbulk import TrackerStats
+    from asyncbulk._journal import Journal
     from asyncbulk.chakra import (
         BackgroundJob,
         FailedEntry,
@@ -63,7 +64,11 @@ _TABLE_CHUNK: Final = 500
 
 
 def chakra_client(
-    token: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+    token: str | None,
+    base_url: str | None,
+    *,
+    allow_insecure_http: bool = False,
+    journal: Journal | None = None,
 ) -> ChakraClient:
     """A client from the options (or CHAKRA_TOKEN and CHAKRA_BASE_URL).
 
@@ -73,8 +78,10 @@ def chakra_client(
     if not token:
         raise ValidationError("--token", "no Chakra token: set CHAKRA_TOKEN or pass --token")
     if base_url:
-        return ChakraClient(token, base_url=base_url, allow_insecure_http=allow_insecure_http)
-    return ChakraClient(token)
+        return ChakraClient(
+            token, base_url=base_url, allow_insecure_http=allow_insecure_http, journal=journal
+        )
+    return ChakraClient(token, journal=journal)
 
 
 def _failed_count(counts: dict[str, int] | Any) -> int:
@@ -135,6 +142,7 @@ async def update_command(
     output: Output,
     ledger: Ledger,
     unknown_out: Path | None = None,
+    journal_note: dict[str, Any] | None = None,
 ) -> int:
     """Send a file of updates in batches; with `wait`, follow the jobs and report what failed.
 
@@ -158,7 +166,11 @@ async def update_command(
         with progress:
             try:
                 submission = await client.bulk_update_processes(
-                    procedure, source, batch_size=batch_size, on_batch=accepted
+                    procedure,
+                    source,
+                    batch_size=batch_size,
+                    on_batch=accepted,
+                    journal_note=journal_note,
                 )
                 problem: SubmissionError | None = None
             except SubmissionError as exc:

@@ -50,6 +50,8 @@ class Ledger:
         self.jobs: list[str] = []
         self.tasks: list[str] = []
         self._waiting: dict[str, None] = {}
+        #: The command that finishes the run, when it is journaled (then no ids are listed).
+        self.resume: str | None = None
 
     def submitted_job(self, job_id: str) -> None:
         """Note a Chakra background job just submitted."""
@@ -72,13 +74,15 @@ class Ledger:
         """The ids waited for that have not finished."""
         return list(self._waiting)
 
-    def as_json(self) -> dict[str, list[str] | int]:
+    def as_json(self) -> dict[str, list[str] | int | str]:
         """The ids (or their counts, without `list_ids`), for a JSON report."""
         report = {
             "chakra_jobs": self.jobs,
             "zefort_tasks": self.tasks,
             "unfinished": self.unfinished,
         }
+        if self.resume is not None:
+            return {"resume": self.resume}
         if self.list_ids:
             return dict(report)
         return {name: len(ids) for name, ids in report.items()}
@@ -86,8 +90,13 @@ class Ledger:
     def tell(self, output: Output) -> None:
         """Print the ids on stderr, one category a line, ready to paste into another command.
 
-        Without `list_ids`, one line of counts.
+        Without `list_ids`, one line of counts; for a journaled run, the command that
+        finishes it.
         """
+        if self.resume is not None:
+            if self.jobs or self.tasks or self.unfinished:
+                output.note(f"asyncbulk: to finish this run: {self.resume}")
+            return
         categories = (
             ("Chakra jobs submitted", self.jobs),
             ("Zefort tasks submitted", self.tasks),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from asyncbulk import TrackerStats
+    from asyncbulk._journal import Journal
     from asyncbulk.cli._output import Output
     from asyncbulk.cli._runner import Ledger
     from asyncbulk.zefort import ZefortTask
@@ -34,7 +35,11 @@ _TABLE_CHUNK: Final = 500
 
 
 def zefort_client(
-    api_key: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+    api_key: str | None,
+    base_url: str | None,
+    *,
+    allow_insecure_http: bool = False,
+    journal: Journal | None = None,
 ) -> ZefortClient:
     """A client from the options (or ZEFORT_API_KEY and ZEFORT_BASE_URL).
 
@@ -46,8 +51,10 @@ def zefort_client(
             "--api-key", "no Zefort API key: set ZEFORT_API_KEY or pass --api-key"
         )
     if base_url:
-        return ZefortClient(api_key, base_url=base_url, allow_insecure_http=allow_insecure_http)
-    return ZefortClient(api_key)
+        return ZefortClient(
+            api_key, base_url=base_url, allow_insecure_http=allow_insecure_http, journal=journal
+        )
+    return ZefortClient(api_key, journal=journal)
 
 
 def read_task_ids(words: Iterable[str]) -> list[str]:
@@ -95,11 +102,12 @@ async def bulk_update_command(
     wait_seconds: float | None,
     output: Output,
     ledger: Ledger,
+    journal_note: dict[str, Any] | None = None,
 ) -> int:
     """Start one bulk update; with `wait`, follow its task to the end."""
     async with client:
         task = await client.bulk_update_contracts(
-            attributes=attributes, status=status, search=search
+            attributes=attributes, status=status, search=search, journal_note=journal_note
         )
         ledger.submitted_task(task.id)
         if wait:

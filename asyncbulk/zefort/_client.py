@@ -29,7 +29,7 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._flow import Priority
 from asyncbulk._handles import Origin, account_of, check_account, read_handle
-from asyncbulk._journal import open_journal
+from asyncbulk._journal import SubmissionLog, TrackingLog, open_journal
 from asyncbulk._logs import log_fields
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from asyncbulk._flow import RateLimit
     from asyncbulk._handles import BatchRecord
-    from asyncbulk._journal import Journal, Pending, SubmissionRecord
+    from asyncbulk._journal import JobKind, Journal, Pending, SubmissionRecord
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Credential, RequestStats, Timeouts
     from asyncbulk._tracking import SweepView, TrackerStats
@@ -69,6 +69,8 @@ __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
 logger: Final = logging.getLogger("asyncbulk")
 
 _BULK_UPDATE: Final = "/api/contracts/bulk_update/"
+# A bulk update is one request: journaled as one batch of one position.
+_ONE_BATCH: Final = range(1)
 _TASKS: Final = "/api/tasks/"
 _TASK: Final = "/api/tasks/{task_id}/"
 #: Statuses after which a POST may or may not have been carried out.
@@ -303,6 +305,9 @@ class ZefortClient(ClientBase):
         if journal is not None:
             check_account(self._origin)
         self._journal, self._owns_journal = open_journal(journal)
+        # Only a journal the caller gave keeps accepted jobs pending until delivered: the
+        # default in-memory one would otherwise grow with every job never tracked.
+        self._follow: JobKind | None = None if journal is None else "task"
 
     async def aclose(self) -> None:
         """Close the session and the journal the client opened; idempotent."""
@@ -342,7 +347,9 @@ class ZefortClient(ClientBase):
         back with their batch as recorded, except that one left ``sending`` by a crash is
         settled first, by the rule for an ambiguous failure: the pending tasks are searched
         for one whose data is exactly the recorded request body; exactly one found is adopted
-        (``accepted`` with its id), otherwise the batch is ``unknown`` with the reason. The
+        (``accepted`` with its id, and tracked: it comes back among the jobs), otherwise the
+        batch is ``unknown`` with the reason. A task that finished before the restart no
+        longer shows the body, so it cannot be proved: ``unknown``, never sent again. The
         settlement is recorded. End a bulk update you have dealt with with
         ``journal.end_submission(record.id)``.
 
@@ -356,6 +363,9 @@ class ZefortClient(ClientBase):
             for batch in submission.batches:
                 if batch.state == "sending":
                     settled = await self._settle_sending(submission, batch)
+                    if settled.job_id is not None:
+                        # An adopted task is followed like one accepted before the crash.
+                        await self._journal.add_jobs(self._origin, "task", [settled.job_id])
                     await self._journal.record_batch(submission.id, settled)
                     batches.append(settled)
                 else:
@@ -401,6 +411,7 @@ class ZefortClient(ClientBase):
         all_contracts: bool = False,
         extra: Mapping[str, Any] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
+        journal_note: Mapping[str, Any] | None = None,
     ) -> ZefortTask:
         """Change many contracts at once: ``POST /api/contracts/bulk_update/``.
 
@@ -432,6 +443,14 @@ class ZefortClient(ClientBase):
                 bounded by the client's ``timeouts``); the read of the pending listing it
                 shares with other calls, and the read after an ambiguous failure, keep the
                 client's limits, so that a task started is still adopted.
+
+            journal_note: JSON data kept with the bulk update in the client's journal (read back
+                as ``SubmissionRecord.request["note"]`` by `resume_pending`); never a credential.
+
+        The client's journal records the bulk update as one batch, ``range(0, 1)``: ``sending``
+        (on disk, with the body and the ids of the pending listing read before) before the
+        POST, then ``accepted`` with the task id (on disk) before it is returned, or its
+        failure. One killed on the wire stays ``sending`` and `resume_pending` settles it.
 
         Returns:
             the task carrying the operation out (``backend_status`` ``pending`` at first).
@@ -465,10 +484,12 @@ class ZefortClient(ClientBase):
                     f"extra[{name!r}]", "is a field of its own: pass it as its argument"
                 )
         body = _bulk_body(attributes, status, search, fields)
+        if journal_note is not None and not isinstance(journal_note, Mapping):
+            raise ValidationError("journal_note", "must be a mapping of JSON data")
         with telemetry_span(
             self._telemetry, "zefort bulk update", {"asyncbulk.vendor": "zefort"}
         ) as note:
-            task = await self._bulk_update(body, per_request)
+            task = await self._bulk_update(body, per_request, journal_note)
             note("asyncbulk.job.id", task.id)
         return task
 
@@ -476,27 +497,60 @@ class ZefortClient(ClientBase):
         self,
         body: dict[str, Any],
         timeout: float | None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
+        journal_note: Mapping[str, Any] | None,
     ) -> ZefortTask:
-        policy = self._session.retry.for_unrepeatable()
         before = await self._pending_snapshot()
+        # What settling a crash needs: the body to look for, and the proof a task is new.
+        request: dict[str, Any] = {
+            "body": body,
+            "pending_before": None if before is None else sorted(before),
+        }
+        if journal_note is not None:
+            request["note"] = dict(journal_note)
+        log = await SubmissionLog.begin(
+            self._journal, self._origin, target="contracts", operation="update", request=request
+        )
+        return await self._post_bulk(body, before, log, timeout)
+
+    async def _post_bulk(
+        self,
+        body: dict[str, Any],
+        before: frozenset[str] | None,
+        log: SubmissionLog,
+        timeout: float | None,  # noqa: ASYNC109 -- a bound on the POST, not a scope
+    ) -> ZefortTask:
+        """Send a bulk update journaled in `log`, adopting its task after an ambiguous failure."""
+        policy = self._session.retry.for_unrepeatable()
         wanted = _canonical(body)
         self._sending[wanted] += 1
         try:
+            await log.sending(_ONE_BATCH)
             try:
-                response = await self._session.request(
-                    "POST",
-                    _BULK_UPDATE,
-                    json_body=body,
-                    idempotent=False,
-                    retry=policy,
-                    timeout=timeout,
-                )
-                task = self._task(response, "POST")
-            except (TransportError, ProtocolError, APIError) as exc:
-                if not _is_ambiguous(exc):
-                    raise
-                url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
-                task = await self._adopt(body, url, exc, before)
+                try:
+                    response = await self._session.request(
+                        "POST",
+                        _BULK_UPDATE,
+                        json_body=body,
+                        idempotent=False,
+                        retry=policy,
+                        timeout=timeout,
+                    )
+                    task = self._task(response, "POST")
+                except (TransportError, ProtocolError, APIError) as exc:
+                    if not _is_ambiguous(exc):
+                        raise
+                    url = exc.url or f"{self._session.base_url}{_BULK_UPDATE}"
+                    task = await self._adopt(body, url, exc, before)
+            except OutcomeUnknownError as exc:
+                await log.failed(_ONE_BATCH, "unknown", str(exc))
+                await log.end()
+                raise
+            except AsyncBulkError as exc:
+                await log.failed(_ONE_BATCH, "rejected", str(exc))
+                await log.end()
+                raise
+            await log.accepted(_ONE_BATCH, task.id, track=self._follow)
+            await log.end()
             self._claimed.append(task.id)
         finally:
             self._sending[wanted] -= 1
@@ -857,9 +911,10 @@ class ZefortClient(ClientBase):
         )
 
     def _track_options(self, acknowledge: bool) -> dict[str, Any]:
+        log = TrackingLog(self._journal, self._origin, "task")
         if acknowledge:
-            return {"options": self._tracking, "on_taken": self._acknowledge_taken}
-        return {"options": self._tracking}
+            return {"options": self._tracking, "on_taken": self._acknowledge_taken, "log": log}
+        return {"options": self._tracking, "log": log}
 
     async def _acknowledge_taken(self, task: ZefortTask, deadline: float | None) -> ZefortTask:
         """Acknowledge a task the consumer took, by ``deadline``, as housekeeping."""
