@@ -329,7 +329,7 @@ class ChakraClient(ClientBase):
         response = await self._session.request(
             "GET", path, priority=Priority.DETECT, job_id=job_id, deadline=deadline, timeout=timeout
         )
-        return attrs.evolve(_job_from(response), origin=self._origin)
+        return _job_from(response, origin=self._origin)
 
     async def wait_for_job(
         self,
@@ -891,10 +891,10 @@ async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGene
         await anyio.lowlevel.checkpoint()
 
 
-def _job_from(response: Response) -> BackgroundJob:
-    """The job in an answer."""
+def _job_from(response: Response, *, origin: Origin | None = None) -> BackgroundJob:
+    """The job in an answer, read by the client ``origin`` names."""
     try:
-        return structure_job(response.data, response.meta)
+        return structure_job(response.data, response.meta, origin=origin)
     except ProtocolError as exc:
         raise ProtocolError(str(exc), url=response.url, status=response.status) from None
 

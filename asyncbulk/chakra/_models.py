@@ -857,6 +857,13 @@ _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
 def _time(source: Mapping[str, Any], name: str, where: str) -> dt.datetime | None:
     value = source.get(name)
+    if type(value) is int and value:
+        try:
+            # The common case first; positional arguments: timedelta's keywords cost more.
+            return _EPOCH + dt.timedelta(0, 0, 0, value)
+        except OverflowError:
+            pass
+        raise ProtocolError(f"{where}.{name} is not epoch milliseconds: {value!r}")
     if value is None or value == 0:
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit():
@@ -901,8 +908,15 @@ def _status_counts(meta: Mapping[str, Any]) -> dict[str, int]:
     return dict(counts)
 
 
-def structure_job(data: object, meta: Mapping[str, Any]) -> BackgroundJob:
+def structure_job(
+    data: object, meta: Mapping[str, Any], *, origin: Origin | None = None
+) -> BackgroundJob:
     """A `BackgroundJob` from an answer's ``_data`` and ``_meta``.
+
+    Args:
+        data: the answer's ``_data``.
+        meta: the answer's ``_meta``.
+        origin: the client that read it, for `handle`.
 
     Raises:
         ProtocolError: naming the field that is missing or of the wrong type.
@@ -920,6 +934,7 @@ def structure_job(data: object, meta: Mapping[str, Any]) -> BackgroundJob:
         completed_at=_time(data, "completedAt", where),
         status_counts=_status_counts(meta),
         raw=data,
+        origin=origin,
     )
 
 
