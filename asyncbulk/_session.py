@@ -1070,9 +1070,13 @@ class _Call:
     refreshed: bool = False
 
 
-@attrs.frozen
+@attrs.define
 class _Plan:
-    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps."""
+    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps.
+
+    Not frozen, like `_RawResponse`: both are built on every call, and a frozen class costs
+    several times more to build; only `Session` makes and reads them.
+    """
 
     priority: Priority
     deadline: float | None
@@ -1138,7 +1142,7 @@ class ClientBase:
         return f"{type(self).__name__}(base_url={str(self._session.base_url)!r})"
 
 
-@attrs.frozen
+@attrs.define
 class _RawResponse:
     status: int
     body: Any
