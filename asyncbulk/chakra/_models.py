@@ -370,6 +370,9 @@ class ProcessUpdate:
         Raises:
             ValidationError: naming the field as the item spells it.
         """
+        fast = _data_only_wire(mapping, key)
+        if fast is not None:
+            return fast
         identifier, changes, spelled = _parse_update(mapping, key)
         name, value = identifier
         try:
@@ -412,6 +415,39 @@ class ProcessUpdate:
         if self.key is None:
             return {"id": self.id, "update": update}
         return {self.key[0]: self.key[1], "update": update}
+
+
+def _data_only_wire(mapping: Mapping[str, Any], key: str | None) -> dict[str, Any] | None:
+    """The commonest item, ``{"<identifier>": v, "update": {"data": {...}}}``, if it is valid.
+
+    The same checks as the general path, without its bookkeeping; None for any other item, or
+    any doubt, so that the general path reads it and names what is wrong.
+    """
+    if type(mapping) is not dict or len(mapping) != 2:  # noqa: PLR2004 -- identifier and update
+        return None
+    update = mapping.get("update")
+    data = update.get("data") if type(update) is dict and len(update) == 1 else None
+    if type(data) is not dict or not data:
+        return None
+    name: Any = None
+    value: Any = None
+    for name, value in mapping.items():  # noqa: B007 -- the identifier is the other item
+        if name != "update":
+            break
+    kind = type(value)
+    if (
+        type(name) is not str
+        or not name.strip()
+        or (name != "id" and name in _RESERVED_KEYS)
+        or (key is not None and name not in {"id", key})
+        or not ((kind is str and value.strip()) or (kind is int and name != "id"))
+    ):
+        return None
+    try:
+        checked = _check_data(data)
+    except ValidationError:
+        return None
+    return {name: value, "update": {"data": checked}}
 
 
 def _parse_update(
