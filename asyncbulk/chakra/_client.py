@@ -839,7 +839,8 @@ def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate | dict[st
     def convert(item: Any, position: int) -> ProcessUpdate | dict[str, Any]:
         if type(item) is ProcessUpdate:
             return item
-        if isinstance(item, Mapping):
+        # `type(...) is dict` first: parsed JSON Lines are dicts, and an ABC check costs more.
+        if type(item) is dict or isinstance(item, Mapping):
             try:
                 return wire_from_mapping(item)
             except ValidationError as exc:
