@@ -23,6 +23,7 @@ and for pauses, bounds every wait by the caller's deadline, and keeps the counts
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 from collections import deque
@@ -44,6 +45,7 @@ __all__ = [
     "SendRate",
     "ThrottleRule",
     "Verdict",
+    "loop_time",
 ]
 
 T = TypeVar("T")
@@ -271,7 +273,7 @@ class ThrottleRule:
             _, was = self._answers.popleft()
             self._refused -= was
         if not throttled:
-            return Verdict()
+            return _CALM
         refused, answers = self._refused, len(self._answers)
         several = refused >= self._several
         slow_down = several and refused >= self._share * answers
@@ -283,6 +285,9 @@ class ThrottleRule:
                 self.pauses += 1
             self.paused_until = now + wait
         return Verdict(slow_down=slow_down, pause=self.paused_until - now)
+
+
+_CALM: Final = Verdict()
 
 
 class FairQueue(Generic[T]):
@@ -297,20 +302,23 @@ class FairQueue(Generic[T]):
         """Start empty."""
         self._queues: dict[Priority, deque[T]] = {p: deque() for p in Priority}
         self._credit: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        self._count = 0
 
     def __len__(self) -> int:
         """Waiters in all classes."""
-        return sum(len(q) for q in self._queues.values())
+        return self._count
 
     def push(self, priority: Priority, item: T) -> None:
         """Add a waiter at the back of its class."""
         self._queues[priority].append(item)
+        self._count += 1
 
     def remove(self, priority: Priority, item: T) -> None:
         """Take a waiter out (it gave up); nothing happens if it is not there."""
         queue = self._queues[priority]
         if item in queue:
             queue.remove(item)
+            self._count -= 1
             if not queue:
                 self._credit[priority] = 0
 
@@ -320,6 +328,7 @@ class FairQueue(Generic[T]):
         for priority in Priority:
             self._queues[priority].clear()
             self._credit[priority] = 0
+        self._count = 0
         return items
 
     def pop(self) -> T | None:
@@ -334,6 +343,7 @@ class FairQueue(Generic[T]):
         chosen = max(waiting, key=lambda p: (self._credit[p], -p))
         self._credit[chosen] -= total
         item = self._queues[chosen].popleft()
+        self._count -= 1
         if not self._queues[chosen]:
             self._credit[chosen] = 0
         return item
@@ -343,6 +353,15 @@ class FairQueue(Generic[T]):
 class _Waiter:
     priority: Priority
     turn: anyio.Event = attrs.field(factory=anyio.Event)
+
+
+def loop_time() -> float:
+    """`anyio.current_time` on asyncio (aiohttp's only loop), without its per-call look-up.
+
+    Raises:
+        RuntimeError: no event loop is running.
+    """
+    return asyncio.get_running_loop().time()
 
 
 def effective_deadline(deadline: float | None) -> float:
@@ -369,7 +388,7 @@ class FlowControl:
     ) -> None:
         """Nothing waits yet; the clock is read on first use."""
         self._rate_limit = rate_limit
-        self._clock = clock or anyio.current_time
+        self._clock = clock or loop_time
         self._rate: SendRate | None = None
         self.throttles = ThrottleRule()
         self._max_pause = max_pause
@@ -430,7 +449,14 @@ class FlowControl:
         self._check_open()
         rate = self._send_rate()
         now = self._clock()
-        if self._head is None and not len(self._queue) and self._ready_in(now) <= 0:
+        # No one waits and a token is there: the turn is this request's, with no Event, no
+        # scope and no trip through the event loop.
+        if (
+            self._head is None
+            and not len(self._queue)
+            and self.throttles.paused_until <= now
+            and rate.delay(now) <= 0
+        ):
             rate.take(now)
             return
         started = now

@@ -9,6 +9,7 @@ for client work and the one place its exceptions become asyncbulk's own.
 from __future__ import annotations
 
 import base64
+import functools
 import inspect
 import ipaddress
 import json
@@ -40,7 +41,7 @@ from asyncbulk._exceptions import (
     register_secrets,
     unregister_secrets,
 )
-from asyncbulk._flow import FlowControl, Priority, RateLimit
+from asyncbulk._flow import FlowControl, Priority, RateLimit, loop_time
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
 from asyncbulk._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -418,6 +419,7 @@ def _check_in_flight(value: object) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_segment(value: str) -> str:
     """Percent-encode ``value`` so it stays one path segment, whatever characters it holds."""
     encoded = quote(value, safe="")
@@ -490,6 +492,9 @@ class _NoObserver:
 
     def try_ended(self, info: TryInfo, context: object, result: TryResult) -> None:
         """Nothing to do."""
+
+
+_NO_OBSERVER: Final = _NoObserver()
 
 
 class Session:
@@ -572,7 +577,7 @@ class Session:
         self._envelope = envelope
         self._name = name
         self._vendor = vendor or name
-        self._observer: RequestObserver = observer or _NoObserver()
+        self._observer: RequestObserver = observer or _NO_OBSERVER
         self._prefix = self.base_url.raw_path.rstrip("/")
         self._root = f"{self.base_url.origin()}{self._prefix}"
         self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
@@ -710,16 +715,22 @@ class Session:
         policy = retry or self.retry
         if idempotent is None:
             idempotent = is_idempotent(method)
-        url = URL(f"{self._root}{path}", encoded=True)
         if params:
-            url = url.update_query(params)
-        url_text = str(url)
+            url = URL(f"{self._root}{path}", encoded=True).update_query(params)
+            url_text, raw_path, path_qs = str(url), url.raw_path, url.raw_path_qs
+        else:
+            # The path is already encoded (`path`, `resolve_link`): joining strings gives the
+            # URL yarl would, without building one per request.
+            url_text = f"{self._root}{path}"
+            path_qs = f"{self._prefix}{path}"
+            raw_path = path_qs.partition("?")[0]
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
         call = _Call(
             method=method,
-            url=url,
             url_text=url_text,
+            raw_path=raw_path,
+            path_qs=path_qs,
             data=data,
             plan=_Plan(priority=priority, deadline=limit, wait=policy.wait),
             policy=policy,
@@ -737,7 +748,10 @@ class Session:
 
     async def _attempt(self, call: _Call) -> Response | tuple[AsyncBulkError, bool]:
         """One try: the decoded answer, or the error met and whether it may be retried."""
-        generation, plain, with_body = await self._credential(None)
+        sets = self._header_sets
+        if sets is None or sets[0] != self._auth.generation:
+            sets = await self._credential(None)
+        generation, plain, with_body = sets
         headers = plain if call.data is None else with_body
         method = call.method
         try:
@@ -784,7 +798,7 @@ class Session:
             "%s retrying %s %s in %.2f s (attempt %d of %d): %s",
             self._name,
             call.method,
-            call.url.raw_path,
+            call.raw_path,
             delay,
             call.attempt + 1,
             call.attempts,
@@ -833,7 +847,7 @@ class Session:
 
     async def _send(self, call: _Call, headers: Mapping[str, str]) -> _RawResponse:
         """One try, following same-origin redirects of a request without a body."""
-        method, url, path = call.method, call.url_text, call.url.raw_path
+        method, url, path = call.method, call.url_text, call.raw_path
         for _ in range(MAX_REDIRECTS + 1):
             answer = await self._try(call, url, path, headers)
             if answer.status not in _REDIRECTS:
@@ -879,7 +893,7 @@ class Session:
             self._flow.note_send()
         timeout = self.timeouts.total
         if plan.deadline is not None:
-            left = plan.deadline - anyio.current_time()
+            left = plan.deadline - loop_time()
             if left <= 0:
                 raise DeadlineExceededError(
                     "the deadline passed before the request was sent", method=method, url=url
@@ -906,7 +920,11 @@ class Session:
                 timeout=timeout,
                 max_response_bytes=self.max_response_bytes,
             )
-            answer = await self._observed(call, request, path)
+            if self._observer is _NO_OBSERVER:
+                # No one to tell: no `TryInfo` or `TryResult` built for nothing.
+                answer = await self._transport.send(request)
+            else:
+                answer = await self._observed(call, request, path)
         finally:
             limiter.release_on_behalf_of(borrower)
         status = answer.status
@@ -1011,7 +1029,7 @@ class Session:
         return {
             "vendor": self._vendor,
             "method": call.method,
-            "path": call.url.raw_path,
+            "path": call.raw_path,
             "status": status,
             "attempt": call.attempt,
             "ms": round((time.monotonic() - call.started) * 1000, 1),
@@ -1025,7 +1043,7 @@ class Session:
                 "%s %s %s -> %d (attempt %d, %.1f ms)",
                 self._name,
                 call.method,
-                call.url.raw_path_qs,
+                call.path_qs,
                 status,
                 call.attempt,
                 fields["ms"],
@@ -1038,8 +1056,9 @@ class _Call:
     """One call of `Session.request`, across its tries."""
 
     method: str
-    url: URL
     url_text: str
+    raw_path: str
+    path_qs: str
     data: bytes | None
     plan: _Plan
     policy: RetryPolicy
@@ -1051,9 +1070,13 @@ class _Call:
     refreshed: bool = False
 
 
-@attrs.frozen
+@attrs.define
 class _Plan:
-    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps."""
+    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps.
+
+    Not frozen, like `_RawResponse`: both are built on every call, and a frozen class costs
+    several times more to build; only `Session` makes and reads them.
+    """
 
     priority: Priority
     deadline: float | None
@@ -1072,7 +1095,7 @@ def _call_deadline(priority: object, deadline: object, timeout: object) -> float
         return deadline
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValidationError("timeout", f"must be a number of seconds > 0, not {timeout!r}")
-    ends = anyio.current_time() + timeout
+    ends = loop_time() + timeout
     return ends if deadline is None else min(deadline, ends)
 
 
@@ -1119,7 +1142,7 @@ class ClientBase:
         return f"{type(self).__name__}(base_url={str(self._session.base_url)!r})"
 
 
-@attrs.frozen
+@attrs.define
 class _RawResponse:
     status: int
     body: Any

@@ -188,11 +188,18 @@ class AiohttpTransport:
         self._read = read_timeout
         self._total = total_timeout
         self._closed = False
+        # The common try's limits, built once: most requests have no deadline of their own.
+        self._default_timeout = self._timeout(total_timeout)
 
     def __repr__(self) -> str:
         """Whether the session is the transport's own; never a header."""
         owner = "own" if self._owns_session else "caller's"
         return f"AiohttpTransport(session={owner}, proxy={self._proxy!r})"
+
+    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=total, connect=min(self._connect, total), sock_read=self._read
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -222,10 +229,11 @@ class AiohttpTransport:
                 connection is closed and the rest is never read.
         """
         client = self._client()
-        total = self._total if request.timeout is None else request.timeout
-        timeout = aiohttp.ClientTimeout(
-            total=total, connect=min(self._connect, total), sock_read=self._read
-        )
+        total = request.timeout
+        if total is None or total == self._total:
+            timeout = self._default_timeout
+        else:
+            timeout = self._timeout(total)
         method, url = request.method, request.url
         error: TransportError
         try:
@@ -266,12 +274,15 @@ class AiohttpTransport:
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, request: TransportRequest) -> bytes:
-    """The body, in chunks, never more than the limit: a larger answer closes the connection."""
+    """The body, never more than the limit: a larger answer closes the connection."""
     limit = request.max_response_bytes
     declared = resp.content_length
-    if declared is not None and declared > limit:
-        resp.close()
-        raise _too_large(request, f"{declared} bytes (Content-Length)")
+    if declared is not None:
+        if declared > limit:
+            resp.close()
+            raise _too_large(request, f"{declared} bytes (Content-Length)")
+        # aiohttp's parser reads no more than the declared length: one read, no chunk list.
+        return await resp.read()
     parts: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(_CHUNK):

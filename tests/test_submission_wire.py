@@ -28,6 +28,16 @@ ITEMS = [
     {"id": "p1", "next_action_at": -1},
     {"id": "p1", "is_deleted": "yes"},
     {"state": "S"},
+    {"lead_id": "L1", "update": {"data": {"a": 1}}},
+    {"id": "p1", "update": {"data": {"a": [1, {"b": None}]}}},
+    {"id": 5, "update": {"data": {"a": 1}}},
+    {"lead_id": 5, "update": {"data": {"a": 1}}},
+    {"lead_id": True, "update": {"data": {"a": 1}}},
+    {"status": "OPEN", "update": {"data": {"a": 1}}},
+    {"lead_id": "L1", "update": {"data": {}}},
+    {"lead_id": "L1", "update": {"data": {"a": math.inf}}},
+    {"lead_id": "L1", "update": {"data": {1: "a"}}},
+    {" ": "L1", "update": {"data": {"a": 1}}},
 ]
 
 
@@ -76,4 +86,18 @@ def test_wire_from_mapping_agrees_on_any_item(item):
     """Whatever the item, the one-pass form and the object's form agree."""
     assert _outcome(ProcessUpdate.wire_from_mapping, item) == _outcome(
         lambda i: ProcessUpdate.from_mapping(i).to_wire(), item
+    )
+
+
+@given(
+    names,
+    values,
+    st.dictionaries(st.one_of(st.text(max_size=2), st.integers(0, 2)), values, max_size=3),
+    st.sampled_from([None, "lead_id", "other"]),
+)
+def test_data_only_items_agree_whatever_their_parts(name, value, data, key):
+    """The commonest shape, an identifier and a data change, agrees for any parts and key."""
+    item = {name: value, "update": {"data": data}}
+    assert _outcome(lambda i: ProcessUpdate.wire_from_mapping(i, key=key), item) == _outcome(
+        lambda i: ProcessUpdate.from_mapping(i, key=key).to_wire(), item
     )

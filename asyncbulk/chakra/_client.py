@@ -351,7 +351,7 @@ class ChakraClient(ClientBase):
         response = await self._session.request(
             "GET", path, priority=Priority.DETECT, job_id=job_id, deadline=deadline, timeout=timeout
         )
-        return attrs.evolve(_job_from(response), origin=self._origin)
+        return _job_from(response, origin=self._origin)
 
     async def wait_for_job(
         self,
@@ -942,7 +942,8 @@ def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate | dict[st
     def convert(item: Any, position: int) -> ProcessUpdate | dict[str, Any]:
         if type(item) is ProcessUpdate:
             return item
-        if isinstance(item, Mapping):
+        # `type(...) is dict` first: parsed JSON Lines are dicts, and an ABC check costs more.
+        if type(item) is dict or isinstance(item, Mapping):
             try:
                 return wire_from_mapping(item)
             except ValidationError as exc:
@@ -994,10 +995,10 @@ async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGene
         await anyio.lowlevel.checkpoint()
 
 
-def _job_from(response: Response) -> BackgroundJob:
-    """The job in an answer."""
+def _job_from(response: Response, *, origin: Origin | None = None) -> BackgroundJob:
+    """The job in an answer, read by the client ``origin`` names."""
     try:
-        return structure_job(response.data, response.meta)
+        return structure_job(response.data, response.meta, origin=origin)
     except ProtocolError as exc:
         raise ProtocolError(str(exc), url=response.url, status=response.status) from None
 

@@ -370,6 +370,9 @@ class ProcessUpdate:
         Raises:
             ValidationError: naming the field as the item spells it.
         """
+        fast = _data_only_wire(mapping, key)
+        if fast is not None:
+            return fast
         identifier, changes, spelled = _parse_update(mapping, key)
         name, value = identifier
         try:
@@ -412,6 +415,39 @@ class ProcessUpdate:
         if self.key is None:
             return {"id": self.id, "update": update}
         return {self.key[0]: self.key[1], "update": update}
+
+
+def _data_only_wire(mapping: Mapping[str, Any], key: str | None) -> dict[str, Any] | None:
+    """The commonest item, ``{"<identifier>": v, "update": {"data": {...}}}``, if it is valid.
+
+    The same checks as the general path, without its bookkeeping; None for any other item, or
+    any doubt, so that the general path reads it and names what is wrong.
+    """
+    if type(mapping) is not dict or len(mapping) != 2:  # noqa: PLR2004 -- identifier and update
+        return None
+    update = mapping.get("update")
+    data = update.get("data") if type(update) is dict and len(update) == 1 else None
+    if type(data) is not dict or not data:
+        return None
+    name: Any = None
+    value: Any = None
+    for name, value in mapping.items():  # noqa: B007 -- the identifier is the other item
+        if name != "update":
+            break
+    kind = type(value)
+    if (
+        type(name) is not str
+        or not name.strip()
+        or (name != "id" and name in _RESERVED_KEYS)
+        or (key is not None and name not in {"id", key})
+        or not ((kind is str and value.strip()) or (kind is int and name != "id"))
+    ):
+        return None
+    try:
+        checked = _check_data(data)
+    except ValidationError:
+        return None
+    return {name: value, "update": {"data": checked}}
 
 
 def _parse_update(
@@ -857,6 +893,13 @@ _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
 def _time(source: Mapping[str, Any], name: str, where: str) -> dt.datetime | None:
     value = source.get(name)
+    if type(value) is int and value:
+        try:
+            # The common case first; positional arguments: timedelta's keywords cost more.
+            return _EPOCH + dt.timedelta(0, 0, 0, value)
+        except OverflowError:
+            pass
+        raise ProtocolError(f"{where}.{name} is not epoch milliseconds: {value!r}")
     if value is None or value == 0:
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit():
@@ -901,8 +944,15 @@ def _status_counts(meta: Mapping[str, Any]) -> dict[str, int]:
     return dict(counts)
 
 
-def structure_job(data: object, meta: Mapping[str, Any]) -> BackgroundJob:
+def structure_job(
+    data: object, meta: Mapping[str, Any], *, origin: Origin | None = None
+) -> BackgroundJob:
     """A `BackgroundJob` from an answer's ``_data`` and ``_meta``.
+
+    Args:
+        data: the answer's ``_data``.
+        meta: the answer's ``_meta``.
+        origin: the client that read it, for `handle`.
 
     Raises:
         ProtocolError: naming the field that is missing or of the wrong type.
@@ -920,6 +970,7 @@ def structure_job(data: object, meta: Mapping[str, Any]) -> BackgroundJob:
         completed_at=_time(data, "completedAt", where),
         status_counts=_status_counts(meta),
         raw=data,
+        origin=origin,
     )
 
 

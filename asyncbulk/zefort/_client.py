@@ -819,12 +819,11 @@ class ZefortClient(ClientBase):
 
     def _task(self, response: Response, method: str) -> ZefortTask:
         try:
-            task = self._converter.structure(response.data, ZefortTask)
+            return structure_task(response.data, origin=self._origin)
         except ProtocolError as exc:
             raise ProtocolError(
                 str(exc), method=method, url=response.url, status=response.status
             ) from None
-        return attrs.evolve(task, origin=self._origin)
 
     # -- following tasks ----------------------------------------------------------------------
 

@@ -164,8 +164,12 @@ def _kind(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-def structure_task(value: Any) -> ZefortTask:
+def structure_task(value: Any, *, origin: Origin | None = None) -> ZefortTask:
     """Read one task object.
+
+    Args:
+        value: the parsed task.
+        origin: the client that read it, for `handle`.
 
     Raises:
         ProtocolError: a field is missing or of the wrong type (the message names it).
@@ -186,6 +190,7 @@ def structure_task(value: Any) -> ZefortTask:
         description=_text(value, "description"),
         details=details,
         raw=value,
+        origin=origin,
     )
 
 
