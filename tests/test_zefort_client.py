@@ -218,7 +218,9 @@ async def test_a_proxy_502_never_adopts_an_older_identical_task(sim, zefort):
     sim.faults.add(Fault("proxy", vendor="zefort", route=BULK, times=1))
     with pytest.raises(OutcomeUnknownError) as caught:
         await zefort.bulk_update_contracts(**BODY)
-    assert caught.value.candidates == (older.id,)
+    # The older task is named while it is still pending; on a busy machine it may have finished
+    # (and left the pending listing) before the listing was read again. Either way, not adopted.
+    assert caught.value.candidates in {(older.id,), ()}
     assert caught.value.body == BODY
     assert sim.records.count(method="POST", route=BULK) == 1
     assert sim.records.zefort_submissions == []
