@@ -23,7 +23,7 @@ from asyncbulk._exceptions import (
     TransportError,
     ValidationError,
 )
-from asyncbulk._flow import Priority, RateLimit
+from asyncbulk._flow import Priority, RateLimit, SharedLimiter
 from asyncbulk._handles import BatchRecord, Origin
 from asyncbulk._journal import (
     Journal,
@@ -119,6 +119,7 @@ __all__ = [
     "SQLiteJournal",
     "SchemaVersionError",
     "ServerError",
+    "SharedLimiter",
     "SubmissionError",
     "SubmissionRecord",
     "SubmissionSummary",

@@ -27,7 +27,7 @@ import asyncio
 import enum
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import attrs
@@ -43,6 +43,7 @@ __all__ = [
     "Priority",
     "RateLimit",
     "SendRate",
+    "SharedLimiter",
     "ThrottleRule",
     "Verdict",
     "loop_time",
@@ -368,6 +369,34 @@ def effective_deadline(deadline: float | None) -> float:
     """The earlier of the caller's deadline and the enclosing cancel scopes' (inf for none)."""
     scope = anyio.current_effective_deadline()
     return scope if deadline is None else min(deadline, scope)
+
+
+@runtime_checkable
+class SharedLimiter(Protocol):
+    """A send rate shared by processes (`asyncbulk.redis.RedisRateLimit` is one).
+
+    Given as ``rate_limit=`` to a client, it is asked before every try, after the client's own
+    turn (whose learned rate and priorities still apply, as a local cache of the pace), and is
+    told of every 429, so that every process pauses and not only the one that was told. The
+    client never closes it: its owner does (`aclose`).
+    """
+
+    async def acquire(self, *, deadline: float | None = None) -> None:
+        """Return when one request may be sent.
+
+        Args:
+            deadline: absolute time (``anyio.current_time()``) the wait must not outlive;
+                None waits as long as it takes.
+
+        Raises:
+            TimeoutError: the deadline would pass first; the wait ends at it.
+        """
+
+    async def note_throttled(self, retry_after: float) -> None:
+        """Pause every process sharing the limit for ``retry_after`` seconds."""
+
+    async def aclose(self) -> None:
+        """Release what the limiter holds; idempotent."""
 
 
 class FlowControl:

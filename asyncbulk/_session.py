@@ -41,7 +41,7 @@ from asyncbulk._exceptions import (
     register_secrets,
     unregister_secrets,
 )
-from asyncbulk._flow import FlowControl, Priority, RateLimit, loop_time
+from asyncbulk._flow import FlowControl, Priority, RateLimit, SharedLimiter, loop_time
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
 from asyncbulk._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -517,8 +517,9 @@ class Session:
             ``session``, ``trust_env``, ``ssl`` and ``proxy`` must not be.
         max_response_bytes: the largest answer read; a larger one is a `ProtocolError`, and
             the connection is closed without reading the rest.
-        rate_limit: a cap on the send rate from the start; without it the rate is unlimited
-            until the server answers 429, and then learned.
+        rate_limit: a cap on the send rate from the start (`RateLimit`), or a rate shared by
+            processes (a `SharedLimiter`, asked before every try and told of every 429);
+            without it the rate is unlimited until the server answers 429, and then learned.
         vendor: the vendor's name in log records and observer calls (the name if empty).
         observer: hooks around every try (`RequestObserver`); None for none.
     """
@@ -540,7 +541,7 @@ class Session:
         proxy: str | None = None,
         transport: Transport | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimit | SharedLimiter | None = None,
         vendor: str = "",
         observer: RequestObserver | None = None,
     ) -> None:
@@ -570,8 +571,11 @@ class Session:
                 "transport", "give either a transport or session/trust_env/ssl/proxy, not both"
             )
         self._counts = _Counters()
-        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-            raise ValidationError("rate_limit", "must be a RateLimit")
+        self._shared: SharedLimiter | None = None
+        if isinstance(rate_limit, SharedLimiter) and not isinstance(rate_limit, RateLimit):
+            self._shared, rate_limit = rate_limit, None
+        elif rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ValidationError("rate_limit", "must be a RateLimit or a SharedLimiter")
         self._flow = FlowControl(rate_limit, max_pause=self.retry.budget)
         self._auth = auth
         self._envelope = envelope
@@ -889,6 +893,8 @@ class Session:
         method, plan = call.method, call.plan
         if plan.wait:
             await self._flow.turn(plan.priority, plan.deadline, method=method, url=url)
+            if self._shared is not None:
+                await self._shared_turn(plan.deadline, method, url)
         else:
             self._flow.note_send()
         timeout = self.timeouts.total
@@ -938,7 +944,21 @@ class Session:
             if retry_after is not None:
                 retry_after = min(retry_after, self.retry.budget)
         self._flow.answered(status, retry_after)
+        if status == 429 and self._shared is not None:  # noqa: PLR2004
+            await self._shared.note_throttled(1.0 if retry_after is None else retry_after)
         return answer
+
+    async def _shared_turn(self, deadline: float | None, method: str, url: str) -> None:
+        """The turn at the rate shared with other processes, within the call's deadline."""
+        assert self._shared is not None  # noqa: S101 -- only called with a shared limiter
+        try:
+            await self._shared.acquire(deadline=deadline)
+        except DeadlineExceededError:
+            raise
+        except TimeoutError:
+            raise DeadlineExceededError(
+                "the deadline passed waiting for the shared rate limit", method=method, url=url
+            ) from None
 
     async def _observed(
         self, call: _Call, request: TransportRequest, path: str

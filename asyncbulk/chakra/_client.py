@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from asyncbulk._flow import RateLimit
+    from asyncbulk._flow import RateLimit, SharedLimiter
     from asyncbulk._journal import JobKind, Journal, Pending
     from asyncbulk._retry import RetryPolicy
     from asyncbulk._session import Credential, Response, Timeouts
@@ -170,8 +170,9 @@ class ChakraClient(ClientBase):
         proxy: the URL of an HTTP proxy every request goes through.
         max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
             `ProtocolError` and its connection is closed unread.
-        rate_limit: a cap on the send rate (`RateLimit`) for a known quota; without it the
-            rate is unlimited until the server answers 429, and then learned.
+        rate_limit: a cap on the send rate (`RateLimit`) for a known quota, or a rate shared
+            with other processes (a `SharedLimiter`, e.g. `asyncbulk.redis.RedisRateLimit`);
+            without it the rate is unlimited until the server answers 429, and then learned.
         max_batches_in_flight: the default number of batches a bulk submission keeps in flight.
         tracking: how jobs are followed (`TrackingOptions`); by default polls start 0.25 s
             apart and back off to 5 s, with half of ``max_in_flight`` polling at once.
@@ -209,7 +210,7 @@ class ChakraClient(ClientBase):
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimit | SharedLimiter | None = None,
         max_batches_in_flight: int = 4,
         tracking: TrackingOptions | None = None,
         poll_interval: tuple[float, float] | None = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,7 +24,13 @@ import attrs
 import redis.asyncio
 import redis.exceptions
 
-from asyncbulk._exceptions import ProtocolError, TransportError, ValidationError
+from asyncbulk._exceptions import (
+    DeadlineExceededError,
+    ProtocolError,
+    TransportError,
+    ValidationError,
+)
+from asyncbulk._flow import SharedLimiter
 from asyncbulk.redis._script import SCRIPT
 
 if TYPE_CHECKING:
@@ -38,39 +44,9 @@ _NO_DEADLINE_WAIT: Final = 3600.0
 _REPLY_LENGTH: Final = 3
 
 
-def _deadline_exceeded(what: str) -> TimeoutError:
-    """The error a wait ending at its deadline raises.
-
-    One place, so it becomes the flow-control layer's ``DeadlineExceededError`` in one edit.
-    """
-    return TimeoutError(f"deadline passed while waiting for {what}")
-
-
-@runtime_checkable
-class SharedLimiter(Protocol):
-    """The shared limiter protocol: what flow control calls on a limit shared by processes.
-
-    A client given one as ``rate_limit=`` makes three calls, no more: `acquire` before every
-    request, `note_throttled` when the vendor answers 429 (so every process pauses, not only
-    the one that was told), `aclose` when the client closes.
-    """
-
-    async def acquire(self, *, deadline: float | None = None) -> None:
-        """Return when one request may be sent.
-
-        Args:
-            deadline: absolute time (``anyio.current_time()``) the wait must not outlive;
-                None waits as long as it takes.
-
-        Raises:
-            TimeoutError: the deadline would pass first; the wait ends at it.
-        """
-
-    async def note_throttled(self, retry_after: float) -> None:
-        """Pause every process sharing the limit for ``retry_after`` seconds."""
-
-    async def aclose(self) -> None:
-        """Release what the limiter holds; idempotent."""
+def _deadline_exceeded(what: str) -> DeadlineExceededError:
+    """The error a wait ending at its deadline raises: the flow-control layer's own."""
+    return DeadlineExceededError(f"deadline passed while waiting for {what}")
 
 
 @attrs.frozen(kw_only=True)

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from asyncbulk._flow import RateLimit
+    from asyncbulk._flow import RateLimit, SharedLimiter
     from asyncbulk._handles import BatchRecord
     from asyncbulk._journal import JobKind, Journal, Pending, SubmissionRecord
     from asyncbulk._retry import RetryPolicy
@@ -207,8 +207,9 @@ class ZefortClient(ClientBase):
         proxy: the URL of an HTTP proxy every request goes through.
         max_response_bytes: the largest answer read (32 MiB by default); a larger one raises
             `ProtocolError` and its connection is closed unread.
-        rate_limit: a cap on the send rate (`RateLimit`) for a known quota; without it the
-            rate is unlimited until the server answers 429, and then learned.
+        rate_limit: a cap on the send rate (`RateLimit`) for a known quota, or a rate shared
+            with other processes (a `SharedLimiter`, e.g. `asyncbulk.redis.RedisRateLimit`);
+            without it the rate is unlimited until the server answers 429, and then learned.
         listing_page_size: the page size asked of the pending listing; the server may answer
             with a smaller one, which is then used.
         poll_min_interval: deprecated: ``tracking=TrackingOptions(min_interval=...)``.
@@ -244,7 +245,7 @@ class ZefortClient(ClientBase):
         ssl: bool | _ssl.SSLContext = True,
         proxy: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimit | SharedLimiter | None = None,
         listing_page_size: int = 1000,
         poll_min_interval: float | None = None,
         poll_max_interval: float | None = None,
