@@ -19,6 +19,7 @@ class CountingLimiter:
     """A shared limiter that grants every turn and remembers what it was asked and told."""
 
     def __init__(self, *, refuse: bool = False) -> None:
+        """Grant every turn, or (``refuse``) none before any deadline."""
         self.acquired = 0
         self.deadlines: list[float | None] = []
         self.throttled: list[float] = []
@@ -76,7 +77,8 @@ async def test_a_shared_limiter_with_no_slot_before_the_deadline_sends_nothing()
         ) as zefort:
             with pytest.raises(DeadlineExceededError):
                 await zefort.get_task(task_id, deadline=anyio.current_time() + 1)
-    assert limit.deadlines and limit.deadlines[0] is not None
+    assert limit.deadlines
+    assert limit.deadlines[0] is not None
     assert sim.records.count(vendor="zefort", route=TASK_ROUTE) == 0
 
 
