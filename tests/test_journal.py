@@ -391,3 +391,15 @@ async def test_a_delivery_is_on_disk_before_delivered_returns(tmp_path):
         await log.finished("j-1")
         await log.delivered("j-1")
         assert rows(path, "SELECT id, finished FROM jobs") == [("j-2", 0)]
+
+
+def test_a_credential_function_needs_account_for_a_journal(tmp_path):
+    """A rotating credential names no account: a journal is refused until account= names it."""
+    from asyncbulk import ValidationError  # noqa: PLC0415 -- local to this test
+    from asyncbulk.zefort import ZefortClient  # noqa: PLC0415
+
+    with pytest.raises(ValidationError, match="account"):
+        ZefortClient(lambda: "rotating-key", journal=tmp_path / "j.db")
+    client = ZefortClient(lambda: "rotating-key", journal=MemoryJournal(), account="acme")
+    assert client.journal is not None
+    ZefortClient(lambda: "rotating-key")  # no journal given: nothing to name

@@ -28,7 +28,7 @@ from asyncbulk._exceptions import (
     ValidationError,
 )
 from asyncbulk._flow import Priority
-from asyncbulk._handles import Origin, account_of, check_account, read_handle
+from asyncbulk._handles import Origin, account_of, read_handle
 from asyncbulk._journal import SubmissionLog, TrackingLog, open_journal
 from asyncbulk._logs import log_fields
 from asyncbulk._outcome import Outcome, outcome_of
@@ -303,9 +303,7 @@ class ZefortClient(ClientBase):
             base_url=str(self._session.base_url),
             account=account_of("zefort", api_key, account),
         )
-        if journal is not None:
-            check_account(self._origin)
-        self._journal, self._owns_journal = open_journal(journal)
+        self._journal, self._owns_journal = open_journal(journal, self._origin)
         # Only a journal the caller gave keeps accepted jobs pending until delivered: the
         # default in-memory one would otherwise grow with every job never tracked.
         self._follow: JobKind | None = None if journal is None else "task"
