@@ -100,15 +100,21 @@ class GCTimer:
         """Nothing is timed before `install`."""
         self.seconds = 0.0
         self.collections = 0
+        #: Seconds and collections per generation (0, 1, 2).
+        self.by_generation = [[0.0, 0], [0.0, 0], [0.0, 0]]
         self._started = 0.0
 
-    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
         """The collector's callback."""
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._started
+            took = time.perf_counter() - self._started
+            self.seconds += took
             self.collections += 1
+            generation = self.by_generation[info.get("generation", 2)]
+            generation[0] += took
+            generation[1] += 1
 
     def install(self) -> None:
         """Start timing."""
@@ -243,6 +249,7 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu": meter.cpu,
         "gc_seconds": meter.gc.seconds,
         "gc_collections": meter.gc.collections,
+        "gc_by_generation": meter.gc.by_generation,
         "started_at": meter.started_at,
         "peak_rss_mb": meter.peak_kb / 1024,
         "rss_start_mb": meter.rss_start_kb / 1024,
