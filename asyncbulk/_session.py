@@ -686,6 +686,7 @@ class Session:
         deadline: float | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 -- the contract's name, bounded by deadline
         job_id: str | None = None,
+        reader: Callable[[bytes], Any] | None = None,
     ) -> Response:
         """Send a request, retrying by the policy, and decode its answer.
 
@@ -704,6 +705,10 @@ class Session:
             timeout: seconds the whole call may take (tries, waits and retries together); each
                 try is still bounded by the client's ``timeouts.total``.
             job_id: the job or task the call concerns, for log records and the observer.
+            reader: reads a successful answer's body (bytes) instead of the JSON decoder and
+                the vendor's envelope; `Response.data` is what it returns. It raises
+                `ProtocolError` (or `ValueError`) for a body it cannot read, which is then
+                treated as any undecodable answer (retried when the request may be repeated).
 
         Raises:
             APIError: the server answered with an error status (after retries where allowed).
@@ -742,6 +747,7 @@ class Session:
             started=time.monotonic(),
             attempts=policy.attempts,
             job_id=job_id,
+            reader=reader,
         )
         while True:
             call.attempt += 1
@@ -772,7 +778,8 @@ class Session:
             self._counts.errors += 1
             raise
         if raw.status < 400:  # noqa: PLR2004
-            return self.decode(method, raw)
+            return raw if isinstance(raw, Response) else self.decode(method, raw)
+        assert isinstance(raw, _RawResponse)  # noqa: S101 -- a reader reads successes only
         error = self._status_error(method, call.url_text, raw)
         retriable = call.policy.retries_status(raw.status, idempotent=call.idempotent)
         if raw.status == 401 and self._auth.refreshable and not call.refreshed:  # noqa: PLR2004
@@ -849,12 +856,17 @@ class Session:
                     await auth.refresh()
         return self._headers_now()
 
-    async def _send(self, call: _Call, headers: Mapping[str, str]) -> _RawResponse:
-        """One try, following same-origin redirects of a request without a body."""
+    async def _send(self, call: _Call, headers: Mapping[str, str]) -> _RawResponse | Response:
+        """One try, following same-origin redirects of a request without a body.
+
+        A successful answer to a call with a `reader` comes back read, as a `Response`.
+        """
         method, url, path = call.method, call.url_text, call.raw_path
         for _ in range(MAX_REDIRECTS + 1):
             answer = await self._try(call, url, path, headers)
             if answer.status not in _REDIRECTS:
+                if call.reader is not None and answer.status < 400:  # noqa: PLR2004
+                    return self._read_with(call.reader, method, url, answer)
                 return self._read(method, url, answer)
             target = self._redirect_target(method, url, call.data, answer)
             url, path = str(target), target.raw_path
@@ -1010,6 +1022,20 @@ class Session:
             status=status, body=body, retry_after=answer.headers.get("Retry-After"), url=url
         )
 
+    def _read_with(
+        self, reader: Callable[[bytes], Any], method: str, url: str, answer: TransportResponse
+    ) -> Response:
+        """Read a successful answer with the caller's reader."""
+        try:
+            data = reader(answer.body)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), method=method, url=url, status=answer.status) from None
+        except ValueError as exc:
+            raise ProtocolError(
+                f"answer cannot be read: {exc}", method=method, url=url, status=answer.status
+            ) from None
+        return Response(answer.status, data, {}, (), url)
+
     def decode(self, method: str, raw: _RawResponse) -> Response:
         """Unwrap a successful answer's envelope."""
         try:
@@ -1086,6 +1112,7 @@ class _Call:
     started: float
     attempts: int
     job_id: str | None = None
+    reader: Callable[[bytes], Any] | None = None
     attempt: int = 0
     refreshed: bool = False
 
