@@ -142,6 +142,21 @@ def test_job_missing_from_a_complete_sweep_gets_one_fetch():
     assert first.job_id == "j9"
 
 
+def test_listed_marks_unchanged_jobs_seen_and_asks_only_for_moved_ones():
+    """`listed` asks to build a tracked job only when its progress moved; others are seen."""
+    sched = make()
+    for job_id in ("new", "same", "moved"):
+        sched.add(job_id, 0.0, None)
+    sched.polled(sched.jobs["same"], "pending", 0.0)
+    sched.polled(sched.jobs["moved"], "pending", 0.0)
+    assert sched.listed(3, "new", "pending", "pending") is False  # as a new job starts
+    assert sched.listed(3, "same", "pending", "pending") is False
+    assert sched.listed(3, "moved", "done", "pending") is True
+    assert sched.listed(3, "untracked", "done", "pending") is False
+    assert sched.listed(3, "new", None, "pending") is True  # a status never seen before
+    assert [sched.jobs[j].seen for j in ("new", "same", "moved")] == [3, 3, 0]
+
+
 def test_a_listing_that_cannot_be_read_whole_is_never_swept_again():
     """After an incomplete sweep, no job counts as missing and every job is polled instead."""
     sched = make()

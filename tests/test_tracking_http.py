@@ -227,6 +227,14 @@ class RecordingView:
     def unchanged(self, job_id: str) -> None:
         self.unchanged_ids.append(job_id)
 
+    def listed(self, job_id: str, progress, initial=None) -> bool:
+        if job_id not in self.tracked:
+            return False
+        if progress == initial:
+            self.unchanged(job_id)
+            return False
+        return True
+
     def changed(self, job_id: str, state) -> None:
         assert state.id == job_id
         self.changed_ids.append(job_id)

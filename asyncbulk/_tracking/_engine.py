@@ -31,6 +31,7 @@ the iteration carries ``unfinished``: the ids of every job not delivered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -60,7 +61,7 @@ from asyncbulk._tracking._scheduler import UNTRACKED, Job, Poll, Scheduler
 from asyncbulk._tracking._stats import Counters, TrackerStats
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -85,12 +86,14 @@ _GRACE: Final = 1.0
 class _View(Generic[T]):
     """One sweep's `SweepView`: hands what the listing shows to the scheduler and the tracker."""
 
-    __slots__ = ("_generation", "_tracker", "known")
+    __slots__ = ("_generation", "_tracker", "known", "listed")
 
     def __init__(self, tracker: JobTracker[T], generation: int) -> None:
         self._tracker = tracker
         self._generation = generation
-        self.known = tracker._sched.known  # noqa: SLF001 -- the tracker's own part
+        sched = tracker._sched  # noqa: SLF001 -- the tracker's own part
+        self.known = sched.known
+        self.listed = functools.partial(sched.listed, generation)
 
     def unchanged(self, job_id: str) -> None:
         self._tracker._sched.seen(job_id, self._generation)  # noqa: SLF001
@@ -258,6 +261,27 @@ class JobTracker(Generic[T]):
                 self._telemetry.added(job_id)
             if self._log is not None:
                 self._log_added.append(job_id)
+            self._wake.set()
+
+    def add_many(self, job_ids: Iterable[str]) -> None:
+        """Track many jobs at once, each with the tracker's ``job_timeout``; `add` for each.
+
+        Raises:
+            ValidationError: an id is not a non-empty string (the error names its position
+                as ``job_ids[i]``), or `close` was called; then none of them is tracked.
+        """
+        if self._sched.closed:
+            raise ValidationError("job_id", "the tracker was closed to new jobs")
+        ids = list(job_ids)
+        for index, job_id in enumerate(ids):
+            if type(job_id) is not str or not job_id.strip():
+                check_id(f"job_ids[{index}]", job_id)  # raises, naming the position
+        added = self._sched.add_many(ids, self._clock(), self._job_timeout)
+        if added:
+            if self._telemetry is not None:
+                self._telemetry.added_many(added)
+            if self._log is not None:
+                self._log_added.extend(added)
             self._wake.set()
 
     def remove(self, job_id: str) -> None:

@@ -137,6 +137,34 @@ class Scheduler:
             heapq.heappush(self._deadlines, (deadline, job.token, job))
         return True
 
+    def add_many(self, job_ids: list[str], now: float, timeout: float | None) -> list[str]:
+        """Track many jobs, all due at once; the ids not tracked before, in order.
+
+        The same as `add` for each, at a fraction of the cost: jobs added together share
+        their due time, so their heap entries are appended in order (a sorted list is a
+        heap) and the heap is rebuilt once, not pushed into a million times.
+        """
+        jobs, interval, generation = self.jobs, self.min_interval, self._generation
+        deadline = None if timeout is None else now + timeout
+        token = self._tokens
+        added: list[str] = []
+        entries: list[tuple[float, int, Job]] = []
+        for job_id in job_ids:
+            if job_id in jobs:
+                continue
+            job = Job(job_id, interval, deadline, generation)
+            token += 1
+            job.token = token
+            job.due = now
+            jobs[job_id] = job
+            entries.append((now, token, job))
+            added.append(job_id)
+        self._tokens = token
+        _extend_heap(self._heap, entries)
+        if deadline is not None:
+            _extend_heap(self._deadlines, [(deadline, t, job) for _, t, job in entries])
+        return added
+
     def remove(self, job_id: str) -> bool:
         """Stop tracking a job; False when it was not tracked."""
         job = self.jobs.pop(job_id, None)
@@ -288,6 +316,23 @@ class Scheduler:
             return UNTRACKED
         return None if job.progress is _UNSEEN else job.progress
 
+    def listed(self, generation: int, job_id: str, progress: Any, initial: Any = None) -> bool:
+        """The sweep ``generation`` listed the job with ``progress``: whether it must be built.
+
+        True for a tracked job whose progress moved (the caller builds it and reports it
+        through `swept`); a job listed as it was last seen, or as ``initial`` (the progress
+        a new job starts with) before it was seen at all, is marked seen, and False. One
+        dictionary lookup per listed job: a sweep of a million costs no more.
+        """
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        last = job.progress
+        if progress == last or (last is _UNSEEN and progress == initial):
+            job.seen = generation
+            return False
+        return True
+
     def seen(self, job_id: str, generation: int) -> None:
         """The sweep ``generation`` listed the job, unchanged: nothing to reschedule."""
         job = self.jobs.get(job_id)
@@ -397,3 +442,11 @@ class Scheduler:
         else:
             job.interval = min(self.max_interval, job.interval * self._rng.uniform(1.5, 2.0))
         self._schedule_at(job, now + job.interval * self._rng.uniform(0.9, 1.0))
+
+
+def _extend_heap(heap: list[tuple[float, int, Job]], entries: list[tuple[float, int, Job]]) -> None:
+    """Add entries sorted by (time, token) to a heap: appended to an empty one, else heapified."""
+    rebuild = bool(heap)
+    heap.extend(entries)
+    if rebuild:
+        heapq.heapify(heap)

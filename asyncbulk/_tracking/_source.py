@@ -24,6 +24,15 @@ class SweepView(Protocol[T_contra]):
         """The listing shows the job as it was last seen: no object needs building."""
         ...
 
+    def listed(self, job_id: str, progress: Any, initial: Any = None) -> bool:
+        """`known` and `unchanged` in one call: whether the job must be built and reported.
+
+        True for a tracked job whose progress differs from the last seen (report it with
+        `changed`); a job shown as last seen, or as ``initial`` before it was seen at all, is
+        marked unchanged, and False; so is an untracked job.
+        """
+        ...
+
     def changed(self, job_id: str, state: T_contra) -> None:
         """The listing shows the job finished or moved; ``state`` is the job built from it."""
         ...

@@ -9,6 +9,7 @@ tasks cheap: one sweep of a few pages replaces thousands of polls.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter, deque
@@ -40,12 +41,13 @@ from asyncbulk._telemetry import resolve as resolve_telemetry
 from asyncbulk._tracking import TrackingOptions, TrackIterator, track, wait_for
 from asyncbulk._tracking._options import check_count, check_seconds, resolve_tracking
 from asyncbulk._tracking._requests import request_keywords
-from asyncbulk._tracking._scheduler import UNTRACKED
 from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.zefort._models import (
+    ListedTask,
     TaskPage,
     ZefortTask,
     make_zefort_converter,
+    read_listed_page,
     structure_page,
     structure_task,
 )
@@ -770,19 +772,27 @@ class ZefortClient(ClientBase):
         *,
         deadline: float | None = None,
         timeout: float | None = None,
+        lean: bool = False,
     ) -> OrderedPages[TaskPage]:
+        """The pending listing's pages, in order; ``lean`` reads `ListedTask` records only."""
         keywords = {**request_keywords("detect", deadline), "timeout": timeout}
 
         async def fetch(index: int) -> TaskPage:
             page = index + 1
             params = {"page": page, "page_size": page_size}
+            reader = functools.partial(read_listed_page, page=page, page_size=page_size)
             try:
-                response = await self._session.request("GET", _TASKS, params=params, **keywords)
+                response = await self._session.request(
+                    "GET", _TASKS, params=params, reader=reader if lean else None, **keywords
+                )
             except NotFoundError:
                 if page == 1:
                     raise
                 # The listing shrank while we read it (tasks acknowledged): it ends here.
                 return TaskPage(results=(), page=page, page_size=page_size, last_page=page - 1)
+            if lean:
+                listed: TaskPage = response.data  # what the reader made
+                return listed
             try:
                 return structure_page(response.data, page=page, page_size=page_size)
             except ProtocolError as exc:
@@ -944,7 +954,18 @@ class ZefortClient(ClientBase):
 
 
 def _listed_id(raw: object) -> object:
+    if type(raw) is ListedTask:
+        return raw.id
     return raw.get("id") if type(raw) is dict else None
+
+
+def _id_and_status(listed: object) -> tuple[object, object]:
+    """A listed task's id and ``backend_status``, from a `ListedTask` or a task object."""
+    if type(listed) is ListedTask:
+        return listed.id, listed.backend_status
+    if type(listed) is dict:
+        return listed.get("id"), listed.get("backend_status")
+    return None, None
 
 
 def _is_last_page(_: int, page: TaskPage) -> bool:
@@ -1071,28 +1092,28 @@ class ZefortTaskSource:
             repeats page 1), so that it can never be read whole.
         """
         client = self._client
-        known = view.known
+        listed = view.listed
         origin = client._origin  # noqa: SLF001 -- the client's own source
-        async with client._listing(client._page_size, deadline=deadline) as pages:  # noqa: SLF001
+        listing = client._listing(client._page_size, deadline=deadline, lean=True)  # noqa: SLF001
+        async with listing as pages:
             try:
                 async for page in pages:
-                    for raw in page.results:
+                    changed: list[int] = []
+                    for index, item in enumerate(page.results):
+                        if type(item) is ListedTask:
+                            task_id, status = item.id, item.backend_status
+                        else:
+                            task_id, status = _id_and_status(item)
                         # A non-string id (a list, say) is unhashable: test the type first.
-                        task_id = raw.get("id") if type(raw) is dict else None
-                        if type(task_id) is not str:
-                            continue
-                        last = known(task_id)
-                        if last is UNTRACKED:
-                            continue
-                        status = raw.get("backend_status")
-                        if status == last or (last is None and status == _PENDING):
-                            view.unchanged(task_id)
-                            continue
-                        try:
-                            task = structure_task(raw)
-                        except ProtocolError:
-                            continue
-                        view.changed(task_id, attrs.evolve(task, origin=origin))
+                        if type(task_id) is str and listed(task_id, status, _PENDING):
+                            changed.append(index)
+                    if changed:
+                        for raw in page.listed_all(changed):
+                            try:
+                                task = structure_task(raw, origin=origin)
+                            except ProtocolError:
+                                continue
+                            view.changed(task.id, task)
             except _PageIgnoredError as exc:
                 logger.warning(
                     "ZefortClient: %s; following tasks one by one instead",

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+import msgspec
+import orjson
 
 from asyncbulk._converter import make_converter
 from asyncbulk._exceptions import ProtocolError
@@ -24,6 +26,7 @@ __all__ = [
     "DONE_STATUSES",
     "FAILED_STATUSES",
     "RUNNING_STATUSES",
+    "ListedTask",
     "TaskPage",
     "ZefortTask",
     "make_zefort_converter",
@@ -145,6 +148,44 @@ class TaskPage:
     last_page: int | None = None
     count: int | None = None
     next: str | None = None
+    #: The page as sent, when `results` are `ListedTask` records (`read_listed_page`).
+    body: bytes | None = attrs.field(default=None, repr=False)
+
+    def listed_all(self, indexes: list[int]) -> list[Any]:
+        """The whole task objects at ``indexes`` (parsed from `body` once for all of them)."""
+        if self.body is None:
+            return [self.results[index] for index in indexes]
+        raws = _RAW_PAGE.decode(self.body)
+        results = raws if isinstance(raws, list) else raws.results
+        return [_decode(results[index]) for index in indexes]
+
+
+class ListedTask(msgspec.Struct, gc=False):
+    """What a sweep reads of a listed task: its id and ``backend_status``, nothing else.
+
+    The decoder skips every other field without building it, and these records are not
+    tracked by the cyclic garbage collector: a listing of a million tasks costs it nothing.
+    """
+
+    id: Any = None
+    backend_status: Any = None
+
+
+class _ListedPage(msgspec.Struct, gc=False):
+    results: list[ListedTask]
+    page_size: Any = None
+    count: Any = None
+    last_page: Any = None
+    next: Any = None
+
+
+class _RawPage(msgspec.Struct, gc=False):
+    results: list[msgspec.Raw]
+
+
+_LISTED_PAGE: Final = msgspec.json.Decoder(_ListedPage | list[ListedTask])
+_RAW_PAGE: Final = msgspec.json.Decoder(_RawPage | list[msgspec.Raw])
+_decode: Final = msgspec.json.Decoder().decode
 
 
 def _text(task: Mapping[str, Any], name: str, *, required: bool = False) -> str:
@@ -232,6 +273,35 @@ def structure_page(body: Any, *, page: int, page_size: int) -> TaskPage:
         count=count,
         next=link or None,
     )
+
+
+def read_listed_page(body: bytes, *, page: int, page_size: int) -> TaskPage:
+    """Read a listing page for a sweep: `ListedTask` records, the page kept as bytes.
+
+    A page that is not in the expected shape (a task that is not an object, say) is read the
+    general way instead (`structure_page`, dicts), so it fails, or is skipped, exactly as then.
+
+    Raises:
+        ProtocolError: the body is not JSON, or not a listing (the message names the field).
+    """
+    try:
+        lean = _LISTED_PAGE.decode(body)
+    except msgspec.ValidationError:
+        return structure_page(orjson.loads(body), page=page, page_size=page_size)
+    except msgspec.DecodeError:
+        raise ProtocolError("answer is not JSON") from None
+    if isinstance(lean, list):
+        return TaskPage(
+            results=tuple(lean), page=page, page_size=len(lean) or 1, last_page=page, body=body
+        )
+    meta = {
+        "results": lean.results,
+        "page_size": lean.page_size,
+        "count": lean.count,
+        "last_page": lean.last_page,
+        "next": lean.next,
+    }
+    return attrs.evolve(structure_page(meta, page=page, page_size=page_size), body=body)
 
 
 def make_zefort_converter() -> cattrs.Converter:
