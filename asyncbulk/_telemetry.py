@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,9 @@ class Tracer:
 
         self._trace = trace
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        # A provider given, or a global one set (which can be set only once): spans record.
+        self._recording = tracer_provider is not None
+        self._looked_at = -math.inf
         meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
         self.requests = meter.create_counter(
             "asyncbulk.requests", unit="{request}", description="Tries sent, by answer status"
@@ -169,6 +173,26 @@ class Tracer:
             description="The send rate in force, learned from 429s or configured",
         )
 
+    def recording(self) -> bool:
+        """Whether spans go anywhere: False until an application sets a tracer provider.
+
+        Until then every span would be a no-op, so none is built: a try or a tracked job
+        costs a clock read, not a span with its attributes. The global provider is looked up
+        at most once a second (the lookup reads the environment), so spans start at most a
+        second after an application sets one.
+        """
+        if not self._recording:
+            now = time.monotonic()
+            if now - self._looked_at < 1.0:
+                return False
+            self._looked_at = now
+            trace = self._trace
+            provider = trace.get_tracer_provider()
+            self._recording = not isinstance(
+                provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+            )
+        return self._recording
+
     def watch_rate(self, session: Any, vendor: str) -> None:
         """Report ``session.stats.send_rate`` in the gauge while the session lives."""
         self._rates[session] = vendor
@@ -187,7 +211,10 @@ class Tracer:
         """Start the try's CLIENT span; no credential is in what it records.
 
         The attributes are given at the start, as the conventions ask, so a sampler sees them.
+        None when no span would be recorded (`recording`).
         """
+        if not self.recording():
+            return None
         url = URL(info.url, encoded=True)
         attributes: dict[str, Any] = {
             "http.request.method": info.method,
@@ -206,12 +233,11 @@ class Tracer:
         )
 
     def try_ended(self, info: TryInfo, context: object, result: TryResult) -> None:
-        """End the span with the status or the error, and count the try."""
+        """End the span (if one was started) with the status or the error, and count the try."""
         span: Any = context
         status = result.status
         error_type: str | None = None
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
             if status >= 400:  # noqa: PLR2004
                 error_type = str(status)
         elif result.error is not None:
@@ -225,10 +251,14 @@ class Tracer:
         if status is not None:
             metric["http.response.status_code"] = status
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
-            span.set_status(self._trace.StatusCode.ERROR)
             metric["error.type"] = error_type
-        span.end()
+        if span is not None:
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+            if error_type is not None:
+                span.set_attribute("error.type", error_type)
+                span.set_status(self._trace.StatusCode.ERROR)
+            span.end()
         self.requests.add(1, metric)
         if status == 429:  # noqa: PLR2004
             self.rate_limited.add(1, {"asyncbulk.vendor": info.vendor})
@@ -272,6 +302,16 @@ class JobTelemetry:
             self._added[job_id] = time.time_ns()
             self._tracer.jobs_tracked.add(1, self._attributes)
 
+    def added_many(self, job_ids: list[str]) -> None:
+        """Jobs tracked from now, not tracked before (`added` for each, at one time)."""
+        now = time.time_ns()
+        added = self._added
+        before = len(added)
+        for job_id in job_ids:
+            added.setdefault(job_id, now)
+        if len(added) > before:
+            self._tracer.jobs_tracked.add(len(added) - before, self._attributes)
+
     def ended(self, job_id: str, outcome: str, lag: float | None = None) -> None:
         """The job left the tracker: delivered (finished or failed), expired, lost or removed."""
         start = self._added.pop(job_id, None)
@@ -281,6 +321,8 @@ class JobTelemetry:
         tracer.jobs_tracked.add(-1, self._attributes)
         if lag is not None:
             tracer.detection_lag.record(lag, self._attributes)
+        if not tracer.recording():
+            return
         attributes: dict[str, Any] = {
             **self._attributes,
             "asyncbulk.job.id": job_id,

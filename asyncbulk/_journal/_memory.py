@@ -27,11 +27,14 @@ class MemoryJournal:
     def __init__(self) -> None:
         """Start empty."""
         self._submissions: dict[str, SubmissionRecord] = {}
-        self._jobs: dict[tuple[Origin, str], TrackedJob] = {}
+        # Per origin and kind, each job's id and whether it was seen finished: plain strings
+        # and booleans, which the cyclic collector never visits however many jobs are kept.
+        self._jobs: dict[tuple[Origin, JobKind], dict[str, bool]] = {}
 
     def __repr__(self) -> str:
         """What it holds, in counts."""
-        return f"MemoryJournal(submissions={len(self._submissions)}, jobs={len(self._jobs)})"
+        jobs = sum(len(ids) for ids in self._jobs.values())
+        return f"MemoryJournal(submissions={len(self._submissions)}, jobs={jobs})"
 
     async def begin_submission(
         self,
@@ -84,24 +87,32 @@ class MemoryJournal:
         durable: bool = False,  # noqa: ARG002 -- every write is durable here
     ) -> None:
         """Record jobs a tracker starts following."""
+        jobs = self._jobs.setdefault((origin, kind), {})
         for job_id in job_ids:
-            self._jobs.setdefault((origin, job_id), TrackedJob(origin=origin, kind=kind, id=job_id))
+            jobs.setdefault(job_id, False)
 
     async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
         """Record that a tracker saw a job finished."""
-        job = self._jobs.get((origin, job_id))
-        if job is not None:
-            self._jobs[origin, job_id] = attrs.evolve(job, finished=True)
+        for (o, _), jobs in self._jobs.items():
+            if o == origin and job_id in jobs:
+                jobs[job_id] = True
 
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
         """Record that the consumer took a job: it is forgotten."""
-        self._jobs.pop((origin, job_id), None)
+        for (o, _), jobs in self._jobs.items():
+            if o == origin:
+                jobs.pop(job_id, None)
 
     async def pending(self, origin: Origin) -> Pending:
         """Submissions not ended and jobs not delivered, for this origin."""
         return Pending(
             submissions=tuple(s for s in self._submissions.values() if s.origin == origin),
-            jobs=tuple(j for (o, _), j in self._jobs.items() if o == origin),
+            jobs=tuple(
+                TrackedJob(origin=origin, kind=kind, id=job_id, finished=finished)
+                for (o, kind), jobs in self._jobs.items()
+                if o == origin
+                for job_id, finished in jobs.items()
+            ),
         )
 
     async def flush(self) -> None:

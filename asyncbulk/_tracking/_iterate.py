@@ -105,11 +105,7 @@ def track(
     if isinstance(job_ids, str | bytes):
         raise ValidationError("job_ids", "must be an iterable of ids, not a single string")
     tracker: JobTracker[T] = JobTracker(source, timeout=timeout, **settings)
-    for index, job_id in enumerate(job_ids):
-        try:
-            tracker.add(job_id)
-        except ValidationError as exc:
-            raise ValidationError(f"job_ids[{index}]", exc.reason) from None
+    tracker.add_many(job_ids)
     tracker.close()
     return TrackIterator(tracker)
 
