@@ -84,9 +84,12 @@ class _Admin:
         saved = state.task_delay
         state.task_delay = (offset, offset + over)
         try:
-            ids = [state.submit_bulk_update(_TASK_BODY).id for _ in range(count)]
+            tasks = [state.submit_bulk_update(_TASK_BODY) for _ in range(count)]
         finally:
             state.task_delay = saved
+        # Each task's listing text is made once and kept until the task changes: make it now,
+        # so the first read of the listing costs the server what every later read does.
+        ids = [task.json_text() and task.id for task in tasks]
         gc.freeze()
         return web.json_response({"ids": ids})
 
