@@ -179,6 +179,20 @@ def _check_key(value: Any) -> tuple[str, str | int]:
     return attribute, key_value
 
 
+def _plain_key(key: tuple[Any, Any]) -> tuple[str, str | int]:
+    """`_check_key` for the commonest key, a non-blank name and a non-blank string value."""
+    attribute, value = key
+    if (
+        type(attribute) is str
+        and type(value) is str
+        and attribute.strip()
+        and value.strip()
+        and attribute not in _RESERVED_KEYS
+    ):
+        return key
+    return _check_key(key)
+
+
 def _changes(
     data: object,
     state: object,
@@ -474,7 +488,7 @@ def _data_update(
     if not checked:
         raise ValidationError("update", "give at least one change")
     checked_id = None if id is None else _check_text("id", id)
-    checked_key = None if key is None else _check_key(key)
+    checked_key = None if key is None else _plain_key(key)
     update: ProcessUpdate = object.__new__(ProcessUpdate)
     # Unrolled: this runs once per item of a bulk update built with `by_id` or `by_key`.
     _set_update_id(update, checked_id)

@@ -194,7 +194,7 @@ class BatchOutcome:
     error: BaseException | None = None
     warnings: tuple[str, ...] = ()
     _items: tuple[Any, ...] | SentItems = attrs.field(
-        default=(), alias="items", repr=False, eq=_as_items
+        default=(), alias="items", repr=False, eq=_as_items, hash=False
     )
 
     @property
