@@ -27,6 +27,9 @@ class MemoryJournal:
     def __init__(self) -> None:
         """Start empty."""
         self._submissions: dict[str, SubmissionRecord] = {}
+        # Each submission's batches by start, kept apart from its record: recording a batch
+        # then costs the same however many came before it.
+        self._batches: dict[str, dict[int, BatchRecord]] = {}
         # Per origin and kind, each job's id and whether it was seen finished: plain strings
         # and booleans, which the cyclic collector never visits however many jobs are kept.
         self._jobs: dict[tuple[Origin, JobKind], dict[str, bool]] = {}
@@ -50,6 +53,7 @@ class MemoryJournal:
         if submission.id in self._submissions:
             raise ValidationError("submission.id", f"{submission.id!r} is already recorded")
         self._submissions[submission.id] = submission
+        self._batches[submission.id] = {b.start: b for b in submission.batches}
 
     async def record_batch(
         self,
@@ -63,11 +67,8 @@ class MemoryJournal:
         Raises:
             ValidationError: no such submission.
         """
-        submission = self._get(submission_id)
-        kept = [b for b in submission.batches if b.start != batch.start]
-        kept.append(batch)
-        kept.sort(key=lambda b: b.start)
-        self._submissions[submission_id] = attrs.evolve(submission, batches=tuple(kept))
+        self._get(submission_id)
+        self._batches[submission_id][batch.start] = batch
 
     async def end_submission(self, submission_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
         """Record that a submission has nothing more to send: it is forgotten.
@@ -77,6 +78,7 @@ class MemoryJournal:
         """
         self._get(submission_id)
         del self._submissions[submission_id]
+        del self._batches[submission_id]
 
     async def add_jobs(
         self,
@@ -106,7 +108,9 @@ class MemoryJournal:
     async def pending(self, origin: Origin) -> Pending:
         """Submissions not ended and jobs not delivered, for this origin."""
         return Pending(
-            submissions=tuple(s for s in self._submissions.values() if s.origin == origin),
+            submissions=tuple(
+                self._with_batches(s) for s in self._submissions.values() if s.origin == origin
+            ),
             jobs=tuple(
                 TrackedJob(origin=origin, kind=kind, id=job_id, finished=finished)
                 for (o, kind), jobs in self._jobs.items()
@@ -127,6 +131,11 @@ class MemoryJournal:
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Nothing to close."""
+
+    def _with_batches(self, submission: SubmissionRecord) -> SubmissionRecord:
+        """The submission's record with its batches as recorded, in input order."""
+        batches = self._batches[submission.id]
+        return attrs.evolve(submission, batches=tuple(batches[start] for start in sorted(batches)))
 
     def _get(self, submission_id: str) -> SubmissionRecord:
         submission = self._submissions.get(submission_id)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import attrs
+import orjson
 
 from asyncbulk._exceptions import (
     APIError,
@@ -45,6 +46,7 @@ from asyncbulk.chakra._models import (
     ProcessCreate,
     ProcessUpdate,
     entries_from,
+    is_data_batch,
     make_chakra_converter,
     structure_job,
 )
@@ -54,6 +56,8 @@ from asyncbulk.chakra._submission import (
     BatchState,
     BulkSubmission,
     Operation,
+    SentItems,
+    encode_batch,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +97,7 @@ _JOB_PATH: Final = "/v1/ext/background-job/{job_id}"
 _ENTRIES_PATH: Final = "/v1/ext/background-job/{job_id}/entries"
 _UPDATE_PATH: Final = "/v1/ext/procedure/{procedure}/process"
 _CREATE_PATH: Final = "/v1/ext/procedure/{procedure}/process/bulk-create"
+_MODELS: Final = {ProcessUpdate}
 
 T = TypeVar("T")
 
@@ -696,7 +701,7 @@ class ChakraClient(ClientBase):
             raise ValidationError(name, "must be an iterable or async iterable of items")
         if journal_note is not None and not isinstance(journal_note, Mapping):
             raise ValidationError("journal_note", "must be a mapping of JSON data")
-        convert = _update_converter(name) if operation == "update" else _create_converter(name)
+        check = _update_checker(name) if operation == "update" else _create_checker(name)
         method = "PATCH" if operation == "update" else "POST"
         log = await SubmissionLog.begin(
             self._journal,
@@ -718,7 +723,7 @@ class ChakraClient(ClientBase):
             if outcome.job is not None and on_batch is not None:
                 on_batch(outcome.job, outcome.positions)
 
-        async def send(batch: list[Any], positions: range) -> None:
+        async def send(body: bytes, sent: SentItems, positions: range) -> None:
             nonlocal stopped_by, failures_in_a_row
             start, stop = positions.start, positions.stop
             try:
@@ -728,12 +733,11 @@ class ChakraClient(ClientBase):
                 with anyio.CancelScope(shield=True) as scope:
                     wire_scopes.add(scope)
                     try:
-                        wire = [item if type(item) is dict else item.to_wire() for item in batch]
-                        body = {"processes": wire} if operation == "update" else wire
                         response = await self._session.request(
                             method,
                             path,
-                            json_body=body,
+                            # Encoded once, with the batch: the session sends it as it is.
+                            json_body=orjson.Fragment(body),
                             idempotent=False,
                             retry=self._submit_retry,
                             timeout=per_request,
@@ -742,12 +746,12 @@ class ChakraClient(ClientBase):
                         if job is not None:
                             job = attrs.evolve(job, origin=self._origin)
                         outcome = BatchOutcome(
-                            start, stop, "accepted", job=job, warnings=warnings, items=tuple(batch)
+                            start, stop, "accepted", job=job, warnings=warnings, items=sent
                         )
                     except (APIError, TransportError, ProtocolError, DeadlineExceededError) as exc:
                         certain = outcome_of(exc) is Outcome.NOT_APPLIED
                         state: BatchState = "rejected" if certain else "unknown"
-                        outcome = BatchOutcome(start, stop, state, error=exc, items=tuple(batch))
+                        outcome = BatchOutcome(start, stop, state, error=exc, items=sent)
                     finally:
                         wire_scopes.discard(scope)
                 if outcome is None:
@@ -761,7 +765,7 @@ class ChakraClient(ClientBase):
                             url=f"{self._session.base_url}{path}",
                             sent=True,
                         ),
-                        items=tuple(batch),
+                        items=sent,
                     )
                 outcomes[start] = outcome
                 # Shielded: what became of a batch on the wire is recorded even when the
@@ -785,7 +789,7 @@ class ChakraClient(ClientBase):
             finally:
                 slots.release()
 
-        async def traced_send(batch: list[Any], positions: range) -> None:
+        async def traced_send(body: bytes, sent: SentItems, positions: range) -> None:
             attributes = {
                 "asyncbulk.vendor": "chakra",
                 "asyncbulk.procedure": procedure,
@@ -793,7 +797,7 @@ class ChakraClient(ClientBase):
                 "asyncbulk.batch.stop": positions.stop,
             }
             with telemetry_span(self._telemetry, f"chakra bulk {operation}", attributes) as note:
-                await send(batch, positions)
+                await send(body, sent, positions)
                 outcome = outcomes.get(positions.start)
                 if outcome is not None:
                     note("asyncbulk.batch.state", outcome.state)
@@ -840,9 +844,11 @@ class ChakraClient(ClientBase):
                             continue
                         positions = range(position, position + len(raw))
                         try:
-                            batch = [
-                                convert(item, at) for at, item in zip(positions, raw, strict=True)
-                            ]
+                            # Checked, put in wire form and encoded in one pass; the batch's
+                            # items die here, and only the encoded batch goes on.
+                            checked = check(raw, position)
+                            body, sent = encode_batch(checked, operation, name, position)
+                            del checked
                         except ValidationError as exc:
                             slots.release()
                             stopped_by = exc
@@ -852,13 +858,11 @@ class ChakraClient(ClientBase):
                         await log.sending(positions)
                         if on_state is not None:
                             on_state(
-                                BatchOutcome(
-                                    positions.start, positions.stop, "sending", items=tuple(batch)
-                                )
+                                BatchOutcome(positions.start, positions.stop, "sending", items=sent)
                             )
-                        group.start_soon(traced_send, batch, positions)
+                        group.start_soon(traced_send, body, sent, positions)
                         position = positions.stop
-                        del batch
+                        del body, sent
                 for _ in range(in_flight):
                     await slots.acquire()
                 done.set()
@@ -933,9 +937,35 @@ def _stops_every_batch(error: BaseException | None) -> bool:
     return isinstance(error, APIError) and error.status in _SHAPE_STATUSES
 
 
+def _update_checker(name: str) -> Callable[[list[Any], int], list[ProcessUpdate | dict[str, Any]]]:
+    """Check a batch of updates that starts at a position: each ready to send, or an error.
+
+    A batch of `ProcessUpdate`s, or of plain dicts in the commonest wire form, is taken whole
+    (see `is_data_batch`); otherwise each mapping is checked and put in its wire form in one
+    pass, with no `ProcessUpdate` built. The batch then holds exactly what is sent.
+    """
+    convert = _update_converter(name)
+
+    def check(raw: list[Any], start: int) -> list[ProcessUpdate | dict[str, Any]]:
+        if set(map(type, raw)) == _MODELS or is_data_batch(raw):
+            return raw
+        return [convert(item, at) for at, item in enumerate(raw, start)]
+
+    return check
+
+
+def _create_checker(name: str) -> Callable[[list[Any], int], list[ProcessCreate]]:
+    """Check a batch of records that starts at a position: each a `ProcessCreate`, or an error."""
+    convert = _create_converter(name)
+
+    def check(raw: list[Any], start: int) -> list[ProcessCreate]:
+        return [convert(item, at) for at, item in enumerate(raw, start)]
+
+    return check
+
+
 def _update_converter(name: str) -> Callable[[Any, int], ProcessUpdate | dict[str, Any]]:
-    # A mapping is checked and put in its wire form in one pass, with no ProcessUpdate built:
-    # the batch then holds exactly what is sent.
+    # A mapping is checked and put in its wire form in one pass, with no ProcessUpdate built.
     wire_from_mapping = ProcessUpdate.wire_from_mapping
 
     def convert(item: Any, position: int) -> ProcessUpdate | dict[str, Any]:

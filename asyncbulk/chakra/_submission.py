@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
+import orjson
 
 from asyncbulk._exceptions import AsyncBulkError, ProtocolError, ValidationError, scrub
 from asyncbulk._handles import BatchRecord, submission_handle
-from asyncbulk.chakra._models import BackgroundJob, JobEntry, ProcessUpdate
+from asyncbulk.chakra._models import BackgroundJob, JobEntry, ProcessCreate, ProcessUpdate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -36,6 +37,7 @@ BatchState = Literal["sending", "accepted", "rejected", "unknown", "not_sent"]
 # Entry statuses whose change did not take effect and may be sent again as it was.
 _RETRYABLE = ("ERROR", "CANCELLED")
 _SUMMARY_JOBS_IN_FLIGHT = 8
+_DICTS = frozenset({dict})
 
 
 class BatchError(AsyncBulkError):
@@ -71,6 +73,99 @@ class BatchError(AsyncBulkError):
         self.__cause__ = error
 
 
+class SentItems:
+    """A batch's items as they went on the wire: their JSON array, read back only when asked.
+
+    A sent batch keeps its encoded items (one bytes object, which the cyclic collector never
+    visits), and which of them were given as models, not one object per item: a submission
+    of a million updates holds no million dicts once its batches are answered.
+    """
+
+    __slots__ = ("_count", "_model", "_models", "_wire")
+
+    def __init__(
+        self,
+        wire: bytes,
+        count: int,
+        *,
+        models: bytes = b"",
+        model: type[ProcessUpdate | ProcessCreate] = ProcessUpdate,
+    ) -> None:
+        """Keep the encoded array of `count` items; `models` marks (1) those given as `model`."""
+        self._wire = wire
+        self._count = count
+        self._models = models
+        self._model = model
+
+    def __len__(self) -> int:
+        """How many items the batch carried."""
+        return self._count
+
+    def __repr__(self) -> str:
+        """The count only: the items may be many."""
+        return f"<SentItems of {self._count} items>"
+
+    def wire(self) -> list[Any]:
+        """The items as sent, each in its wire form."""
+        items: list[Any] = orjson.loads(self._wire)
+        return items
+
+    def items(self) -> tuple[Any, ...]:
+        """The items: each mapping as sent, each model rebuilt from its wire form (equal)."""
+        wire = self.wire()
+        if not self._models:
+            return tuple(wire)
+        rebuild = self._model.from_mapping
+        return tuple(
+            rebuild(item) if mark else item for item, mark in zip(wire, self._models, strict=True)
+        )
+
+
+def _as_items(items: tuple[Any, ...] | SentItems) -> tuple[Any, ...]:
+    return items.items() if isinstance(items, SentItems) else items
+
+
+def encode_batch(
+    batch: Sequence[Any], operation: Operation, name: str, start: int
+) -> tuple[bytes, SentItems]:
+    """A checked batch's request body, encoded once, and its items as `BatchOutcome` keeps them.
+
+    Items are wire dicts (sent as they are) or `ProcessUpdate`/`ProcessCreate` models.
+
+    Raises:
+        ValidationError: an item the encoder refuses (an integer too large for JSON numbers,
+            nesting too deep), named by its input position.
+    """
+    kinds = set(map(type, batch))
+    wire: Sequence[Any]
+    if kinds == _DICTS:
+        wire, marks = batch, b""
+    elif len(kinds) == 1:
+        wire, marks = [item.to_wire() for item in batch], b"\x01" * len(batch)
+    else:
+        wire = [item if type(item) is dict else item.to_wire() for item in batch]
+        marks = bytes(type(item) is not dict for item in batch)
+    try:
+        encoded = orjson.dumps(wire)
+    except orjson.JSONEncodeError:
+        _raise_unencodable(wire, name, start)
+        raise ValidationError(name, "a batch is not JSON") from None
+    model: type[ProcessUpdate | ProcessCreate] = (
+        ProcessUpdate if operation == "update" else ProcessCreate
+    )
+    sent = SentItems(encoded, len(wire), models=marks, model=model)
+    body = b"".join((b'{"processes":', encoded, b"}")) if operation == "update" else encoded
+    return body, sent
+
+
+def _raise_unencodable(wire: Sequence[Any], name: str, start: int) -> None:
+    for offset, item in enumerate(wire):
+        try:
+            orjson.dumps(item)
+        except orjson.JSONEncodeError as exc:
+            raise ValidationError(f"{name}[{start + offset}]", f"is not JSON: {exc}") from None
+
+
 @attrs.frozen
 class BatchOutcome:
     """What became of one batch of a submission: the input positions it carried and its state.
@@ -86,9 +181,10 @@ class BatchOutcome:
             an answer that names no job (Chakra's bulk create may answer ``{}``).
         error: why a batch was rejected, unknown or not sent.
         warnings: the ``_errors`` the server sent with an answer that accepted the batch.
-        items: the batch's items as sent: each `ProcessUpdate` or `ProcessCreate` given, and
-            each mapping given as the checked wire form it was sent as (as given, for a batch
-            never read through).
+        items: the batch's items as sent: each mapping given as the checked wire form it was
+            sent as, each `ProcessUpdate` or `ProcessCreate` given as one equal to it, rebuilt
+            from what was sent (as given, for a batch never read through). A sent batch keeps
+            its items encoded and reads them back each time this is asked for.
     """
 
     start: int
@@ -97,7 +193,14 @@ class BatchOutcome:
     job: BackgroundJob | None = None
     error: BaseException | None = None
     warnings: tuple[str, ...] = ()
-    items: tuple[Any, ...] = attrs.field(default=(), repr=False)
+    _items: tuple[Any, ...] | SentItems = attrs.field(
+        default=(), alias="items", repr=False, eq=_as_items, hash=False
+    )
+
+    @property
+    def items(self) -> tuple[Any, ...]:
+        """The batch's items (see the class's attributes)."""
+        return _as_items(self._items)
 
     @property
     def positions(self) -> range:
@@ -400,11 +503,11 @@ class BulkSubmission:
             async with limiter:
                 job = await self._client.get_background_job(job_id)
                 jobs[job_id] = job
-                if set(job.status_counts) == {"SUCCESS"} and job.status_counts["SUCCESS"] == len(
-                    batch.items
-                ):
+                carried = _item_count(batch)
+                counts = job.status_counts
+                if set(counts) == {"SUCCESS"} and counts["SUCCESS"] == carried:
                     # Every item succeeded: nothing to match, nothing to read.
-                    self._entries[index] = (("SUCCESS", None),) * len(batch.items)
+                    self._entries[index] = (("SUCCESS", None),) * carried
                     return
                 async with self._client.iter_job_entries(job_id) as listing:
                     entries = [entry async for entry in listing]
@@ -423,7 +526,7 @@ class BulkSubmission:
             if not matched:
                 problems.append(
                     f"job {job_id}: its {len(entries)} entries do not match its batch's "
-                    f"{len(batch.items)} items one for one; positions "
+                    f"{_item_count(batch)} items one for one; positions "
                     f"{batch.start}-{batch.stop - 1} carry no entry status"
                 )
             else:
@@ -559,11 +662,18 @@ def _as_update(item: Any, position: int) -> ProcessUpdate:
     )
 
 
+def _item_count(batch: BatchOutcome) -> int:
+    """How many items the batch carried, without reading them back."""
+    return len(batch._items)  # noqa: SLF001 -- this module's own class
+
+
 def _match_items(batch: BatchOutcome, entries: Sequence[JobEntry], operation: Operation) -> bool:
     """Whether the entries are the batch's items one for one, in order."""
-    if len(entries) != len(batch.items):
+    if len(entries) != _item_count(batch):
         return False
-    for item, entry in zip(batch.items, entries, strict=True):
+    kept = batch._items  # noqa: SLF001 -- this module's own class
+    items = kept.wire() if isinstance(kept, SentItems) else kept
+    for item, entry in zip(items, entries, strict=True):
         if operation == "update":
             if isinstance(item, ProcessUpdate):
                 wire = item.to_wire()
