@@ -446,7 +446,9 @@ class ChakraClient(ClientBase):
         here; the server's ``_meta.next`` is never followed. Each entry id is yielded at most
         once: the first 10,000 ids are remembered; past them the job is asked (one GET) whether
         it has finished. A finished job's offsets are stable, so the ids of the pages read after
-        that are checked but not kept; a running job's are kept, a UUID in 16 bytes.
+        that are checked but not kept, until the listing shows them moving (a page answered
+        short, an id repeated): every id is kept again from there. A running job's are kept,
+        a UUID in 16 bytes.
         Entries are built straight from the parsed JSON, their fields read on first use.
 
         The stream never ends short of ``_meta.total`` without saying so: a page answered short
@@ -1031,6 +1033,8 @@ class _Page:
     url: str
     #: The offset from which the slot could not be read, before the total; None when whole.
     missing_from: int | None = None
+    #: Whether the first answer came short of the slot, before the total: the listing moved.
+    mended: bool = False
 
 
 class _EntriesFetcher:
@@ -1083,7 +1087,7 @@ class _EntriesFetcher:
             entries.extend(fresh)
             offset += len(more)
         missing = offset if total is not None and offset < min(stop, total) else None
-        return _Page(entries, start, offset - start, total, url, missing)
+        return _Page(entries, start, offset - start, total, url, missing, mended=ids is not None)
 
     async def _read(self, skip: int, limit: int) -> tuple[list[JobEntry], int | None, str]:
         params = {**self.params, "skip": skip, "limit": limit}
@@ -1131,6 +1135,10 @@ class _SeenIds:
     asked for afterwards (from offset `stable_from`) read a listing that no longer changes, so
     their ids are checked against those kept and against the page before (which an answer
     longer than asked for overlaps), but no longer kept.
+
+    That trust lasts only while the listing behaves as a finished one does: a page that repeats
+    an id, or that had to be mended (answered short before the total), shows the offsets
+    moving, and from that page on every id is kept again, compactly (`distrust`).
     """
 
     __slots__ = ("ask_at", "compact", "compacted", "previous", "stable_from", "texts")
@@ -1147,24 +1155,43 @@ class _SeenIds:
     def kept(self) -> int:
         return len(self.texts) + len(self.compacted)
 
-    def fresh(self, entries: list[JobEntry], *, keep: bool) -> list[JobEntry]:
-        """The entries whose id was not seen before, in order; keeps their ids when `keep`."""
-        texts = self.texts
+    def fresh(self, page: _Page) -> list[JobEntry]:
+        """The page's entries whose id was not seen before, in order, remembering them."""
+        if page.offset < self.stable_from:
+            return self._kept(page.entries)
+        fresh = self._checked(page.entries)
+        if page.mended or len(fresh) < len(page.entries):
+            self.distrust()
+        return fresh
+
+    def distrust(self) -> None:
+        """Keep every id from now on: the listing was seen moving."""
         compacted = self.compacted
-        if keep and not self.compact:
+        compacted.update(_compact(entry_id) for entry_id in self.previous)
+        self.previous = set()
+        self.compact = True
+        self.stable_from = math.inf
+
+    def _kept(self, entries: list[JobEntry]) -> list[JobEntry]:
+        texts = self.texts
+        if not self.compact:
             add_text = texts.add
             # One pass: keep an entry only the first time its id shows up.
             return [e for e in entries if not (e.id in texts or add_text(e.id))]
-        if keep:
-            fresh = []
-            for entry in entries:
-                if entry.id in texts:
-                    continue
-                key = _compact(entry.id)
-                if key not in compacted:
-                    compacted.add(key)
-                    fresh.append(entry)
-            return fresh
+        compacted = self.compacted
+        fresh = []
+        for entry in entries:
+            if entry.id in texts:
+                continue
+            key = _compact(entry.id)
+            if key not in compacted:
+                compacted.add(key)
+                fresh.append(entry)
+        return fresh
+
+    def _checked(self, entries: list[JobEntry]) -> list[JobEntry]:
+        texts = self.texts
+        compacted = self.compacted
         previous = self.previous
         page: set[str] = set()
         add = page.add
@@ -1246,7 +1273,7 @@ class JobEntryPages(ClosingIterator):
         seen = self._seen
         while True:
             page = await self._pages.__anext__()
-            fresh = seen.fresh(page.entries, keep=page.offset < seen.stable_from)
+            fresh = seen.fresh(page)
             if seen.ask_at is not None and seen.kept >= seen.ask_at:
                 await self._ask_if_finished()
             if page.missing_from is not None:
