@@ -642,8 +642,13 @@ async def test_a_finished_job_answering_more_than_asked_still_yields_each_id_onc
     assert ids == [f"e{i}" for i in range(size)]
 
 
-def finished_listing(size, pages):
-    """A finished job of `size` entries whose page at a skip in `pages` is answered otherwise.
+def uuid_of(i):
+    """The UUID text of entry `i`."""
+    return f"{i:08x}-0000-4000-8000-{i:012x}"
+
+
+def finished_listing(size, pages, *, status="COMPLETED", entry_id="e{}".format):
+    """A job of `size` entries (finished) whose page at a skip in `pages` is answered otherwise.
 
     `pages` maps a skip to a function of the entries asked for, giving the entries answered
     (the first time only); every answer is recorded as ``(skip, limit)`` in the list returned.
@@ -653,12 +658,13 @@ def finished_listing(size, pages):
 
     async def handle(request):
         if not request.path.endswith("/entries"):
-            meta = {"bjEntryCompletionStatusVsCount": {"SUCCESS": size}}
-            body = {"_data": {"id": "j", "completionStatus": "COMPLETED"}, "_meta": meta}
+            counts = {"SUCCESS": size} if status == "COMPLETED" else {"IN_PROGRESS": size}
+            meta = {"bjEntryCompletionStatusVsCount": counts}
+            body = {"_data": {"id": "j", "completionStatus": status}, "_meta": meta}
             return web.json_response(body)
         skip, limit = int(request.query["skip"]), int(request.query["limit"])
         reads.append((skip, limit))
-        data = [{"id": f"e{i}"} for i in range(skip, min(size, skip + limit))]
+        data = [{"id": entry_id(i)} for i in range(skip, min(size, skip + limit))]
         if skip in altered:
             data = altered.pop(skip)(data)
         return web.json_response({"_data": data, "_meta": {"total": size}})
@@ -701,6 +707,32 @@ async def test_a_finished_job_that_repeats_an_entry_keeps_every_id_from_there():
     async with serve(app) as url, ChakraClient("t", base_url=url) as client:
         ids = [e.id async for e in client.iter_job_entries("j")]
     assert ids == [f"e{i}" for i in range(size)]
+
+
+async def test_a_running_job_that_repeats_an_entry_far_on_yields_it_once():
+    """A running job's ids kept as 16 bytes: an id repeated 15 pages on, and a short page."""
+    size = 13_000
+    app, reads = finished_listing(
+        size,
+        {
+            11_000: lambda data: data[:40],
+            12_500: lambda data: [*data, {"id": uuid_of(11_020)}],
+        },
+        status="IN_PROGRESS",
+        entry_id=uuid_of,
+    )
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url) as client,
+        client.iter_job_entry_pages("j") as pages,
+    ):
+        ids = [e.id async for page in pages for e in page]
+        seen = pages._seen
+    assert ids == [uuid_of(i) for i in range(size)]
+    assert (11_040, 60) in reads
+    assert seen.kept == size
+    assert bytes.fromhex(uuid_of(11_020).replace("-", "")) in seen.compacted
+    assert all(type(key) is bytes and len(key) == 16 for key in seen.compacted)
 
 
 async def test_a_finished_job_that_behaves_keeps_no_more_ids_once_asked():
