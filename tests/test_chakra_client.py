@@ -642,6 +642,117 @@ async def test_a_finished_job_answering_more_than_asked_still_yields_each_id_onc
     assert ids == [f"e{i}" for i in range(size)]
 
 
+def uuid_of(i):
+    """The UUID text of entry `i`."""
+    return f"{i:08x}-0000-4000-8000-{i:012x}"
+
+
+def finished_listing(size, pages, *, status="COMPLETED", entry_id="e{}".format):
+    """A job of `size` entries (finished) whose page at a skip in `pages` is answered otherwise.
+
+    `pages` maps a skip to a function of the entries asked for, giving the entries answered
+    (the first time only); every answer is recorded as ``(skip, limit)`` in the list returned.
+    """
+    reads = []
+    altered = dict(pages)
+
+    async def handle(request):
+        if not request.path.endswith("/entries"):
+            counts = {"SUCCESS": size} if status == "COMPLETED" else {"IN_PROGRESS": size}
+            meta = {"bjEntryCompletionStatusVsCount": counts}
+            body = {"_data": {"id": "j", "completionStatus": status}, "_meta": meta}
+            return web.json_response(body)
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        reads.append((skip, limit))
+        data = [{"id": entry_id(i)} for i in range(skip, min(size, skip + limit))]
+        if skip in altered:
+            data = altered.pop(skip)(data)
+        return web.json_response({"_data": data, "_meta": {"total": size}})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    return app, reads
+
+
+async def test_a_finished_job_that_answers_a_page_short_keeps_every_id_from_there():
+    """A short page past the check shows the listing moving: a later repeat is yielded once."""
+    size = 15_000
+    app, reads = finished_listing(
+        size,
+        {12_000: lambda data: data[:97], 13_500: lambda data: [*data, {"id": "e12050"}]},
+    )
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url) as client,
+        client.iter_job_entry_pages("j") as pages,
+    ):
+        ids = [e.id async for page in pages for e in page]
+        seen = pages._seen
+    assert ids == [f"e{i}" for i in range(size)]
+    assert (12_097, 3) in reads
+    assert "e12050" in seen.compacted
+    assert seen.kept <= 10_000 + 17 * 100 + 3_000
+
+
+async def test_a_finished_job_that_repeats_an_entry_keeps_every_id_from_there():
+    """An id repeated on the next page past the check, then again 9 pages on: yielded once."""
+    size = 15_000
+    app, _reads = finished_listing(
+        size,
+        {
+            12_100: lambda data: [*data, {"id": "e12050"}],
+            13_000: lambda data: [{"id": "e12150"}, *data],
+        },
+    )
+    async with serve(app) as url, ChakraClient("t", base_url=url) as client:
+        ids = [e.id async for e in client.iter_job_entries("j")]
+    assert ids == [f"e{i}" for i in range(size)]
+
+
+async def test_a_running_job_that_repeats_an_entry_far_on_yields_it_once():
+    """A running job's ids kept as 16 bytes: an id repeated 15 pages on, and a short page."""
+    size = 13_000
+    app, reads = finished_listing(
+        size,
+        {
+            11_000: lambda data: data[:40],
+            12_500: lambda data: [*data, {"id": uuid_of(11_020)}],
+        },
+        status="IN_PROGRESS",
+        entry_id=uuid_of,
+    )
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url) as client,
+        client.iter_job_entry_pages("j") as pages,
+    ):
+        ids = [e.id async for page in pages for e in page]
+        seen = pages._seen
+    assert ids == [uuid_of(i) for i in range(size)]
+    assert (11_040, 60) in reads
+    assert seen.kept == size
+    assert bytes.fromhex(uuid_of(11_020).replace("-", "")) in seen.compacted
+    assert all(type(key) is bytes and len(key) == 16 for key in seen.compacted)
+
+
+async def test_a_finished_job_that_behaves_keeps_no_more_ids_once_asked():
+    """A finished listing read to the end keeps no id past those read before the check."""
+    size = 30_000
+    app, _reads = finished_listing(size, {})
+    kept = []
+    count = 0
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url) as client,
+        client.iter_job_entry_pages("j") as pages,
+    ):
+        async for page in pages:
+            count += len(page)
+            kept.append(pages._seen.kept)
+    assert count == size
+    assert kept[-1] == kept[len(kept) // 2] <= 10_000 + 17 * 100
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 MB = 1024 * 1024
-#: The bound the tests assert on the resident-set growth: generous, for a shared 2-core box.
+#: The bounds the tests assert on the resident-set growth. Tracking: generous, for a shared
+#: 2-core box. Entries: the client's promise for a finished job (it keeps no id per entry past
+#: the first 10,000), well above the few MB measured and far below what a set of 1,000,000 ids
+#: would take.
 TASKS_BOUND_MB = 300
-ENTRIES_BOUND_MB = 400
+ENTRIES_BOUND_MB = 40
 
 
 def resident() -> int:

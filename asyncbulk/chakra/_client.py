@@ -45,8 +45,9 @@ from asyncbulk.chakra._models import (
     JobEntry,
     ProcessCreate,
     ProcessUpdate,
-    entries_from,
+    entry_ids,
     is_data_batch,
+    lazy_entries,
     make_chakra_converter,
     structure_job,
 )
@@ -451,7 +452,9 @@ class ChakraClient(ClientBase):
         here; the server's ``_meta.next`` is never followed. Each entry id is yielded at most
         once: the first 10,000 ids are remembered; past them the job is asked (one GET) whether
         it has finished. A finished job's offsets are stable, so the ids of the pages read after
-        that are checked but not kept; a running job's are kept, a UUID in 16 bytes.
+        that are checked but not kept, until the listing shows them moving (a page answered
+        short, an id repeated): every id is kept again from there. A running job's are kept,
+        a UUID in 16 bytes.
         Entries are built straight from the parsed JSON, their fields read on first use.
 
         The stream never ends short of ``_meta.total`` without saying so: a page answered short
@@ -1052,7 +1055,15 @@ def _acknowledged(response: Response, method: str) -> tuple[BackgroundJob | None
 
 @attrs.frozen
 class _Page:
-    entries: list[JobEntry]
+    """One slot of the listing as read: parsed entries, not yet `JobEntry` objects.
+
+    Entries are built only when the page is handed out, and only for ids not seen before: a
+    page waiting ahead holds as few objects for the collector to walk as it can.
+    """
+
+    #: The parsed entries, and their ids (checked), in listing order.
+    raws: list[dict[str, Any]]
+    ids: list[str]
     #: Where the page's slot starts (``skip``) and how much of the slot the server filled.
     offset: int
     size: int
@@ -1061,6 +1072,8 @@ class _Page:
     url: str
     #: The offset from which the slot could not be read, before the total; None when whole.
     missing_from: int | None = None
+    #: Whether the first answer came short of the slot, before the total: the listing moved.
+    mended: bool = False
 
 
 class _EntriesFetcher:
@@ -1093,29 +1106,34 @@ class _EntriesFetcher:
     async def __call__(self, index: int) -> _Page:
         start = index * self.page_size
         stop = start + self.page_size
-        entries, total, url = await self._read(start, self.page_size)
-        offset = start + len(entries)
-        ids: set[str] | None = None
+        raws, ids, total, url = await self._read(start, self.page_size)
+        offset = start + len(ids)
+        known: set[str] | None = None
         again = False
         while offset < stop and total is not None and offset < total:
             # Short or empty before the total: read on from where the answer broke off.
-            more, total, url = await self._read(offset, stop - offset)
-            if ids is None:
-                ids = {e.id for e in entries}
-            fresh = [e for e in more if e.id not in ids]
+            more, more_ids, total, url = await self._read(offset, stop - offset)
+            if known is None:
+                known = set(ids)
+            fresh = [n for n, entry_id in enumerate(more_ids) if entry_id not in known]
             if not fresh:
                 if again or (total is not None and offset >= total):
                     break
                 again = True
                 continue
             again = False
-            ids.update(e.id for e in fresh)
-            entries.extend(fresh)
+            for n in fresh:
+                known.add(more_ids[n])
+                ids.append(more_ids[n])
+                raws.append(more[n])
             offset += len(more)
         missing = offset if total is not None and offset < min(stop, total) else None
-        return _Page(entries, start, offset - start, total, url, missing)
+        mended = known is not None
+        return _Page(raws, ids, start, offset - start, total, url, missing, mended=mended)
 
-    async def _read(self, skip: int, limit: int) -> tuple[list[JobEntry], int | None, str]:
+    async def _read(
+        self, skip: int, limit: int
+    ) -> tuple[list[dict[str, Any]], list[str], int | None, str]:
         params = {**self.params, "skip": skip, "limit": limit}
         response = await self.session.request(
             "GET", self.path, params=params, priority=Priority.DETECT, timeout=self.timeout
@@ -1129,10 +1147,10 @@ class _EntriesFetcher:
                 status=response.status,
             )
         try:
-            entries = entries_from(data)
+            ids = entry_ids(data)
         except ProtocolError as exc:
             raise ProtocolError(str(exc), method="GET", url=response.url) from None
-        return entries, _total(response.meta, response.url), response.url
+        return data, ids, _total(response.meta, response.url), response.url
 
     def count(self, page: _Page) -> int | None:
         if page.total is None:
@@ -1161,6 +1179,10 @@ class _SeenIds:
     asked for afterwards (from offset `stable_from`) read a listing that no longer changes, so
     their ids are checked against those kept and against the page before (which an answer
     longer than asked for overlaps), but no longer kept.
+
+    That trust lasts only while the listing behaves as a finished one does: a page that repeats
+    an id, or that had to be mended (answered short before the total), shows the offsets
+    moving, and from that page on every id is kept again, compactly (`distrust`).
     """
 
     __slots__ = ("ask_at", "compact", "compacted", "previous", "stable_from", "texts")
@@ -1177,34 +1199,54 @@ class _SeenIds:
     def kept(self) -> int:
         return len(self.texts) + len(self.compacted)
 
-    def fresh(self, entries: list[JobEntry], *, keep: bool) -> list[JobEntry]:
-        """The entries whose id was not seen before, in order; keeps their ids when `keep`."""
-        texts = self.texts
+    def fresh(self, page: _Page) -> list[dict[str, Any]]:
+        """The page's parsed entries whose id was not seen before, in order, remembering them."""
+        if page.offset < self.stable_from:
+            return self._kept(page)
+        fresh = self._checked(page)
+        if page.mended or len(fresh) < len(page.ids):
+            self.distrust()
+        return fresh
+
+    def distrust(self) -> None:
+        """Keep every id from now on: the listing was seen moving."""
         compacted = self.compacted
-        if keep and not self.compact:
+        compacted.update(_compact(entry_id) for entry_id in self.previous)
+        self.previous = set()
+        self.compact = True
+        self.stable_from = math.inf
+
+    def _kept(self, page: _Page) -> list[dict[str, Any]]:
+        texts = self.texts
+        pairs = zip(page.ids, page.raws, strict=True)
+        if not self.compact:
             add_text = texts.add
             # One pass: keep an entry only the first time its id shows up.
-            return [e for e in entries if not (e.id in texts or add_text(e.id))]
-        if keep:
-            fresh = []
-            for entry in entries:
-                if entry.id in texts:
-                    continue
-                key = _compact(entry.id)
-                if key not in compacted:
-                    compacted.add(key)
-                    fresh.append(entry)
-            return fresh
+            return [raw for i, raw in pairs if not (i in texts or add_text(i))]
+        compacted = self.compacted
+        fresh: list[dict[str, Any]] = []
+        for entry_id, raw in pairs:
+            if entry_id in texts:
+                continue
+            key = _compact(entry_id)
+            if key not in compacted:
+                compacted.add(key)
+                fresh.append(raw)
+        return fresh
+
+    def _checked(self, page: _Page) -> list[dict[str, Any]]:
+        texts = self.texts
+        compacted = self.compacted
         previous = self.previous
-        page: set[str] = set()
-        add = page.add
+        ids: set[str] = set()
+        add = ids.add
         fresh = [
-            e
-            for e in entries
-            if not (e.id in texts or e.id in previous or e.id in page or add(e.id))
-            and not (compacted and _compact(e.id) in compacted)
+            raw
+            for i, raw in zip(page.ids, page.raws, strict=True)
+            if not (i in texts or i in previous or i in ids or add(i))
+            and not (compacted and _compact(i) in compacted)
         ]
-        self.previous = page
+        self.previous = ids
         return fresh
 
 
@@ -1256,7 +1298,7 @@ class JobEntryPages(ClosingIterator):
         self._broken = None
         await self._pages.aclose()
 
-    def _count(self, fresh: list[JobEntry]) -> None:
+    def _count(self, fresh: list[dict[str, Any]]) -> None:
         self._yielded += len(fresh)
         if self._telemetry is not None and fresh:
             self._telemetry.entries.add(len(fresh), {"asyncbulk.vendor": "chakra"})
@@ -1276,7 +1318,7 @@ class JobEntryPages(ClosingIterator):
         seen = self._seen
         while True:
             page = await self._pages.__anext__()
-            fresh = seen.fresh(page.entries, keep=page.offset < seen.stable_from)
+            fresh = seen.fresh(page)
             if seen.ask_at is not None and seen.kept >= seen.ask_at:
                 await self._ask_if_finished()
             if page.missing_from is not None:
@@ -1285,19 +1327,19 @@ class JobEntryPages(ClosingIterator):
                 if not fresh:
                     raise broken
                 self._broken = broken
-                return fresh
+                return lazy_entries(fresh)
             if fresh:
                 self._stale = 0
                 self._count(fresh)
-                return fresh
+                return lazy_entries(fresh)
             expected = self._fetcher.expected
             beyond = expected is None or self._pages.consumed > expected
             if self._stale == 0:
                 self._stale_from = page.offset
-            self._stale = self._stale + 1 if page.entries else 0
+            self._stale = self._stale + 1 if page.ids else 0
             # A server that ignores `skip` and claims a huge total repeats one page for ever:
             # so many full pages in a row with nothing new cannot be a listing shifting.
-            if page.entries and (beyond or self._stale >= _STALE_PAGES):
+            if page.ids and (beyond or self._stale >= _STALE_PAGES):
                 # Past the total, a full page of entries already seen means the server is
                 # repeating itself: stop rather than read forever, and say so when the
                 # entries read fall short of its total.

@@ -1140,33 +1140,52 @@ _TEXT_TYPES: Final = frozenset({str, type(None)})
 
 
 def entries_from(data: list[Any]) -> list[JobEntry]:
-    """`JobEntry` objects built straight from a page of parsed entries: the hot path.
+    """`JobEntry` objects built straight from a page of parsed entries.
 
     Only each entry's id is checked here; its other fields are read when first used.
 
     Raises:
         ProtocolError: an element is not an object or has no id (named by its index).
     """
-    new = object.__new__
-    set_id, set_raw, set_fields = _set_id, _set_raw, _set_fields
-    entries: list[JobEntry] = []
-    append = entries.append
+    entry_ids(data)
+    return lazy_entries(data)
+
+
+def entry_ids(data: list[Any]) -> list[str]:
+    """The ids of a page of parsed entries, each checked: the one check on the hot path.
+
+    Raises:
+        ProtocolError: an element is not an object or has no id (named by its index).
+    """
+    ids: list[str] = []
+    append = ids.append
     for raw in data:
         if type(raw) is not dict:
             break
         entry_id = raw.get("id")
         if type(entry_id) is not str or not entry_id:
             break
+        append(entry_id)
+    else:
+        return ids
+    position = len(ids)
+    _entry_id(data[position], f"_data[{position}]")
+    raise AssertionError  # pragma: no cover -- _entry_id raised
+
+
+def lazy_entries(data: list[dict[str, Any]]) -> list[JobEntry]:
+    """`JobEntry` objects for parsed entries whose ids `entry_ids` checked; fields read later."""
+    new = object.__new__
+    set_id, set_raw, set_fields = _set_id, _set_raw, _set_fields
+    entries: list[JobEntry] = []
+    append = entries.append
+    for raw in data:
         entry = new(JobEntry)
-        set_id(entry, entry_id)
+        set_id(entry, raw["id"])
         set_raw(entry, raw)
         set_fields(entry, None)
         append(entry)
-    else:
-        return entries
-    position = len(entries)
-    _entry_id(data[position], f"_data[{position}]")
-    raise AssertionError  # pragma: no cover -- _entry_id raised
+    return entries
 
 
 def _entry_id(raw: object, where: str) -> str:
