@@ -128,11 +128,15 @@ async def test_claims_share_out_without_overlap(pg_dsn, pg_schema, store) -> Non
     """Four workers claiming together take disjoint shares that cover every job once."""
     ids = await add(store, 120)
     claimed: dict[str, list[str]] = {}
+    all_ready = anyio.Event()
 
     async def worker(name: str) -> None:
         async with PostgresStore(pg_dsn, schema=pg_schema) as own:
             await own.register_worker(name)
             claimed[name] = []
+            if len(claimed) == 4:  # noqa: PLR2004 -- the workers below
+                all_ready.set()
+            await all_ready.wait()  # a slow connection must not find the work all taken
             while claims := await own.claim(name, limit=7):
                 claimed[name].extend(c.key.id for c in claims)
                 assert all(c.epoch == 1 for c in claims)

@@ -96,13 +96,13 @@ class MemoryJournal:
     async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
         """Record that a tracker saw a job finished."""
         for (o, _), jobs in self._jobs.items():
-            if o == origin and job_id in jobs:
+            if (o is origin or o == origin) and job_id in jobs:
                 jobs[job_id] = True
 
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
         """Record that the consumer took a job: it is forgotten."""
         for (o, _), jobs in self._jobs.items():
-            if o == origin:
+            if o is origin or o == origin:
                 jobs.pop(job_id, None)
 
     async def pending(self, origin: Origin) -> Pending:

@@ -79,6 +79,8 @@ T = TypeVar("T")
 
 #: Errors after which polling cannot usefully go on: they end the iteration at once.
 _FATAL: Final = (AuthenticationError, ClientClosedError, ValidationError)
+#: A consumer taking jobs already detected yields to the event loop at least this often.
+_YIELD_EVERY: Final = 64
 #: How long a plain ``async for`` waits for polls under way before cancelling them and returning.
 _GRACE: Final = 1.0
 
@@ -167,8 +169,7 @@ class JobTracker(Generic[T]):
         self._job_entries: dict[str, Mapping[str, int]] = {}
         tracer: Tracer | None = getattr(source, "telemetry", None)
         self._telemetry = None if tracer is None else tracer.jobs(source.kind)
-        self._base_requests = 0
-        self._base_rate_limited = 0
+        self._base_requests = self._base_rate_limited = 0
 
         self._ready: deque[tuple[str, T]] = deque()
         self._expired: list[str] = []
@@ -200,6 +201,7 @@ class JobTracker(Generic[T]):
         self._send: MemoryObjectSendStream[tuple[str, T]] | None = None
         self._receive: MemoryObjectReceiveStream[tuple[str, T]] | None = None
         self._ready_event = anyio.Event()
+        self._handed = 0
 
     def __repr__(self) -> str:
         """The source's kind and the counts so far."""
@@ -380,7 +382,7 @@ class JobTracker(Generic[T]):
         await self._record_taken()
         if self._receive is not None:
             try:
-                return self._hand_out(await self._receive.receive())
+                return self._hand_out(await self._next_received(self._receive))
             except anyio.EndOfStream:
                 await self._finish_iteration()
             except anyio.ClosedResourceError:
@@ -412,6 +414,23 @@ class JobTracker(Generic[T]):
             await self._settle()
         finally:
             self._report_end()
+
+    async def _next_received(
+        self, receive: MemoryObjectReceiveStream[tuple[str, T]]
+    ) -> tuple[str, T]:
+        """The next job from the stream; one already there is taken without a task switch.
+
+        Every call is a cancellation point; it yields to the event loop when it waits, and
+        at least every `_YIELD_EVERY` jobs, so a consumer that never awaits starves nobody.
+        """
+        self._handed += 1
+        if self._handed % _YIELD_EVERY:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            try:
+                return receive.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+        return await receive.receive()
 
     def _hand_out(self, item: tuple[str, T]) -> T:
         if self._on_taken is not None:
@@ -550,11 +569,16 @@ class JobTracker(Generic[T]):
     async def _pump(self) -> None:
         """Move finished jobs into the bounded stream; blocks on a slow consumer, polls go on."""
         assert self._send is not None  # noqa: S101 -- set by __aenter__ before this starts
-        async with self._send:
+        send = self._send
+        async with send:
             while True:
                 if self._ready:
-                    # Popped only once sent, so a cancelled send loses nothing.
-                    await self._send.send(self._ready[0])
+                    # Popped only once sent, so a cancelled send loses nothing. While the
+                    # stream has room, jobs go in without a task switch each.
+                    try:
+                        send.send_nowait(self._ready[0])
+                    except anyio.WouldBlock:
+                        await send.send(self._ready[0])
                     self._ready.popleft()
                 elif self._engine_done:
                     return

@@ -40,8 +40,28 @@ DONE_STATUSES: Final = frozenset({"done"})
 FAILED_STATUSES: Final = frozenset({"error", "failed", "failure", "cancelled", "canceled"})
 
 
-def _status(value: str) -> str:
-    return value.strip().lower()
+# What each backend_status value seen means, so a million tasks cost a lookup each; bounded,
+# so a server sending ever new values cannot grow it.
+_CATEGORIES: dict[str, str] = {}
+_MAX_CATEGORIES: Final = 256
+
+
+def _category(value: str) -> str:
+    """``running``, ``done``, ``failed`` or ``unknown``: what a ``backend_status`` means."""
+    found = _CATEGORIES.get(value)
+    if found is None:
+        status = value.strip().lower()
+        if status in RUNNING_STATUSES:
+            found = "running"
+        elif status in DONE_STATUSES:
+            found = "done"
+        elif status in FAILED_STATUSES:
+            found = "failed"
+        else:
+            found = "unknown"
+        if len(_CATEGORIES) < _MAX_CATEGORIES:
+            _CATEGORIES[value] = found
+    return found
 
 
 @attrs.frozen(kw_only=True)
@@ -89,28 +109,27 @@ class ZefortTask:
     @property
     def is_done(self) -> bool:
         """Whether the task was carried out (``backend_status`` is ``done``)."""
-        return _status(self.backend_status) in DONE_STATUSES
+        return _category(self.backend_status) == "done"
 
     @property
     def is_failed(self) -> bool:
         """Whether the task ended in failure (``error``, ``failed``, ``failure``, ``cancelled``)."""
-        return _status(self.backend_status) in FAILED_STATUSES
+        return _category(self.backend_status) == "failed"
 
     @property
     def is_finished(self) -> bool:
         """Whether the task will change no more: done or failed."""
-        return self.is_done or self.is_failed
+        return _category(self.backend_status) in {"done", "failed"}
 
     @property
     def is_known_status(self) -> bool:
         """Whether ``backend_status`` is a value Zefort documents or we read as failure."""
-        status = _status(self.backend_status)
-        return status in RUNNING_STATUSES or status in DONE_STATUSES or status in FAILED_STATUSES
+        return _category(self.backend_status) != "unknown"
 
     @property
     def is_acknowledged(self) -> bool:
         """Whether the task was acknowledged (``frontend_status`` is ``done``)."""
-        return _status(self.frontend_status) in DONE_STATUSES
+        return self.frontend_status.strip().lower() in DONE_STATUSES
 
     @property
     def data(self) -> Any:
