@@ -134,7 +134,7 @@ async def test_claims_share_out_without_overlap(pg_dsn, pg_schema, store) -> Non
         async with PostgresStore(pg_dsn, schema=pg_schema) as own:
             await own.register_worker(name)
             claimed[name] = []
-            if len(claimed) == 4:  # noqa: PLR2004 -- the workers below
+            if len(claimed) == 4:
                 all_ready.set()
             await all_ready.wait()  # a slow connection must not find the work all taken
             while claims := await own.claim(name, limit=7):

@@ -156,6 +156,31 @@ async def test_zefort_basic_auth_and_plain_body(server: Server) -> None:
     assert server.seen[0].headers["Content-Type"] == "application/json"
 
 
+async def test_a_reader_reads_the_body_and_errors_stay_errors(server: Server) -> None:
+    """A reader gets a success's bytes; a body it refuses is retried, then a ProtocolError."""
+    server.handler = script(
+        status(200, {"n": "not a number"}), status(200, {"n": 2}), status(404, {"_errors": ["x"]})
+    )
+    session = chakra_session(server)
+
+    def reader(body: bytes) -> int:
+        value = json.loads(body)["n"]
+        if not isinstance(value, int):
+            raise ValueError("n is not a number")  # noqa: TRY004 -- what a decoder raises
+        return value
+
+    response = await session.request("GET", "/thing", reader=reader)
+    assert (response.data, response.meta, len(server.seen)) == (2, {}, 2)
+    with pytest.raises(NotFoundError):  # an error status is the session's, not the reader's
+        await session.request("GET", "/thing", reader=reader)
+    server.handler = status(200, {"n": "never"})
+    with pytest.raises(ProtocolError) as caught:
+        await session.request("GET", "/thing", reader=reader)
+    await session.aclose()
+    assert "n is not a number" in str(caught.value)
+    assert caught.value.status == 200
+
+
 async def test_retries_503_until_success(server: Server) -> None:
     """A 503 is retried, even for a PATCH, until the server answers."""
     server.handler = script(status(503), status(503), chakra_ok({"id": "j"}))

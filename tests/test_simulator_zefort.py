@@ -343,3 +343,22 @@ async def test_query_params_are_echoed(http):
     status, task = await call(http, "POST", "/api/contracts/bulk_update/?dry=1", DOC_PAYLOAD)
     assert status == 200
     assert task["details"]["query_params"] == {"dry": "1"}
+
+
+async def test_postponed_tasks_finish_that_much_later_over_http(sim, clock, http):
+    """postpone_tasks moves every unfinished task's due time; a finished one stays finished."""
+    early = await bulk_update(http)
+    clock.advance(6.0)
+    status, body = await call(http, "GET", f"/api/tasks/{early['id']}/")
+    assert body["backend_status"] == "done"
+    late = await bulk_update(http)
+    clock.advance(4.0)
+    sim.zefort.postpone_tasks(3.0)
+    clock.advance(2.0)  # 6 s after creation: due at 5 s, postponed to 8 s
+    status, body = await call(http, "GET", f"/api/tasks/{late['id']}/")
+    assert (status, body["backend_status"]) == (200, "pending")
+    clock.advance(2.5)
+    status, body = await call(http, "GET", f"/api/tasks/{late['id']}/")
+    assert body["backend_status"] == "done"
+    status, body = await call(http, "GET", f"/api/tasks/{early['id']}/")
+    assert body["backend_status"] == "done"
