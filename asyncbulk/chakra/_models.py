@@ -867,11 +867,11 @@ class _EntryFields(NamedTuple):
 class JobEntry:
     """One entry of a background job: what became of one item of a bulk request.
 
-    An entry read from the server is built straight from the parsed JSON object: its id is
-    checked at once (each id is yielded once), its other fields are read from `raw` the first
-    time one is used, all together. A field of the wrong type is then a `ProtocolError` naming
-    it (`ChakraClient`'s converter checks every field at once instead). Entries are immutable,
-    compare and hash by their fields (`raw` aside), as frozen models do.
+    An entry read from the server is built straight from its JSON object, kept as sent: its id
+    is checked at once (each id is yielded once), `raw` is parsed and its other fields are read
+    from it the first time one is used, all together. A field of the wrong type is then a
+    `ProtocolError` naming it (`ChakraClient`'s converter checks every field at once instead).
+    Entries are immutable, compare and hash by their fields (`raw` aside), as frozen models do.
 
     Attributes:
         id: the entry id.
