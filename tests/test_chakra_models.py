@@ -3,6 +3,7 @@ import math
 import pickle
 
 import attrs
+import orjson
 import pytest
 
 from asyncbulk import ProtocolError, ValidationError
@@ -13,7 +14,7 @@ from asyncbulk.chakra import (
     ProcessUpdate,
     make_chakra_converter,
 )
-from asyncbulk.chakra._models import entries_from
+from asyncbulk.chakra._models import entries_from, lazy_entries, lean_entry_page
 
 PID = "1e50dd73-9ce6-405b-932a-9c4c5e7b5599"
 AWARE = dt.datetime(2021, 3, 20, 15, 25, 10, 842000, tzinfo=dt.UTC)
@@ -433,3 +434,20 @@ def test_entries_of_a_page_are_read_lazily_and_checked_on_use():
         _ = bad.completion_status
     with pytest.raises(ProtocolError, match=r"_data\[1\]\.id"):
         entries_from([ENTRY, {"completionStatus": "SUCCESS"}])
+
+
+def test_entries_of_a_page_read_lean_are_the_entries_read_parsed():
+    """Entries kept as their text until used read, compare and pickle as parsed ones do."""
+    body = orjson.dumps({"_data": [ENTRY, {"id": "e2", "completionStatus": 3}], "_meta": {}})
+    raws, meta, ids = lean_entry_page(body)
+    assert (meta, ids) == ({}, [ENTRY["id"], "e2"])
+    good, bad = lazy_entries(list(zip(ids, raws, strict=True)))
+    (unread, _) = lazy_entries(list(zip(ids, raws, strict=True)))
+    (parsed,) = entries_from([ENTRY])
+    assert pickle.loads(pickle.dumps(unread)).raw == ENTRY  # noqa: S301 -- our own bytes
+    assert good == parsed
+    assert hash(good) == hash(parsed)
+    assert good.raw == ENTRY
+    assert bad.raw == {"id": "e2", "completionStatus": 3}
+    with pytest.raises(ProtocolError, match="completionStatus"):
+        _ = bad.completion_status

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import attrs
+import msgspec
 import orjson
 
 from asyncbulk._exceptions import (
@@ -31,7 +32,7 @@ from asyncbulk._handles import Origin, account_of, read_handle
 from asyncbulk._journal import SubmissionLog, TrackingLog, open_journal
 from asyncbulk._outcome import Outcome, outcome_of
 from asyncbulk._pagination import ClosingIterator, OrderedPages, check_prefetch
-from asyncbulk._session import BearerAuth, ChakraEnvelope, ClientBase, Session
+from asyncbulk._session import _BODY_EXCERPT, BearerAuth, ChakraEnvelope, ClientBase, Session
 from asyncbulk._telemetry import Telemetry, Tracer
 from asyncbulk._telemetry import operation as telemetry_span
 from asyncbulk._telemetry import resolve as resolve_telemetry
@@ -45,9 +46,11 @@ from asyncbulk.chakra._models import (
     JobEntry,
     ProcessCreate,
     ProcessUpdate,
+    RawEntry,
     entry_ids,
     is_data_batch,
     lazy_entries,
+    lean_entry_page,
     make_chakra_converter,
     structure_job,
 )
@@ -1061,8 +1064,9 @@ class _Page:
     page waiting ahead holds as few objects for the collector to walk as it can.
     """
 
-    #: The parsed entries, and their ids (checked), in listing order.
-    raws: list[dict[str, Any]]
+    #: The entries (parsed, or as sent: see `lean_entry_page`), and their ids (checked), in
+    #: listing order.
+    raws: list[RawEntry]
     ids: list[str]
     #: Where the page's slot starts (``skip``) and how much of the slot the server filled.
     offset: int
@@ -1133,12 +1137,19 @@ class _EntriesFetcher:
 
     async def _read(
         self, skip: int, limit: int
-    ) -> tuple[list[dict[str, Any]], list[str], int | None, str]:
+    ) -> tuple[list[RawEntry], list[str], int | None, str]:
         params = {**self.params, "skip": skip, "limit": limit}
         response = await self.session.request(
-            "GET", self.path, params=params, priority=Priority.DETECT, timeout=self.timeout
+            "GET",
+            self.path,
+            params=params,
+            priority=Priority.DETECT,
+            timeout=self.timeout,
+            reader=_read_entries,
         )
-        data = response.data
+        data, meta, lean_ids = response.data
+        if lean_ids is not None:
+            return data, lean_ids, _total(meta, response.url), response.url
         if not isinstance(data, list):
             raise ProtocolError(
                 f"_data is not a list of entries: {type(data).__name__}",
@@ -1150,7 +1161,7 @@ class _EntriesFetcher:
             ids = entry_ids(data)
         except ProtocolError as exc:
             raise ProtocolError(str(exc), method="GET", url=response.url) from None
-        return data, ids, _total(response.meta, response.url), response.url
+        return data, ids, _total(meta, response.url), response.url
 
     def count(self, page: _Page) -> int | None:
         if page.total is None:
@@ -1161,6 +1172,33 @@ class _EntriesFetcher:
     def is_last(self, _index: int, page: _Page) -> bool:
         # A slot is left short only at the total, without one, or when it could not be read.
         return page.size < self.page_size
+
+
+_ENVELOPE: Final = ChakraEnvelope()
+
+
+def _read_entries(body: bytes) -> tuple[Any, Mapping[str, Any], list[str] | None]:
+    """A page of entries: its ``_data``, its ``_meta``, and the ids when already checked.
+
+    A page in the expected shape is read lean (`lean_entry_page`); any other is read as every
+    answer is (JSON, then the envelope), its ids left to check, so it fails exactly as then.
+
+    Raises:
+        ProtocolError: the answer is not JSON, or not an envelope.
+    """
+    try:
+        return lean_entry_page(body)
+    except msgspec.MsgspecError:
+        pass
+    parsed = None
+    if body.strip():
+        try:
+            parsed = orjson.loads(body)
+        except ValueError:
+            excerpt = body.decode("utf-8", "replace")[:_BODY_EXCERPT]
+            raise ProtocolError(f"answer is not JSON: {excerpt!r}") from None
+    data, meta, _ = _ENVELOPE.decode(parsed)
+    return data, meta, None
 
 
 def _compact(entry_id: str) -> bytes | str:
@@ -1199,8 +1237,8 @@ class _SeenIds:
     def kept(self) -> int:
         return len(self.texts) + len(self.compacted)
 
-    def fresh(self, page: _Page) -> list[dict[str, Any]]:
-        """The page's parsed entries whose id was not seen before, in order, remembering them."""
+    def fresh(self, page: _Page) -> list[tuple[str, RawEntry]]:
+        """The page's entries whose id was not seen before, with it, in order, remembering them."""
         if page.offset < self.stable_from:
             return self._kept(page)
         fresh = self._checked(page)
@@ -1216,32 +1254,33 @@ class _SeenIds:
         self.compact = True
         self.stable_from = math.inf
 
-    def _kept(self, page: _Page) -> list[dict[str, Any]]:
+    def _kept(self, page: _Page) -> list[tuple[str, RawEntry]]:
         texts = self.texts
         pairs = zip(page.ids, page.raws, strict=True)
         if not self.compact:
             add_text = texts.add
             # One pass: keep an entry only the first time its id shows up.
-            return [raw for i, raw in pairs if not (i in texts or add_text(i))]
+            return [pair for pair in pairs if not (pair[0] in texts or add_text(pair[0]))]
         compacted = self.compacted
-        fresh: list[dict[str, Any]] = []
-        for entry_id, raw in pairs:
+        fresh: list[tuple[str, RawEntry]] = []
+        for pair in pairs:
+            entry_id = pair[0]
             if entry_id in texts:
                 continue
             key = _compact(entry_id)
             if key not in compacted:
                 compacted.add(key)
-                fresh.append(raw)
+                fresh.append(pair)
         return fresh
 
-    def _checked(self, page: _Page) -> list[dict[str, Any]]:
+    def _checked(self, page: _Page) -> list[tuple[str, RawEntry]]:
         texts = self.texts
         compacted = self.compacted
         previous = self.previous
         ids: set[str] = set()
         add = ids.add
         fresh = [
-            raw
+            (i, raw)
             for i, raw in zip(page.ids, page.raws, strict=True)
             if not (i in texts or i in previous or i in ids or add(i))
             and not (compacted and _compact(i) in compacted)
@@ -1298,7 +1337,7 @@ class JobEntryPages(ClosingIterator):
         self._broken = None
         await self._pages.aclose()
 
-    def _count(self, fresh: list[dict[str, Any]]) -> None:
+    def _count(self, fresh: list[tuple[str, RawEntry]]) -> None:
         self._yielded += len(fresh)
         if self._telemetry is not None and fresh:
             self._telemetry.entries.add(len(fresh), {"asyncbulk.vendor": "chakra"})

@@ -16,9 +16,10 @@ import json
 import math
 import operator
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Self
+from typing import TYPE_CHECKING, Annotated, Any, Final, NamedTuple, Self, TypeAlias
 
 import attrs
+import msgspec
 
 from asyncbulk._converter import make_converter
 from asyncbulk._exceptions import ProtocolError, ValidationError
@@ -866,11 +867,11 @@ class _EntryFields(NamedTuple):
 class JobEntry:
     """One entry of a background job: what became of one item of a bulk request.
 
-    An entry read from the server is built straight from the parsed JSON object: its id is
-    checked at once (each id is yielded once), its other fields are read from `raw` the first
-    time one is used, all together. A field of the wrong type is then a `ProtocolError` naming
-    it (`ChakraClient`'s converter checks every field at once instead). Entries are immutable,
-    compare and hash by their fields (`raw` aside), as frozen models do.
+    An entry read from the server is built straight from its JSON object, kept as sent: its id
+    is checked at once (each id is yielded once), `raw` is parsed and its other fields are read
+    from it the first time one is used, all together. A field of the wrong type is then a
+    `ProtocolError` naming it (`ChakraClient`'s converter checks every field at once instead).
+    Entries are immutable, compare and hash by their fields (`raw` aside), as frozen models do.
 
     Attributes:
         id: the entry id.
@@ -888,10 +889,10 @@ class JobEntry:
         raw: the entry exactly as the server sent it.
     """
 
-    __slots__ = ("_fields", "id", "raw")
+    __slots__ = ("_fields", "_raw", "id")
 
     id: str
-    raw: Mapping[str, Any]
+    _raw: Mapping[str, Any] | msgspec.Raw
     _fields: _EntryFields | None
 
     def __init__(  # noqa: PLR0917 -- one positional argument per field, as the model had
@@ -978,6 +979,17 @@ class JobEntry:
         """When it last changed, or None."""
         return (self._fields or self._read_fields()).updated_at
 
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        """The entry exactly as the server sent it."""
+        raw = self._raw
+        if type(raw) is msgspec.Raw:
+            # Read from the page as sent, on first use: until then it costs the collector nothing.
+            raw = _decode_json(raw)
+            _set_raw(self, raw)
+        assert isinstance(raw, Mapping)  # noqa: S101 -- an entry's page checked it is an object
+        return raw
+
     def _read_fields(self) -> _EntryFields:
         fields = _entry_fields(self.raw, "entry")
         _set_fields(self, fields)
@@ -1025,7 +1037,7 @@ def _slot_setter(name: str) -> Callable[[JobEntry, Any], None]:
 
 
 _set_id: Final = _slot_setter("id")
-_set_raw: Final = _slot_setter("raw")
+_set_raw: Final = _slot_setter("_raw")
 _set_fields: Final = _slot_setter("_fields")
 
 
@@ -1147,8 +1159,7 @@ def entries_from(data: list[Any]) -> list[JobEntry]:
     Raises:
         ProtocolError: an element is not an object or has no id (named by its index).
     """
-    entry_ids(data)
-    return lazy_entries(data)
+    return lazy_entries(list(zip(entry_ids(data), data, strict=True)))
 
 
 def entry_ids(data: list[Any]) -> list[str]:
@@ -1173,19 +1184,61 @@ def entry_ids(data: list[Any]) -> list[str]:
     raise AssertionError  # pragma: no cover -- _entry_id raised
 
 
-def lazy_entries(data: list[dict[str, Any]]) -> list[JobEntry]:
-    """`JobEntry` objects for parsed entries whose ids `entry_ids` checked; fields read later."""
+def lazy_entries(pairs: list[tuple[str, RawEntry]]) -> list[JobEntry]:
+    """`JobEntry` objects for entries and their ids, checked; the other fields read later.
+
+    An entry is either parsed (a dict) or its object's text as sent (`msgspec.Raw`, from
+    `lean_entry_page`), parsed on first use.
+    """
     new = object.__new__
     set_id, set_raw, set_fields = _set_id, _set_raw, _set_fields
     entries: list[JobEntry] = []
     append = entries.append
-    for raw in data:
+    for entry_id, raw in pairs:
         entry = new(JobEntry)
-        set_id(entry, raw["id"])
+        set_id(entry, entry_id)
         set_raw(entry, raw)
         set_fields(entry, None)
         append(entry)
     return entries
+
+
+#: An entry of a page as read: parsed, or the text of its object as sent.
+RawEntry: TypeAlias = "dict[str, Any] | msgspec.Raw"
+
+
+class _EntryHead(msgspec.Struct, gc=False):
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class _HeadsPage(msgspec.Struct, gc=False, rename={"data": "_data", "meta": "_meta"}):
+    data: list[_EntryHead]
+    meta: Any = None
+
+
+class _RawsPage(msgspec.Struct, gc=False, rename={"data": "_data"}):
+    data: list[msgspec.Raw]
+
+
+_HEADS_PAGE: Final = msgspec.json.Decoder(_HeadsPage)
+_RAWS_PAGE: Final = msgspec.json.Decoder(_RawsPage)
+_decode_json: Final = msgspec.json.Decoder().decode
+
+
+def lean_entry_page(body: bytes) -> tuple[list[msgspec.Raw], Mapping[str, Any], list[str]]:
+    """A page of entries read from its text: each entry as sent, its ``_meta``, the ids.
+
+    Each entry stays the text of its object (`msgspec.Raw`, which the collector never visits)
+    until it is used. Only a page in the expected shape is read so: an object whose ``_data``
+    is a list of objects, each with a non-empty string ``id``.
+
+    Raises:
+        msgspec.MsgspecError: the page is not JSON, or not in that shape.
+    """
+    heads = _HEADS_PAGE.decode(body)
+    raws = _RAWS_PAGE.decode(body).data
+    meta = heads.meta
+    return raws, meta if type(meta) is dict else {}, [head.id for head in heads.data]
 
 
 def _entry_id(raw: object, where: str) -> str:
