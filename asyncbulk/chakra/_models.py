@@ -1188,7 +1188,8 @@ def lazy_entries(pairs: list[tuple[str, RawEntry]]) -> list[JobEntry]:
     """`JobEntry` objects for entries and their ids, checked; the other fields read later.
 
     An entry is either parsed (a dict) or its object's text as sent (`msgspec.Raw`, from
-    `lean_entry_page`), parsed on first use.
+    `lean_entry_page`), parsed on first use. The text is copied out of its page, so an entry
+    a caller keeps holds its own few hundred bytes, not the whole page it came in.
     """
     new = object.__new__
     set_id, set_raw, set_fields = _set_id, _set_raw, _set_fields
@@ -1197,7 +1198,7 @@ def lazy_entries(pairs: list[tuple[str, RawEntry]]) -> list[JobEntry]:
     for entry_id, raw in pairs:
         entry = new(JobEntry)
         set_id(entry, entry_id)
-        set_raw(entry, raw)
+        set_raw(entry, raw if type(raw) is not msgspec.Raw else raw.copy())
         set_fields(entry, None)
         append(entry)
     return entries
