@@ -4,7 +4,7 @@ import datetime as dt
 import anyio
 import pytest
 from aiohttp import web
-from loopback import serve
+from loopback import leads_simulator, serve
 
 from asyncbulk import (
     IncompleteListingError,
@@ -41,10 +41,7 @@ LEADS = 300
 
 @pytest.fixture
 async def sim():
-    async with Simulator(chakra_entries_per_second=100_000) as simulator:
-        simulator.chakra.add_procedure("leads", primary_key="lead_id", attributes=["city", "n"])
-        for i in range(LEADS):
-            simulator.chakra.add_process("leads", {"lead_id": f"L{i}"}, id=f"pid-{i}")
+    async with leads_simulator(LEADS) as simulator:
         yield simulator
 
 
@@ -674,6 +671,16 @@ def finished_listing(size, pages, *, status="COMPLETED", entry_id="e{}".format):
     return app, reads
 
 
+async def read_pages(app: web.Application) -> tuple[list[str], object]:
+    """Every entry id of job ``j`` served by ``app``, read by pages, and the ids kept."""
+    async with (
+        serve(app) as url,
+        ChakraClient("t", base_url=url) as client,
+        client.iter_job_entry_pages("j") as pages,
+    ):
+        return [e.id async for page in pages for e in page], pages._seen
+
+
 async def test_a_finished_job_that_answers_a_page_short_keeps_every_id_from_there():
     """A short page past the check shows the listing moving: a later repeat is yielded once."""
     size = 15_000
@@ -681,13 +688,7 @@ async def test_a_finished_job_that_answers_a_page_short_keeps_every_id_from_ther
         size,
         {12_000: lambda data: data[:97], 13_500: lambda data: [*data, {"id": "e12050"}]},
     )
-    async with (
-        serve(app) as url,
-        ChakraClient("t", base_url=url) as client,
-        client.iter_job_entry_pages("j") as pages,
-    ):
-        ids = [e.id async for page in pages for e in page]
-        seen = pages._seen
+    ids, seen = await read_pages(app)
     assert ids == [f"e{i}" for i in range(size)]
     assert (12_097, 3) in reads
     assert "e12050" in seen.compacted
@@ -721,13 +722,7 @@ async def test_a_running_job_that_repeats_an_entry_far_on_yields_it_once():
         status="IN_PROGRESS",
         entry_id=uuid_of,
     )
-    async with (
-        serve(app) as url,
-        ChakraClient("t", base_url=url) as client,
-        client.iter_job_entry_pages("j") as pages,
-    ):
-        ids = [e.id async for page in pages for e in page]
-        seen = pages._seen
+    ids, seen = await read_pages(app)
     assert ids == [uuid_of(i) for i in range(size)]
     assert (11_040, 60) in reads
     assert seen.kept == size

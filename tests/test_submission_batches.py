@@ -9,11 +9,11 @@ import weakref
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from loopback import leads_simulator
 
 from asyncbulk import RetryPolicy, SubmissionError, ValidationError
 from asyncbulk.chakra import BatchOutcome, ChakraClient, ProcessCreate, ProcessUpdate
 from asyncbulk.chakra._models import is_data_batch
-from asyncbulk.testing import Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -23,10 +23,7 @@ LEADS = 60
 
 @pytest.fixture
 async def sim():
-    async with Simulator(chakra_entries_per_second=100_000) as simulator:
-        simulator.chakra.add_procedure("leads", primary_key="lead_id", attributes=["city", "n"])
-        for i in range(LEADS):
-            simulator.chakra.add_process("leads", {"lead_id": f"L{i}"}, id=f"pid-{i}")
+    async with leads_simulator(LEADS) as simulator:
         yield simulator
 
 

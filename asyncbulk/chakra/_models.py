@@ -436,15 +436,7 @@ class ProcessUpdate:
 
     def to_wire(self) -> dict[str, Any]:
         """The documented wrapped form: ``{"<identifier>": value, "update": {...}}``."""
-        update: dict[str, Any] = {} if self.data is None else {"data": self.data}
-        if self.state is not None:
-            update["state"] = self.state
-        if self.status is not None:
-            update["status"] = self.status
-        if self.assigned_to is not None:
-            update["assignedTo"] = self.assigned_to
-        if self.next_action_at is not None:
-            update["nextActionAt"] = self.next_action_at
+        update = _wire_changes(self, {})
         if self.is_deleted is not None:
             update["isDeleted"] = self.is_deleted
         key = self.key

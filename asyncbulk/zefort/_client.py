@@ -780,10 +780,14 @@ class ZefortClient(ClientBase):
         async def fetch(index: int) -> TaskPage:
             page = index + 1
             params = {"page": page, "page_size": page_size}
-            reader = functools.partial(read_listed_page, page=page, page_size=page_size)
+            reader = (
+                functools.partial(read_listed_page, page=page, page_size=page_size)
+                if lean
+                else None
+            )
             try:
                 response = await self._session.request(
-                    "GET", _TASKS, params=params, reader=reader if lean else None, **keywords
+                    "GET", _TASKS, params=params, reader=reader, **keywords
                 )
             except NotFoundError:
                 if page == 1:
