@@ -102,6 +102,41 @@ async def test_tracked_jobs_are_pending_until_delivered(journal):
     assert [j.id for j in (await journal.pending(OTHER)).jobs] == ["j-9"]
 
 
+async def test_many_jobs_are_marked_finished_in_one_write(journal):
+    """`finish_jobs` marks exactly the jobs named, of the origin named, as `finish_job` would."""
+    await journal.add_jobs(CHAKRA, "job", ["j-1", "j-2", "j-3"])
+    await journal.add_jobs(OTHER, "job", ["j-1"])
+    await journal.finish_jobs(CHAKRA, ["j-1", "j-3", "never-added"])
+    await journal.finish_jobs(CHAKRA, [], durable=True)
+    jobs = (await journal.pending(CHAKRA)).jobs
+    assert [(j.id, j.finished) for j in jobs] == [("j-1", True), ("j-2", False), ("j-3", True)]
+    assert [(j.id, j.finished) for j in (await journal.pending(OTHER)).jobs] == [("j-1", False)]
+
+
+async def test_a_journal_without_the_bulk_form_gets_one_finish_per_job():
+    """A journal that only has `finish_job` still records every finish the tracker logs."""
+
+    class OneAtATime(MemoryJournal):
+        calls: list[str]
+
+        def __getattribute__(self, name: str) -> object:
+            if name == "finish_jobs":
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+        async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
+            self.calls.append(job_id)
+            await super().finish_job(origin, job_id, durable=durable)
+
+    journal = OneAtATime()
+    journal.calls = []
+    log = TrackingLog(journal, CHAKRA, "job")
+    await log.added(["j-1", "j-2"])
+    await log.finished_many(["j-2", "j-1"])
+    assert journal.calls == ["j-2", "j-1"]
+    assert all(j.finished for j in (await journal.pending(CHAKRA)).jobs)
+
+
 async def test_a_batch_of_an_unknown_submission_is_refused(journal):
     """Recording a batch of a submission never begun is a caller mistake, named."""
     with pytest.raises(ValidationError) as caught:

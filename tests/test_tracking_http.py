@@ -6,7 +6,10 @@ import itertools
 import logging
 import time
 
+import attrs
 import pytest
+from aiohttp import web
+from loopback import serve
 
 from asyncbulk import (
     AuthenticationError,
@@ -220,6 +223,7 @@ class RecordingView:
         self.tracked = tracked
         self.changed_ids: list[str] = []
         self.unchanged_ids: list[str] = []
+        self.states: dict[str, object] = {}
 
     def known(self, job_id: str):
         return None if job_id in self.tracked else UNTRACKED
@@ -238,6 +242,7 @@ class RecordingView:
     def changed(self, job_id: str, state) -> None:
         assert state.id == job_id
         self.changed_ids.append(job_id)
+        self.states[job_id] = state
 
 
 async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
@@ -250,6 +255,47 @@ async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
         assert sorted(view.changed_ids) == sorted(done)
         assert sorted(view.unchanged_ids) == sorted(pending[:20])
         assert sim.records.count(method="GET", route=TASKS) == 5  # 35 tasks, 7 a page
+
+
+async def test_a_task_a_sweep_finds_finished_is_the_task_a_get_reads():
+    """Built from its listed text, a finished task equals `get_task`'s, details and raw too."""
+    async with Simulator() as sim, client(sim, listing_page_size=4) as zefort:
+        pending = make_tasks(sim, 6, delay=60)
+        done = make_tasks(sim, 5)
+        view = RecordingView({*pending, *done})
+        assert await zefort.task_source.sweep(view) is True
+        for task_id in done:
+            swept = view.states[task_id]
+            read = await zefort.get_task(task_id)
+            assert swept == read
+            assert swept.details == read.details
+            assert swept.raw == read.raw
+            assert swept.affected_contracts == read.affected_contracts
+            assert swept.handle() == read.handle()
+            assert attrs.evolve(swept, description="x").details == read.details
+
+
+async def test_a_finished_task_listed_in_a_bad_shape_is_left_to_its_own_read():
+    """A listed task whose fields have the wrong type is skipped by the sweep, not yielded."""
+    bad = [{"id": "task_bad", "backend_status": "done", "frontend_status": 7}]
+    good = {
+        "id": "task_good",
+        "backend_status": "done",
+        "details": None,
+        "description": None,
+    }
+
+    async def listing(_: web.Request) -> web.Response:
+        return web.json_response({"count": 2, "results": [*bad, good]})
+
+    app = web.Application()
+    app.router.add_get(TASKS, listing)
+    async with serve(app) as url, ZefortClient("key", base_url=url) as zefort:
+        view = RecordingView({"task_bad", "task_good"})
+        assert await zefort.task_source.sweep(view) is True
+        assert view.changed_ids == ["task_good"]
+        task = view.states["task_good"]
+        assert (task.details, task.description, task.raw) == ({}, "", good)
 
 
 async def test_leaving_the_block_normally_acknowledges_the_task_held():

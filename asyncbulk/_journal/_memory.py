@@ -99,6 +99,20 @@ class MemoryJournal:
             if (o is origin or o == origin) and job_id in jobs:
                 jobs[job_id] = True
 
+    async def finish_jobs(
+        self,
+        origin: Origin,
+        job_ids: Sequence[str],
+        *,
+        durable: bool = False,  # noqa: ARG002 -- every write is durable here
+    ) -> None:
+        """Record that a tracker saw these jobs finished (`finish_job` for each, in one go)."""
+        for (o, _), jobs in self._jobs.items():
+            if o is origin or o == origin:
+                for job_id in job_ids:
+                    if job_id in jobs:
+                        jobs[job_id] = True
+
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
         """Record that the consumer took a job: it is forgotten."""
         for (o, _), jobs in self._jobs.items():

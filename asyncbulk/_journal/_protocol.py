@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["JobKind", "Journal", "Pending", "SubmissionRecord", "TrackedJob"]
+__all__ = ["JobKind", "Journal", "Pending", "SubmissionRecord", "TrackedJob", "finish_jobs"]
 
 JobKind = Literal["job", "task"]
 
@@ -135,7 +135,12 @@ class Journal(Protocol):
         """Record jobs a tracker starts following; a job already recorded keeps its state."""
 
     async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
-        """Record that a tracker saw a job finished."""
+        """Record that a tracker saw a job finished.
+
+        A journal may also offer ``finish_jobs(origin, job_ids, *, durable=False)``, the same
+        for many jobs in one write; a tracker uses it when it is there (every journal of this
+        library has it), and `finish_job` for each job otherwise.
+        """
 
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
         """Record that the consumer took a finished job: it is no longer pending."""
@@ -159,3 +164,17 @@ class Journal(Protocol):
         traceback: TracebackType | None,
     ) -> None:
         """Close the store."""
+
+
+async def finish_jobs(
+    journal: Journal, origin: Origin, job_ids: Sequence[str], *, durable: bool = False
+) -> None:
+    """Record these jobs finished: in one write when the journal has ``finish_jobs``."""
+    if not job_ids:
+        return
+    bulk = getattr(journal, "finish_jobs", None)
+    if bulk is not None:
+        await bulk(origin, job_ids, durable=durable)
+        return
+    for job_id in job_ids:
+        await journal.finish_job(origin, job_id, durable=durable)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from asyncbulk._exceptions import scrub
 from asyncbulk._handles import BatchRecord, Origin
-from asyncbulk._journal._protocol import JobKind, SubmissionRecord
+from asyncbulk._journal._protocol import JobKind, SubmissionRecord, finish_jobs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from asyncbulk._journal._protocol import Journal
 
@@ -139,6 +139,10 @@ class TrackingLog:
     async def finished(self, job_id: str) -> None:
         """The tracker saw this job finished (not waiting for the disk)."""
         await self._journal.finish_job(self._origin, job_id)
+
+    async def finished_many(self, job_ids: Sequence[str]) -> None:
+        """The tracker saw these jobs finished: one write where the journal can (no disk wait)."""
+        await finish_jobs(self._journal, self._origin, job_ids)
 
     async def delivered(self, job_id: str) -> None:
         """The consumer asked for the next job: returns once this one is on disk as delivered."""

@@ -274,6 +274,20 @@ class SQLiteJournal:
             durable=durable,
         )
 
+    async def finish_jobs(
+        self, origin: Origin, job_ids: Sequence[str], *, durable: bool = False
+    ) -> None:
+        """Record that a tracker saw these jobs finished, in one write.
+
+        Raises:
+            JournalError: the journal cannot be written.
+        """
+        where = (origin.vendor, origin.base_url, origin.account)
+        rows = [(*where, job_id) for job_id in job_ids]
+        await self._write(
+            lambda db: db.executemany(_FINISH_JOB, rows), durable=durable, count=len(rows)
+        )
+
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
         """Forget a job the consumer has taken.
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from asyncbulk import AsyncBulkError, SubmissionError, ValidationError
 from asyncbulk._journal import SQLiteJournal, SubmissionRecord
+from asyncbulk._journal._protocol import finish_jobs
 from asyncbulk.chakra import BulkSubmission, ChakraClient
 from asyncbulk.cli._chakra import (
     _show_update,
@@ -96,6 +97,12 @@ class CommandJournal:
     async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
         """See `Journal.finish_job`."""
         await self.inner.finish_job(origin, job_id, durable=durable)
+
+    async def finish_jobs(
+        self, origin: Origin, job_ids: Sequence[str], *, durable: bool = False
+    ) -> None:
+        """See `Journal.finish_job`: through the inner journal's bulk form when it has one."""
+        await finish_jobs(self.inner, origin, job_ids, durable=durable)
 
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
         """See `Journal.deliver_job`."""

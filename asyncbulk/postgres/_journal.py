@@ -145,6 +145,16 @@ class PostgresJournal:
         """
         await self._store.finish_job(origin, job_id, durable=durable)
 
+    async def finish_jobs(
+        self, origin: Origin, job_ids: Sequence[str], *, durable: bool = False
+    ) -> None:
+        """`finish_job` for many jobs, in one statement.
+
+        Raises:
+            TransportError: PostgreSQL cannot be reached.
+        """
+        await self._store.finish_jobs(origin, job_ids, durable=durable)
+
     async def deliver_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
         """Record that the consumer took a job: no worker or consumer will have it again.
 

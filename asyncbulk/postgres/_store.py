@@ -539,6 +539,27 @@ class PostgresStore:
             job_id,
         )
 
+    async def finish_jobs(
+        self,
+        origin: OriginLike,
+        job_ids: Sequence[str],
+        *,
+        durable: bool = False,  # noqa: ARG002 -- every write is durable when it returns
+    ) -> None:
+        """`finish_job` for many jobs, in one statement."""
+        if not job_ids:
+            return
+        await self._execute(
+            "journal",
+            f"UPDATE {self._s}.jobs SET finished_at = now() "  # noqa: S608 -- schema checked
+            "WHERE (vendor, base_url, account) = ($1, $2, $3) AND id = ANY($4::text[]) "
+            "  AND owner IS NULL AND finished_at IS NULL",
+            origin.vendor,
+            origin.base_url,
+            origin.account,
+            list(job_ids),
+        )
+
     async def deliver_job(
         self,
         origin: OriginLike,

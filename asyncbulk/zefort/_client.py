@@ -46,6 +46,7 @@ from asyncbulk.zefort._models import (
     ListedTask,
     TaskPage,
     ZefortTask,
+    lean_task,
     make_zefort_converter,
     read_listed_page,
     structure_page,
@@ -1112,9 +1113,13 @@ class ZefortTaskSource:
                         if type(task_id) is str and listed(task_id, status, _PENDING):
                             changed.append(index)
                     if changed:
-                        for raw in page.listed_all(changed):
+                        texts = page.listed_texts(changed)
+                        for raw in page.listed_all(changed) if texts is None else texts:
                             try:
-                                task = structure_task(raw, origin=origin)
+                                if texts is None:
+                                    task = structure_task(raw, origin=origin)
+                                else:
+                                    task = lean_task(raw, origin=origin)
                             except ProtocolError:
                                 continue
                             view.changed(task.id, task)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 import msgspec
@@ -64,6 +64,29 @@ def _category(value: str) -> str:
     return found
 
 
+class _Text(bytes):
+    """A task's text, kept for `ZefortTask.details` and `raw` until either is read."""
+
+    __slots__ = ()
+
+
+def _parsed(value: Any) -> Mapping[str, Any]:
+    """The task object a `_Text` holds (`lean_task` checked it is one)."""
+    raw: Mapping[str, Any] = _decode(value)
+    return raw
+
+
+def _same_details(a: Any, b: Any) -> bool:
+    if type(a) is _Text:
+        a = _parsed(a).get("details") or {}
+    if type(b) is _Text:
+        b = _parsed(b).get("details") or {}
+    return bool(a == b)
+
+
+_DETAILS_EQ: Final = attrs.cmp_using(eq=_same_details, require_same_type=False)
+
+
 @attrs.frozen(kw_only=True)
 class ZefortTask:
     """A Zefort task: the background run of a bulk operation.
@@ -89,10 +112,34 @@ class ZefortTask:
     backend_status_info: str = ""
     frontend_status: str = ""
     description: str = ""
-    details: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
-    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    # `details` and `raw`, or the task's text (`_Text`) until either is first read: a sweep
+    # builds its finished tasks without parsing what the caller may never look at.
+    _details: Mapping[str, Any] = attrs.field(
+        factory=dict, alias="details", repr=False, eq=_DETAILS_EQ
+    )
+    _raw: Mapping[str, Any] = attrs.field(factory=dict, alias="raw", repr=False, eq=False)
     # Stamped by the client that built the task, for `handle`: never the client itself.
     _origin: Origin | None = attrs.field(default=None, alias="origin", repr=False, eq=False)
+
+    @property
+    def details(self) -> Mapping[str, Any]:
+        """``query_params`` and ``data``: the request body, then the changed contracts."""
+        details: Any = self._details
+        if type(details) is not _Text:
+            return cast("Mapping[str, Any]", details)
+        parsed: Mapping[str, Any] = _parsed(details).get("details") or {}
+        object.__setattr__(self, "_details", parsed)
+        return parsed
+
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        """The whole object as the server sent it."""
+        raw: Any = self._raw
+        if type(raw) is not _Text:
+            return cast("Mapping[str, Any]", raw)
+        parsed = _parsed(raw)
+        object.__setattr__(self, "_raw", parsed)
+        return parsed
 
     def handle(self) -> dict[str, Any]:
         """The task as a small JSON-serialisable dict, for `ZefortClient.resume`.
@@ -178,6 +225,14 @@ class TaskPage:
         results = raws if isinstance(raws, list) else raws.results
         return [_decode(results[index]) for index in indexes]
 
+    def listed_texts(self, indexes: list[int]) -> list[bytes] | None:
+        """The text of the task objects at ``indexes``, copied out of `body`; None without it."""
+        if self.body is None:
+            return None
+        raws = _RAW_PAGE.decode(self.body)
+        results = raws if isinstance(raws, list) else raws.results
+        return [bytes(results[index]) for index in indexes]
+
 
 class ListedTask(msgspec.Struct, gc=False):
     """What a sweep reads of a listed task: its id and ``backend_status``, nothing else.
@@ -218,6 +273,57 @@ def _text(task: Mapping[str, Any], name: str, *, required: bool = False) -> str:
     if required and not value.strip():
         raise ProtocolError(f"task.{name}: expected a non-empty string")
     return value
+
+
+class _AnyObject(msgspec.Struct, gc=False):
+    """Any JSON object: its fields are skipped, not built."""
+
+
+class _FinishedTask(msgspec.Struct, gc=False):
+    """The fields of a listed task a sweep reads eagerly; `details` only has its shape checked."""
+
+    id: str
+    backend_status: str
+    backend_status_info: str | None = None
+    frontend_status: str | None = None
+    description: str | None = None
+    details: _AnyObject | None = None
+
+
+_FINISHED_TASK: Final = msgspec.json.Decoder(_FinishedTask)
+
+
+def lean_task(text: bytes, *, origin: Origin | None = None) -> ZefortTask:
+    """A task from its text, its ``details`` and ``raw`` parsed only when first read.
+
+    The fields are checked as `structure_task` checks them; a task it would refuse (or one in
+    an unusual shape) is read by it, so the error is the same.
+
+    Raises:
+        ProtocolError: a field is missing or of the wrong type (the message names it).
+    """
+    try:
+        task = _FINISHED_TASK.decode(text)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        task = None
+    if task is None or not task.id or not task.backend_status:
+        try:
+            value = _decode(text)
+        except msgspec.DecodeError:
+            raise ProtocolError("task: not JSON") from None
+        return structure_task(value, origin=origin)
+    # Kept as text until read; typed as what the properties make of it.
+    kept: Any = _Text(text)
+    return ZefortTask(
+        id=task.id,
+        backend_status=task.backend_status,
+        backend_status_info=task.backend_status_info or "",
+        frontend_status=task.frontend_status or "",
+        description=task.description or "",
+        details=kept,
+        raw=kept,
+        origin=origin,
+    )
 
 
 def _kind(value: object) -> str:
