@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import random
 
 import anyio
 import anyio.lowlevel
@@ -142,11 +143,44 @@ def test_sporadic_429s_never_pause_the_host() -> None:
 
 
 def test_a_share_of_429s_slows_down_without_pausing() -> None:
-    """429s that are a tenth of the recent answers call for a slower rate, not a pause."""
+    """429s that are a tenth of 200 answers call for a slower rate, not a pause."""
     rule = ThrottleRule()
-    verdicts = [rule.answer(n / 100, throttled=n % 5 == 0, retry_after=1.0) for n in range(1, 100)]
-    assert any(v.slow_down for v in verdicts)
+    verdicts = [rule.answer(n / 100, throttled=n % 10 == 0, retry_after=1.0) for n in range(1, 400)]
+    assert [n for n, v in enumerate(verdicts, 1) if v.slow_down] == [200]
     assert all(v.pause is None for v in verdicts)
+
+
+def test_many_429s_among_the_latest_answers_slow_down_at_once() -> None:
+    """A quarter of the last 20 answers refused is no chance: slow down, then count afresh."""
+    rule = ThrottleRule()
+    verdicts = [rule.answer(n / 50, throttled=n % 4 == 0, retry_after=1.0) for n in range(1, 41)]
+    assert [n for n, v in enumerate(verdicts, 1) if v.slow_down] == [20, 40]
+
+
+@pytest.mark.parametrize("per_second", [5, 30, 100, 400])
+def test_random_429s_at_two_percent_almost_never_slow_the_client(per_second: int) -> None:
+    """2 % of answers refused at random, at any rate: at most 5 slow-downs in 100,000 answers."""
+    rng = random.Random(per_second)
+    rule = ThrottleRule()
+    slowed = [
+        n
+        for n in range(100_000)
+        if rule.answer(n / per_second, throttled=rng.random() < 0.02, retry_after=1.0).slow_down
+    ]
+    # A rule that judged by one second's answers cut the rate 137 to 943 times here.
+    assert len(slowed) <= 5
+
+
+def test_a_rate_a_little_above_the_servers_slows_down() -> None:
+    """8 % of answers refused (sending 8 % above a bucket's rate) is found within 500 answers."""
+    rng = random.Random(8)
+    rule = ThrottleRule()
+    slowed = [
+        n
+        for n in range(500)
+        if rule.answer(n / 54, throttled=rng.random() < 0.08, retry_after=1.0).slow_down
+    ]
+    assert slowed
 
 
 def test_a_spent_budget_pauses_the_host_for_one_retry_after() -> None:
