@@ -9,8 +9,8 @@ and never sleep, so tests drive them with a hand-made clock:
   never below a floor and never above the configured cap.
 - `ThrottleRule` tells what 429s prove. A stray one (a gateway shedding load) only delays the
   retry of the request that met it: cutting the rate for each would ratchet it down to the floor
-  under a steady trickle of random 429s. 429s too many to be chance (a quarter of the last 20
-  answers, or 6 % of the last 200) mean the rate is too high; several close together that are
+  under a steady trickle of random 429s. 429s too many to be chance (5 of the last 50 answers,
+  or 6 % of the last 200) mean the rate is too high; several close together that are
   most of the answers, or a long ``Retry-After``, mean the budget the host shares is spent: only
   then does the whole host pause, for that ``Retry-After``, never for the sum of several.
 - `FairQueue` picks who sends next when the rate is what limits: weighted round robin over
@@ -260,7 +260,7 @@ class ThrottleRule:
         share: float = 0.06,
         long: float = 10.0,
         default: float = 1.0,
-        recent: int = 20,
+        recent: int = 50,
         strong: int = 5,
         sample: int = 200,
         memory: float = 30.0,
