@@ -277,7 +277,10 @@ async def test_a_task_a_sweep_finds_finished_is_the_task_a_get_reads():
 
 async def test_a_finished_task_listed_in_a_bad_shape_is_left_to_its_own_read():
     """A listed task whose fields have the wrong type is skipped by the sweep, not yielded."""
-    bad = [{"id": "task_bad", "backend_status": "done", "frontend_status": 7}]
+    bad = [
+        {"id": "task_bad", "backend_status": "done", "frontend_status": 7},
+        {"id": "task_details", "backend_status": "done", "details": [1]},
+    ]
     good = {
         "id": "task_good",
         "backend_status": "done",
@@ -286,12 +289,12 @@ async def test_a_finished_task_listed_in_a_bad_shape_is_left_to_its_own_read():
     }
 
     async def listing(_: web.Request) -> web.Response:
-        return web.json_response({"count": 2, "results": [*bad, good]})
+        return web.json_response({"count": 3, "results": [*bad, good]})
 
     app = web.Application()
     app.router.add_get(TASKS, listing)
     async with serve(app) as url, ZefortClient("key", base_url=url) as zefort:
-        view = RecordingView({"task_bad", "task_good"})
+        view = RecordingView({"task_bad", "task_details", "task_good"})
         assert await zefort.task_source.sweep(view) is True
         assert view.changed_ids == ["task_good"]
         task = view.states["task_good"]
