@@ -12,7 +12,13 @@ import orjson
 
 from asyncbulk._exceptions import AsyncBulkError, ProtocolError, ValidationError, scrub
 from asyncbulk._handles import BatchRecord, submission_handle
-from asyncbulk.chakra._models import BackgroundJob, JobEntry, ProcessCreate, ProcessUpdate
+from asyncbulk.chakra._models import (
+    BackgroundJob,
+    JobEntry,
+    ProcessCreate,
+    ProcessUpdate,
+    data_updates_wire,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -38,6 +44,7 @@ BatchState = Literal["sending", "accepted", "rejected", "unknown", "not_sent"]
 _RETRYABLE = ("ERROR", "CANCELLED")
 _SUMMARY_JOBS_IN_FLIGHT = 8
 _DICTS = frozenset({dict})
+_UPDATES = frozenset({ProcessUpdate})
 
 
 class BatchError(AsyncBulkError):
@@ -141,7 +148,9 @@ def encode_batch(
     if kinds == _DICTS:
         wire, marks = batch, b""
     elif len(kinds) == 1:
-        wire, marks = [item.to_wire() for item in batch], b"\x01" * len(batch)
+        fast = data_updates_wire(batch) if kinds == _UPDATES else None
+        wire = [item.to_wire() for item in batch] if fast is None else fast
+        marks = b"\x01" * len(batch)
     else:
         wire = [item if type(item) is dict else item.to_wire() for item in batch]
         marks = bytes(type(item) is not dict for item in batch)
