@@ -413,8 +413,24 @@ class ProcessUpdate(_UpdateSlots):
                 and attribute not in _RESERVED_KEYS
             ):
                 checked = data.copy()
-                if _plain_data(checked):
-                    return _new_update(None, (attribute, value), checked)  # type: ignore[return-value]
+                scalars = _SCALARS
+                for name, item in checked.items():
+                    if type(name) is not str or type(item) not in scalars:
+                        break
+                else:
+                    # `_new_update`, unrolled: this runs once per item of a bulk update.
+                    update = object.__new__(_UpdateSlots)
+                    update.id = None
+                    update.key = (attribute, value)
+                    update.data = checked
+                    update.state = None
+                    update.status = None
+                    update.assigned_to = None
+                    update.next_action_at = None
+                    update.is_deleted = None
+                    update._data_only = True
+                    update.__class__ = ProcessUpdate
+                    return update  # type: ignore[return-value]
             if data is not None:
                 return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
         return cls(key=(attribute, value), **changes)
@@ -573,38 +589,26 @@ def _data_update(
     return _new_update(checked_id, checked_key, checked)
 
 
-_DATA_ONLY_UPDATE: Final = operator.attrgetter("_data_only")
-_KEY: Final = operator.attrgetter("key")
-_ID: Final = operator.attrgetter("id")
-_UPDATE_DATA: Final = operator.attrgetter("data")
-_TRUE: Final = {True}
+def encode_default(item: object) -> dict[str, Any]:
+    """An update's or a new process's wire form, as `orjson.dumps` asks for it (``default=``).
 
+    A batch of models is so encoded in one call, each item's wire dict built as the encoder
+    reaches it and dropped once written: the collector never sees a batch's worth of them.
 
-def data_updates_wire(updates: Sequence[ProcessUpdate]) -> list[dict[str, Any]] | None:
-    """What ``[u.to_wire() for u in updates]`` gives, when each update changes only its data.
-
-    Read a column at a time, with one dict built per item, each the wire form of its update:
-    the commonest batch, updates built with `ProcessUpdate.by_key` or `by_id` and ``data=``
-    alone (which mark themselves so). None for any other batch.
+    Raises:
+        TypeError: `item` is neither a `ProcessUpdate` nor a `ProcessCreate` (the encoder then
+            refuses the batch).
     """
-    if set(map(_DATA_ONLY_UPDATE, updates)) != _TRUE:
-        return None
-    data = list(map(_UPDATE_DATA, updates))
-    keys = list(map(_KEY, updates))
-    if None not in keys:
-        return [
-            {name: value, "update": {"data": change}}
-            for (name, value), change in zip(keys, data, strict=True)
-        ]
-    if set(map(type, keys)) == _NONE_TYPE:
-        ids = map(_ID, updates)
-        return [
-            {"id": id_, "update": {"data": change}} for id_, change in zip(ids, data, strict=True)
-        ]
-    return None
-
-
-_NONE_TYPE: Final = {type(None)}
+    if type(item) is ProcessUpdate:
+        if item._data_only:  # noqa: SLF001 -- this module's own mark
+            key = item.key
+            if key is None:
+                return {"id": item.id, "update": {"data": item.data}}
+            return {key[0]: key[1], "update": {"data": item.data}}
+        return item.to_wire()
+    if isinstance(item, ProcessUpdate | ProcessCreate):
+        return item.to_wire()
+    raise TypeError(f"{type(item).__name__} is not a model")
 
 
 def _data_only_wire(mapping: Mapping[str, Any], key: str | None) -> dict[str, Any] | None:
@@ -642,7 +646,7 @@ def _data_only_wire(mapping: Mapping[str, Any], key: str | None) -> dict[str, An
 
 _UPDATE: Final = operator.itemgetter("update")
 _DATA: Final = operator.itemgetter("data")
-_DATA_ONLY: Final = {"data"}
+_ONE: Final = {1}
 _STRINGS: Final = {str}
 _INTEGERS: Final = {int}
 _DICTS: Final = {dict}
@@ -660,15 +664,13 @@ def is_data_batch(items: Sequence[Any], key: str | None = None) -> bool:
     """
     try:
         updates = _data_updates(items)
+        if updates is None or not _data_ready(updates):
+            return False
     except KeyError:
         return False
-    if updates is None or not _data_ready(updates):
-        return False
-    names = set(itertools.chain.from_iterable(items))
-    names.discard("update")
-    if len(names) != 1:
-        return False
-    (name,) = names
+    # Each item has two keys, one of them ``update``: the other is the first item's, or some
+    # item lacks it (a KeyError below).
+    name = next(name for name in items[0] if name != "update")
     if (
         type(name) is not str
         or not name.strip()
@@ -676,7 +678,10 @@ def is_data_batch(items: Sequence[Any], key: str | None = None) -> bool:
         or (key is not None and name not in {"id", key})
     ):
         return False
-    identifiers = list(map(operator.itemgetter(name), items))
+    try:
+        identifiers = list(map(operator.itemgetter(name), items))
+    except KeyError:
+        return False
     kinds = set(map(type, identifiers))
     if kinds == _STRINGS:
         return all(map(str.strip, identifiers))
@@ -703,8 +708,9 @@ def _data_ready(updates: list[dict[str, Any]]) -> bool:
     Raises:
         KeyError: an update has no ``data``.
     """
-    if set(itertools.chain.from_iterable(updates)) != _DATA_ONLY:
+    if set(map(len, updates)) != _ONE:
         return False
+    # One key each: ``data``, or a KeyError.
     data = list(map(_DATA, updates))
     if set(map(type, data)) != _DICTS or not all(data):
         return False
