@@ -290,7 +290,7 @@ class _UpdateSlots:
     """
 
     # `_data_only`: built by a path that set nothing but an identifier and data (see
-    # `data_updates_wire`); False when unsure.
+    # `encode_default`); False when unsure.
     __slots__ = (*_UPDATE_FIELDS, "__weakref__", "_data_only")
 
     id: str | None
@@ -386,7 +386,8 @@ class ProcessUpdate(_UpdateSlots):
                 checked = data.copy()
                 if _plain_data(checked):
                     return _new_update(id, None, checked)  # type: ignore[return-value]
-            if data is not None:
+            if data is not None and id is not None:
+                # (No id at all is the constructor's error, named as it names it.)
                 return _data_update(id, None, data)  # type: ignore[return-value]
         return cls(id=id, **changes)
 
