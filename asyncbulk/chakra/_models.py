@@ -268,8 +268,44 @@ def _checked_update(  # noqa: PLR0917 -- the fields of one update, in order
     )
 
 
-@attrs.frozen(init=False)
-class ProcessUpdate:
+_UPDATE_FIELDS: Final = (
+    "id",
+    "key",
+    "data",
+    "state",
+    "status",
+    "assigned_to",
+    "next_action_at",
+    "is_deleted",
+)
+
+
+class _UpdateSlots:
+    """`ProcessUpdate`'s storage: its fields' slots, writable while an update is being built.
+
+    An update is built as one of these, its fields stored the way any attribute is, and then
+    made a `ProcessUpdate` (which adds no slot, so the layout is the same): a frozen class's
+    ``__setattr__`` refuses stores, and the slots' descriptors cost more than the rest of a
+    bulk update's item. Nothing else is ever one of these.
+    """
+
+    # `_data_only`: built by a path that set nothing but an identifier and data (see
+    # `encode_default`); False when unsure.
+    __slots__ = (*_UPDATE_FIELDS, "__weakref__", "_data_only")
+
+    id: str | None
+    key: tuple[str, str | int] | None
+    data: Mapping[str, Any] | None
+    state: str | None
+    status: str | None
+    assigned_to: str | None
+    next_action_at: int | None
+    is_deleted: bool | None
+    _data_only: bool
+
+
+@attrs.frozen(init=False, slots=False)
+class ProcessUpdate(_UpdateSlots):
     """One change to one process, for `ChakraClient.bulk_update_processes`.
 
     Name the process by exactly one identifier: its id, or the value of the procedure's primary
@@ -290,6 +326,8 @@ class ProcessUpdate:
         next_action_at: epoch milliseconds of the next action.
         is_deleted: True deletes the process.
     """
+
+    __slots__ = ()
 
     id: str | None
     key: tuple[str, str | int] | None
@@ -342,8 +380,15 @@ class ProcessUpdate:
             id: the process id.
             **changes: `data`, `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
         """
-        if cls is ProcessUpdate and len(changes) == 1 and changes.get("data") is not None:
-            return _data_update(id, None, changes["data"])  # type: ignore[return-value]
+        if cls is ProcessUpdate and len(changes) == 1:
+            data = changes.get("data")
+            if type(data) is dict and data and type(id) is str and id.strip():
+                checked = data.copy()
+                if _plain_data(checked):
+                    return _new_update(id, None, checked)  # type: ignore[return-value]
+            if data is not None and id is not None:
+                # (No id at all is the constructor's error, named as it names it.)
+                return _data_update(id, None, data)  # type: ignore[return-value]
         return cls(id=id, **changes)
 
     @classmethod
@@ -355,8 +400,40 @@ class ProcessUpdate:
             value: its value for the process.
             **changes: `data`, `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
         """
-        if cls is ProcessUpdate and len(changes) == 1 and changes.get("data") is not None:
-            return _data_update(None, (attribute, value), changes["data"])  # type: ignore[return-value]
+        if cls is ProcessUpdate and len(changes) == 1:
+            data = changes.get("data")
+            # The commonest update, checked inline: a non-blank string key and value, and
+            # data of string keys and scalar values (anything else takes the general path).
+            if (
+                type(data) is dict
+                and data
+                and type(attribute) is str
+                and type(value) is str
+                and attribute.strip()
+                and value.strip()
+                and attribute not in _RESERVED_KEYS
+            ):
+                checked = data.copy()
+                scalars = _SCALARS
+                for name, item in checked.items():
+                    if type(name) is not str or type(item) not in scalars:
+                        break
+                else:
+                    # `_new_update`, unrolled: this runs once per item of a bulk update.
+                    update = object.__new__(_UpdateSlots)
+                    update.id = None
+                    update.key = (attribute, value)
+                    update.data = checked
+                    update.state = None
+                    update.status = None
+                    update.assigned_to = None
+                    update.next_action_at = None
+                    update.is_deleted = None
+                    update._data_only = True
+                    update.__class__ = ProcessUpdate
+                    return update  # type: ignore[return-value]
+            if data is not None:
+                return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
         return cls(key=(attribute, value), **changes)
 
     @classmethod
@@ -434,6 +511,10 @@ class ProcessUpdate:
             return {"id": id_, "update": update}
         return {key_[0]: key_[1], "update": update}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields, which are checked already."""
+        return (_rebuilt_update, (tuple(map(self.__getattribute__, _UPDATE_FIELDS)), type(self)))
+
     def to_wire(self) -> dict[str, Any]:
         """The documented wrapped form: ``{"<identifier>": value, "update": {...}}``."""
         update = _wire_changes(self, {})
@@ -445,30 +526,54 @@ class ProcessUpdate:
         return {key[0]: key[1], "update": update}
 
 
-def _update_setters() -> tuple[Callable[[ProcessUpdate, Any], None], ...]:
-    # The slots' own descriptors, in field order: faster than attrs' generated __init__, and
-    # what a frozen class's __setattr__ refuses, done on purpose at construction only.
-    slots = vars(ProcessUpdate)
-    return tuple(slots[field.name].__set__ for field in attrs.fields(ProcessUpdate))
+def _plain_data(data: dict[str, Any]) -> bool:
+    """Whether `data` has only string keys and string, integer, bool or None values.
+
+    Those need no further check; any other data takes `_check_data`, which names what is wrong.
+    """
+    scalars = _SCALARS
+    for name, value in data.items():
+        if type(name) is not str or type(value) not in scalars:
+            return False
+    return True
 
 
-_UPDATE_SETTERS: Final = _update_setters()
-(
-    _set_update_id,
-    _set_update_key,
-    _set_update_data,
-    _set_update_state,
-    _set_update_status,
-    _set_update_assigned_to,
-    _set_update_next_action_at,
-    _set_update_is_deleted,
-) = _UPDATE_SETTERS
+def _new_update(
+    id: str | None,  # noqa: A002 -- the vendor's name
+    key: tuple[str, str | int] | None,
+    data: Mapping[str, Any],
+) -> ProcessUpdate:
+    """A `ProcessUpdate` with only `data` to change, checked already: the commonest."""
+    update = object.__new__(_UpdateSlots)
+    update.id = id
+    update.key = key
+    update.data = data
+    update.state = None
+    update.status = None
+    update.assigned_to = None
+    update.next_action_at = None
+    update.is_deleted = None
+    update._data_only = True
+    update.__class__ = ProcessUpdate
+    return update  # type: ignore[return-value]
+
+
+_SLOT_SETTERS: Final = tuple(vars(_UpdateSlots)[name].__set__ for name in _UPDATE_FIELDS)
+_set_data_only: Final = vars(_UpdateSlots)["_data_only"].__set__
 
 
 def _fill_update(update: ProcessUpdate, *fields: Any) -> None:
     """Set a new update's fields, checked already, in field order."""
-    for setter, value in zip(_UPDATE_SETTERS, fields, strict=True):
+    for setter, value in zip(_SLOT_SETTERS, fields, strict=True):
         setter(update, value)
+    _set_data_only(update, False)  # noqa: FBT003 -- a slot's value
+
+
+def _rebuilt_update(fields: tuple[Any, ...], cls: type[ProcessUpdate]) -> ProcessUpdate:
+    """An unpickled update: its fields, as they were checked."""
+    update: ProcessUpdate = object.__new__(cls)
+    _fill_update(update, *fields)
+    return update
 
 
 def _data_update(
@@ -482,17 +587,29 @@ def _data_update(
         raise ValidationError("update", "give at least one change")
     checked_id = None if id is None else _check_text("id", id)
     checked_key = None if key is None else _plain_key(key)
-    update: ProcessUpdate = object.__new__(ProcessUpdate)
-    # Unrolled: this runs once per item of a bulk update built with `by_id` or `by_key`.
-    _set_update_id(update, checked_id)
-    _set_update_key(update, checked_key)
-    _set_update_data(update, checked)
-    _set_update_state(update, None)
-    _set_update_status(update, None)
-    _set_update_assigned_to(update, None)
-    _set_update_next_action_at(update, None)
-    _set_update_is_deleted(update, None)
-    return update
+    return _new_update(checked_id, checked_key, checked)
+
+
+def encode_default(item: object) -> dict[str, Any]:
+    """An update's or a new process's wire form, as `orjson.dumps` asks for it (``default=``).
+
+    A batch of models is so encoded in one call, each item's wire dict built as the encoder
+    reaches it and dropped once written: the collector never sees a batch's worth of them.
+
+    Raises:
+        TypeError: `item` is neither a `ProcessUpdate` nor a `ProcessCreate` (the encoder then
+            refuses the batch).
+    """
+    if type(item) is ProcessUpdate:
+        if item._data_only:  # noqa: SLF001 -- this module's own mark
+            key = item.key
+            if key is None:
+                return {"id": item.id, "update": {"data": item.data}}
+            return {key[0]: key[1], "update": {"data": item.data}}
+        return item.to_wire()
+    if isinstance(item, ProcessUpdate | ProcessCreate):
+        return item.to_wire()
+    raise TypeError(f"{type(item).__name__} is not a model")
 
 
 def _data_only_wire(mapping: Mapping[str, Any], key: str | None) -> dict[str, Any] | None:
@@ -530,7 +647,7 @@ def _data_only_wire(mapping: Mapping[str, Any], key: str | None) -> dict[str, An
 
 _UPDATE: Final = operator.itemgetter("update")
 _DATA: Final = operator.itemgetter("data")
-_DATA_ONLY: Final = {"data"}
+_ONE: Final = {1}
 _STRINGS: Final = {str}
 _INTEGERS: Final = {int}
 _DICTS: Final = {dict}
@@ -548,15 +665,13 @@ def is_data_batch(items: Sequence[Any], key: str | None = None) -> bool:
     """
     try:
         updates = _data_updates(items)
+        if updates is None or not _data_ready(updates):
+            return False
     except KeyError:
         return False
-    if updates is None or not _data_ready(updates):
-        return False
-    names = set(itertools.chain.from_iterable(items))
-    names.discard("update")
-    if len(names) != 1:
-        return False
-    (name,) = names
+    # Each item has two keys, one of them ``update``: the other is the first item's, or some
+    # item lacks it (a KeyError below).
+    name = next(name for name in items[0] if name != "update")
     if (
         type(name) is not str
         or not name.strip()
@@ -564,7 +679,10 @@ def is_data_batch(items: Sequence[Any], key: str | None = None) -> bool:
         or (key is not None and name not in {"id", key})
     ):
         return False
-    identifiers = list(map(operator.itemgetter(name), items))
+    try:
+        identifiers = list(map(operator.itemgetter(name), items))
+    except KeyError:
+        return False
     kinds = set(map(type, identifiers))
     if kinds == _STRINGS:
         return all(map(str.strip, identifiers))
@@ -591,8 +709,9 @@ def _data_ready(updates: list[dict[str, Any]]) -> bool:
     Raises:
         KeyError: an update has no ``data``.
     """
-    if set(itertools.chain.from_iterable(updates)) != _DATA_ONLY:
+    if set(map(len, updates)) != _ONE:
         return False
+    # One key each: ``data``, or a KeyError.
     data = list(map(_DATA, updates))
     if set(map(type, data)) != _DICTS or not all(data):
         return False

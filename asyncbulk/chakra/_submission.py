@@ -12,7 +12,13 @@ import orjson
 
 from asyncbulk._exceptions import AsyncBulkError, ProtocolError, ValidationError, scrub
 from asyncbulk._handles import BatchRecord, submission_handle
-from asyncbulk.chakra._models import BackgroundJob, JobEntry, ProcessCreate, ProcessUpdate
+from asyncbulk.chakra._models import (
+    BackgroundJob,
+    JobEntry,
+    ProcessCreate,
+    ProcessUpdate,
+    encode_default,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -137,31 +143,31 @@ def encode_batch(
             nesting too deep), named by its input position.
     """
     kinds = set(map(type, batch))
-    wire: Sequence[Any]
-    if kinds == _DICTS:
-        wire, marks = batch, b""
-    elif len(kinds) == 1:
-        wire, marks = [item.to_wire() for item in batch], b"\x01" * len(batch)
+    # Models are put in wire form by the encoder as it reaches each (`encode_default`), so no
+    # list of wire dicts is built beside the batch; dicts are sent as they are.
+    if dict not in kinds:
+        marks = b"\x01" * len(batch)
+    elif kinds == _DICTS:
+        marks = b""
     else:
-        wire = [item if type(item) is dict else item.to_wire() for item in batch]
         marks = bytes(type(item) is not dict for item in batch)
     try:
-        encoded = orjson.dumps(wire)
+        encoded = orjson.dumps(batch, default=encode_default)
     except orjson.JSONEncodeError:
-        _raise_unencodable(wire, name, start)
+        _raise_unencodable(batch, name, start)
         raise ValidationError(name, "a batch is not JSON") from None
     model: type[ProcessUpdate | ProcessCreate] = (
         ProcessUpdate if operation == "update" else ProcessCreate
     )
-    sent = SentItems(encoded, len(wire), models=marks, model=model)
+    sent = SentItems(encoded, len(batch), models=marks, model=model)
     body = b"".join((b'{"processes":', encoded, b"}")) if operation == "update" else encoded
     return body, sent
 
 
-def _raise_unencodable(wire: Sequence[Any], name: str, start: int) -> None:
-    for offset, item in enumerate(wire):
+def _raise_unencodable(batch: Sequence[Any], name: str, start: int) -> None:
+    for offset, item in enumerate(batch):
         try:
-            orjson.dumps(item)
+            orjson.dumps(item, default=encode_default)
         except orjson.JSONEncodeError as exc:
             raise ValidationError(f"{name}[{start + offset}]", f"is not JSON: {exc}") from None
 
