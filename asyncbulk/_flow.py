@@ -9,10 +9,10 @@ and never sleep, so tests drive them with a hand-made clock:
   never below a floor and never above the configured cap.
 - `ThrottleRule` tells what 429s prove. A stray one (a gateway shedding load) only delays the
   retry of the request that met it: cutting the rate for each would ratchet it down to the floor
-  under a steady trickle of random 429s. 429s too many to be chance (5 of the last 50 answers,
-  or 6 % of the last 200) mean the rate is too high; several close together that are
-  most of the answers, or a long ``Retry-After``, mean the budget the host shares is spent: only
-  then does the whole host pause, for that ``Retry-After``, never for the sum of several.
+  under a steady trickle of random 429s. 429s that are a share of the recent answers mean the
+  rate is too high; several close together that are most of the answers, or a long
+  ``Retry-After``, mean the budget the host shares is spent: only then does the whole host
+  pause, for that ``Retry-After``, never for the sum of several.
 - `FairQueue` picks who sends next when the rate is what limits: weighted round robin over
   `Priority` classes, so detection goes first, submissions are never starved and housekeeping
   keeps a guaranteed share.
@@ -231,25 +231,18 @@ class ThrottleRule:
     """What a 429 proves: a stray one, a rate above the server's, or a spent shared budget.
 
     A stray 429 (gateways shed load at random) delays only the retry of the request that met
-    it. The rate is what the server refuses when 429s are too many to be chance: at least
-    `strong` of the last `recent` answers, or at least `share` of the last `sample` answers (a
-    sample that large, so that 2 % of random 429s almost never reach it): then slow down, and
-    start counting afresh. When 429s are `several` within `window` seconds and at least half
-    of the answers then, or a ``Retry-After`` reaches `long`, the budget the host shares is
-    spent: the whole host pauses for that ``Retry-After`` (``default`` when the server gave
-    none), extending an earlier pause to it but never adding the two.
+    it. When 429s are `several` within `window` seconds and at least `share` of the answers
+    then, the rate is what the server refuses: slow down. When they are at least half of
+    those answers, or a ``Retry-After`` reaches `long`, the budget the host shares is spent:
+    the whole host pauses for that ``Retry-After`` (``default`` when the server gave none),
+    extending an earlier pause to it but never adding the two.
 
     Args:
-        several: 429s close together that prove a spent budget.
+        several: 429s close together that prove something.
         window: seconds within which answers count as close together.
-        share: the least share of 429s among the last `sample` answers that calls for a slower
-            rate.
+        share: the least share of 429s among those answers that calls for a slower rate.
         long: a ``Retry-After`` this long (seconds) pauses the host on its own.
         default: the pause when the server gave no usable ``Retry-After``.
-        recent: how many of the latest answers `strong` counts among.
-        strong: 429s among the last `recent` answers that call for a slower rate at once.
-        sample: how many answers `share` is measured over.
-        memory: seconds after which an answer no longer counts towards a slower rate.
     """
 
     def __init__(
@@ -257,13 +250,9 @@ class ThrottleRule:
         *,
         several: int = 2,
         window: float = 1.0,
-        share: float = 0.06,
+        share: float = 0.05,
         long: float = 10.0,
         default: float = 1.0,
-        recent: int = 50,
-        strong: int = 5,
-        sample: int = 200,
-        memory: float = 30.0,
     ) -> None:
         """Start with no evidence."""
         self._several = several
@@ -273,12 +262,6 @@ class ThrottleRule:
         self._default = default
         self._answers: deque[tuple[float, bool]] = deque()
         self._refused = 0
-        self._recent: deque[bool] = deque(maxlen=recent)
-        self._strong = strong
-        self._sample: deque[tuple[float, bool]] = deque()
-        self._sample_size = sample
-        self._sample_refused = 0
-        self._memory = memory
         self.paused_until = 0.0
         self.pauses = 0
 
@@ -290,38 +273,19 @@ class ThrottleRule:
         while self._answers and self._answers[0][0] <= horizon:
             _, was = self._answers.popleft()
             self._refused -= was
-        self._recent.append(throttled)
-        sample = self._sample
-        sample.append((now, throttled))
-        self._sample_refused += throttled
-        forgotten = now - self._memory
-        while len(sample) > self._sample_size or sample[0][0] <= forgotten:
-            _, was = sample.popleft()
-            self._sample_refused -= was
         if not throttled:
             return _CALM
-        slow_down = self._slow_down()
         refused, answers = self._refused, len(self._answers)
+        several = refused >= self._several
+        slow_down = several and refused >= self._share * answers
         wait = self._default if retry_after is None else retry_after
-        if not (refused >= self._several and 2 * refused >= answers) and wait < self._long:
+        if not (several and 2 * refused >= answers) and wait < self._long:
             return Verdict(slow_down=slow_down)
         if now + wait > self.paused_until:
             if self.paused_until <= now:
                 self.pauses += 1
             self.paused_until = now + wait
         return Verdict(slow_down=slow_down, pause=self.paused_until - now)
-
-    def _slow_down(self) -> bool:
-        """Whether the 429s counted are too many to be chance; if so, count afresh."""
-        sample = self._sample
-        many = sum(self._recent) >= self._strong
-        if not many and len(sample) >= self._sample_size:
-            many = self._sample_refused >= self._share * len(sample)
-        if many:
-            self._recent.clear()
-            sample.clear()
-            self._sample_refused = 0
-        return many
 
 
 _CALM: Final = Verdict()
