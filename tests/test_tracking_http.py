@@ -266,6 +266,8 @@ async def test_a_task_a_sweep_finds_finished_is_the_task_a_get_reads():
         assert await zefort.task_source.sweep(view) is True
         for task_id in done:
             swept = view.states[task_id]
+            # Built from its listed text, not parsed: the text is what it holds until read.
+            assert isinstance(swept._raw, bytes)
             read = await zefort.get_task(task_id)
             assert swept == read
             assert swept.details == read.details

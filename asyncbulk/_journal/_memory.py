@@ -93,11 +93,9 @@ class MemoryJournal:
         for job_id in job_ids:
             jobs.setdefault(job_id, False)
 
-    async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:  # noqa: ARG002 -- every write is durable here
+    async def finish_job(self, origin: Origin, job_id: str, *, durable: bool = False) -> None:
         """Record that a tracker saw a job finished."""
-        for (o, _), jobs in self._jobs.items():
-            if (o is origin or o == origin) and job_id in jobs:
-                jobs[job_id] = True
+        await self.finish_jobs(origin, [job_id], durable=durable)
 
     async def finish_jobs(
         self,

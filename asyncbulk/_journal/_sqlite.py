@@ -268,11 +268,7 @@ class SQLiteJournal:
         Raises:
             JournalError: the journal cannot be written.
         """
-        key = (origin.vendor, origin.base_url, origin.account, job_id)
-        await self._write(
-            lambda db: db.execute(_FINISH_JOB, key),
-            durable=durable,
-        )
+        await self.finish_jobs(origin, [job_id], durable=durable)
 
     async def finish_jobs(
         self, origin: Origin, job_ids: Sequence[str], *, durable: bool = False

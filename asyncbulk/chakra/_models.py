@@ -414,24 +414,8 @@ class ProcessUpdate(_UpdateSlots):
                 and attribute not in _RESERVED_KEYS
             ):
                 checked = data.copy()
-                scalars = _SCALARS
-                for name, item in checked.items():
-                    if type(name) is not str or type(item) not in scalars:
-                        break
-                else:
-                    # `_new_update`, unrolled: this runs once per item of a bulk update.
-                    update = object.__new__(_UpdateSlots)
-                    update.id = None
-                    update.key = (attribute, value)
-                    update.data = checked
-                    update.state = None
-                    update.status = None
-                    update.assigned_to = None
-                    update.next_action_at = None
-                    update.is_deleted = None
-                    update._data_only = True
-                    update.__class__ = ProcessUpdate
-                    return update  # type: ignore[return-value]
+                if _plain_data(checked):
+                    return _new_update(None, (attribute, value), checked)  # type: ignore[return-value]
             if data is not None:
                 return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
         return cls(key=(attribute, value), **changes)

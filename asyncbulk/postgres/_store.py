@@ -522,22 +522,13 @@ class PostgresStore:
         origin: OriginLike,
         job_id: str,
         *,
-        durable: bool = False,  # noqa: ARG002 -- every write is durable when it returns
+        durable: bool = False,
     ) -> None:
         """Record a job finished by a tracker outside the workers (a job no worker claimed).
 
         A job a worker owns is finished only through `finish`, with its epoch.
         """
-        await self._execute(
-            "journal",
-            f"UPDATE {self._s}.jobs SET finished_at = now() "  # noqa: S608 -- schema checked
-            "WHERE (vendor, base_url, account, id) = ($1, $2, $3, $4) "
-            "  AND owner IS NULL AND finished_at IS NULL",
-            origin.vendor,
-            origin.base_url,
-            origin.account,
-            job_id,
-        )
+        await self.finish_jobs(origin, [job_id], durable=durable)
 
     async def finish_jobs(
         self,

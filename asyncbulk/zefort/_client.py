@@ -46,7 +46,6 @@ from asyncbulk.zefort._models import (
     ListedTask,
     TaskPage,
     ZefortTask,
-    lean_task,
     make_zefort_converter,
     read_listed_page,
     structure_page,
@@ -1112,17 +1111,8 @@ class ZefortTaskSource:
                         # A non-string id (a list, say) is unhashable: test the type first.
                         if type(task_id) is str and listed(task_id, status, _PENDING):
                             changed.append(index)
-                    if changed:
-                        texts = page.listed_texts(changed)
-                        for raw in page.listed_all(changed) if texts is None else texts:
-                            try:
-                                if texts is None:
-                                    task = structure_task(raw, origin=origin)
-                                else:
-                                    task = lean_task(raw, origin=origin)
-                            except ProtocolError:
-                                continue
-                            view.changed(task.id, task)
+                    for task in page.changed_tasks(changed, origin=origin):
+                        view.changed(task.id, task)
             except _PageIgnoredError as exc:
                 logger.warning(
                     "ZefortClient: %s; following tasks one by one instead",

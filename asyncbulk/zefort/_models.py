@@ -20,6 +20,8 @@ from asyncbulk._exceptions import ProtocolError
 from asyncbulk._handles import Origin, job_handle  # Origin: cattrs resolves field types
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import cattrs
 
 __all__ = [
@@ -217,21 +219,29 @@ class TaskPage:
     #: The page as sent, when `results` are `ListedTask` records (`read_listed_page`).
     body: bytes | None = attrs.field(default=None, repr=False)
 
-    def listed_all(self, indexes: list[int]) -> list[Any]:
-        """The whole task objects at ``indexes`` (parsed from `body` once for all of them)."""
-        if self.body is None:
-            return [self.results[index] for index in indexes]
-        raws = _RAW_PAGE.decode(self.body)
-        results = raws if isinstance(raws, list) else raws.results
-        return [_decode(results[index]) for index in indexes]
+    def changed_tasks(self, indexes: list[int], *, origin: Origin | None) -> list[ZefortTask]:
+        """The tasks at ``indexes``, built; one that cannot be read is left out (its fetch tells).
 
-    def listed_texts(self, indexes: list[int]) -> list[bytes] | None:
-        """The text of the task objects at ``indexes``, copied out of `body`; None without it."""
+        From `body` (parsed once for all of them), each is built from its own text (`lean_task`);
+        without it, from the parsed objects (`structure_task`).
+        """
+        if not indexes:
+            return []
+        build: Callable[..., ZefortTask]
+        items: list[Any]
         if self.body is None:
-            return None
-        raws = _RAW_PAGE.decode(self.body)
-        results = raws if isinstance(raws, list) else raws.results
-        return [bytes(results[index]) for index in indexes]
+            build, items = structure_task, [self.results[index] for index in indexes]
+        else:
+            raws = _RAW_PAGE.decode(self.body)
+            results = raws if isinstance(raws, list) else raws.results
+            build, items = lean_task, [bytes(results[index]) for index in indexes]
+        tasks = []
+        for item in items:
+            try:
+                tasks.append(build(item, origin=origin))
+            except ProtocolError:
+                continue
+        return tasks
 
 
 class ListedTask(msgspec.Struct, gc=False):
