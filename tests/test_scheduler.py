@@ -98,7 +98,9 @@ def test_sweep_replaces_polls_only_when_cheaper():
     assert [type(w) for w in run_due(one, 0.0, cost=1)] == [Poll]
 
 
-def sweep_once(sched: Scheduler, now: float, listed: dict[str, object], *, complete=True) -> None:
+def sweep_once(
+    sched: Scheduler, now: float, listed: dict[str, object], *, complete=True, shifted=False
+) -> None:
     (work,) = run_due(sched, now, cost=1)
     assert isinstance(work, Sweep)
     for job_id, progress in listed.items():
@@ -109,7 +111,7 @@ def sweep_once(sched: Scheduler, now: float, listed: dict[str, object], *, compl
         else:
             sched.swept(job_id, progress, work.generation, now)
     sched.work_done()
-    sched.sweep_ended(work.generation, now, complete=complete)
+    sched.sweep_ended(work.generation, now, complete=complete, shifted=shifted)
 
 
 def test_sweep_reschedules_only_what_changed():
@@ -140,6 +142,30 @@ def test_job_missing_from_a_complete_sweep_gets_one_fetch():
     first = sched.next_work(0.0, 1)
     assert isinstance(first, Poll)
     assert first.job_id == "j9"
+
+
+def test_a_job_missing_from_a_listing_that_moved_waits_for_the_next_sweep():
+    """A listing that moved while read: a job it missed is fetched only if the next misses it."""
+    sched = make()
+    for i in range(10):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, {f"j{i}": None for i in range(10)})
+    # j8 and j9 slipped between two pages of this one: the next sweep is asked, not a fetch.
+    sweep_once(sched, 0.5, {f"j{i}": None for i in range(8)}, shifted=True)
+    assert sched.next_work(0.5, 1) is None
+    # The next, moving as well, lists j8: only j9, missed twice in a row, is fetched.
+    sweep_once(sched, 1.0, {f"j{i}": None for i in range(9)}, shifted=True)
+    fetched = run_due(sched, 1.0, cost=1)
+    assert [w.job_id for w in fetched if isinstance(w, Poll)] == ["j9"]
+
+
+def test_a_first_sweep_that_moved_fetches_nothing():
+    """With no complete sweep before it, a listing that moved proves no job missing."""
+    sched = make()
+    for i in range(5):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, {"j0": None}, shifted=True)
+    assert not any(isinstance(w, Poll) for w in run_due(sched, 0.0, cost=1))
 
 
 def test_listed_marks_unchanged_jobs_seen_and_asks_only_for_moved_ones():

@@ -244,6 +244,82 @@ class RecordingView:
         self.changed_ids.append(job_id)
         self.states[job_id] = state
 
+    def shifted(self) -> None:
+        self.moved = True
+
+    moved = False
+
+
+def _pending(task_id: str, status: str = "pending") -> dict[str, object]:
+    return {"id": task_id, "backend_status": status, "frontend_status": "pending"}
+
+
+FIRST_PAGE = [_pending("a"), _pending("p1"), _pending("p2"), _pending("p3")]
+LAST_PAGE = [_pending(f"p{i}") for i in range(4, 8)]
+#: The listing [a, p1-p3, c, p4-p7] of 4 a page, with a acknowledged before page 2 is read:
+#: page 2 is then [p4-p7] of 8, and c, shifted onto page 1, is on neither page read.
+MOVED = {1: (9, FIRST_PAGE), 2: (8, LAST_PAGE)}
+#: The same pages with no move: [a, p1-p7], and c is not pending at all.
+STILL = {1: (8, FIRST_PAGE), 2: (8, LAST_PAGE)}
+#: The listing read whole: c on page 2.
+WHOLE = {1: (9, FIRST_PAGE), 2: (9, [_pending("c"), *LAST_PAGE[:3]]), 3: (9, LAST_PAGE[3:])}
+
+
+def scripted_listing(pages: dict[int, tuple[int, list]], asked: list[str]) -> web.Application:
+    """A pending listing answering ``pages`` ({page: (count, results)}), 404 past them.
+
+    A single task read answers it done. ``asked`` records each request ("page 1", "task c").
+    """
+
+    async def listing(request: web.Request) -> web.Response:
+        page = int(request.query.get("page", "1"))
+        asked.append(f"page {page}")
+        if page not in pages:
+            raise web.HTTPNotFound(text="Invalid page.")
+        count, results = pages[page]
+        last = -(-count // 4)
+        return web.json_response(
+            {"page_size": 4, "page": page, "last_page": last, "count": count, "results": results}
+        )
+
+    async def one(request: web.Request) -> web.Response:
+        asked.append(f"task {request.match_info['id']}")
+        return web.json_response(_pending(request.match_info["id"], "done"))
+
+    app = web.Application()
+    app.router.add_get(TASKS, listing)
+    app.router.add_get(TASK, one)
+    return app
+
+
+@pytest.mark.parametrize(("pages", "moved"), [(MOVED, True), (STILL, False), (WHOLE, False)])
+async def test_a_sweep_says_when_the_listing_moved_between_its_pages(pages, moved):
+    """Counts that differ between pages (a task acknowledged meanwhile) tell the view."""
+    view = RecordingView({"c", "p1", "p7"})
+    async with (
+        serve(scripted_listing(pages, [])) as url,
+        ZefortClient("key", base_url=url, listing_page_size=4) as zefort,
+    ):
+        assert await zefort.task_source.sweep(view) is True
+    assert view.moved is moved
+    assert ("c" in view.unchanged_ids) is (pages is WHOLE)
+
+
+@pytest.mark.parametrize(("pages", "sweeps"), [(MOVED, 2), (STILL, 1)])
+async def test_a_task_that_slipped_between_pages_is_fetched_only_when_missed_twice(pages, sweeps):
+    """A task missing from a listing that moved is fetched once the next sweep misses it too."""
+    asked: list[str] = []
+    tracked = ["c", *(f"p{i}" for i in range(1, 8))]
+    async with (
+        serve(scripted_listing(pages, asked)) as url,
+        ZefortClient("key", base_url=url, listing_page_size=4) as zefort,
+        zefort.track_tasks(tracked, timeout=10) as tasks,
+    ):
+        first = await anext(aiter(tasks))
+    assert first.id == "c"
+    assert asked[: asked.index("task c")].count("page 1") == sweeps
+    assert [a for a in asked if a.startswith("task")] == ["task c"]
+
 
 async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
     """Of the listed tasks, only tracked ones that finished are built; others are just marked."""

@@ -90,11 +90,12 @@ _GRACE: Final = 1.0
 class _View(Generic[T]):
     """One sweep's `SweepView`: hands what the listing shows to the scheduler and the tracker."""
 
-    __slots__ = ("_generation", "_tracker", "known", "listed")
+    __slots__ = ("_generation", "_tracker", "known", "listed", "moved")
 
     def __init__(self, tracker: JobTracker[T], generation: int) -> None:
         self._tracker = tracker
         self._generation = generation
+        self.moved = False
         sched = tracker._sched  # noqa: SLF001 -- the tracker's own part
         self.known = sched.known
         self.listed = functools.partial(sched.listed, generation)
@@ -104,6 +105,9 @@ class _View(Generic[T]):
 
     def changed(self, job_id: str, state: T) -> None:
         self._tracker._swept(job_id, state, self._generation)  # noqa: SLF001
+
+    def shifted(self) -> None:
+        self.moved = True
 
 
 class JobTracker(Generic[T]):
@@ -749,10 +753,9 @@ class JobTracker(Generic[T]):
         with anyio.CancelScope() as scope:
             self._poll_scopes.add(scope)
             self._counts.sweeps += 1
+            view = _View(self, generation)
             try:
-                complete = await self._source.sweep(
-                    _View(self, generation), deadline=sched.deadline
-                )
+                complete = await self._source.sweep(view, deadline=sched.deadline)
             except _FATAL as exc:
                 ended = True
                 sched.sweep_cancelled(self._clock())
@@ -772,7 +775,9 @@ class JobTracker(Generic[T]):
                 if complete is None:
                     sched.no_listing()
                 else:
-                    sched.sweep_ended(generation, self._clock(), complete=complete)
+                    sched.sweep_ended(
+                        generation, self._clock(), complete=complete, shifted=view.moved
+                    )
             finally:
                 self._poll_scopes.discard(scope)
                 if not ended:

@@ -11,7 +11,8 @@ interval starts at ``min_interval``, grows 1.5-2x (with jitter, so jobs added to
 apart) up to ``max_interval``, and drops back to ``min_interval`` when the job shows progress.
 Where the vendor lists many jobs in one request, a sweep of the listing replaces the polls due
 within ``sweep_interval`` whenever it costs fewer requests than they would; a sweep reschedules
-only the jobs it saw change, and a job missing from a complete listing gets one fetch.
+only the jobs it saw change, and a job missing from a complete listing gets one fetch (from two
+in a row when the listing moved while it was read: a job can slip between two of its pages).
 """
 
 from __future__ import annotations
@@ -348,22 +349,29 @@ class Scheduler:
         if not job.polling and self._note_progress(job, progress):
             self._reschedule(job, progressed=True, now=now)
 
-    def sweep_ended(self, generation: int, now: float, *, complete: bool) -> None:
+    def sweep_ended(
+        self, generation: int, now: float, *, complete: bool, shifted: bool = False
+    ) -> None:
         """The sweep read the whole listing (``complete``), or learnt it cannot be relied on.
 
         After a complete sweep, each job tracked before it started that it did not list gets
-        one fetch (acknowledged elsewhere?). A listing that cannot be read whole (it ignores
-        its ``page`` parameter, say) is never swept again: polls cost least then.
+        one fetch (acknowledged elsewhere?). When the listing moved while it was read
+        (``shifted``: jobs left it or joined it between two pages), a job may have slipped
+        from a page not yet read to one already read: only a job the previous complete
+        sweep did not list either is fetched; the next sweep finds the others. A listing that
+        cannot be read whole (it ignores its ``page`` parameter, say) is never swept again:
+        polls cost least then.
         """
         self._end_sweep(now)
         self._sweep_failures = 0
         if not complete:
             self.no_listing()
             return
+        missed_by = self._swept_generation if shifted else generation
         self._swept_generation = generation
         self._swept_at = self._sweep_started
         for job in self.jobs.values():
-            if job.seen < generation and not job.polling:
+            if job.seen < missed_by and not job.polling:
                 job.polling = True
                 self._fetch_now.append(job)
 

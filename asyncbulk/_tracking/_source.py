@@ -37,6 +37,14 @@ class SweepView(Protocol[T_contra]):
         """The listing shows the job finished or moved; ``state`` is the job built from it."""
         ...
 
+    def shifted(self) -> None:
+        """The listing changed while it was read (its count moved between two pages).
+
+        A job may then have slipped from a page not yet read to one already read, so a job
+        this sweep did not list is not taken for gone until the next sweep misses it too.
+        """
+        ...
+
 
 class JobSource(Protocol[T]):
     """What a vendor client gives the tracker: how to read one job, or many at once.

@@ -1091,6 +1091,10 @@ class ZefortTaskSource:
         others cost a dictionary lookup, and nothing of them outlives their page. A listed task
         that cannot be read is left out: its own fetch will tell.
 
+        When the pending count differs between two pages (tasks acknowledged or added while
+        the listing was read), or a listing of several pages does not say it, the view is told
+        (`SweepView.shifted`): a task may have slipped past a page boundary unread.
+
         Returns:
             True once every page was read; False when the listing ignores ``page`` (page 2
             repeats page 1), so that it can never be read whole.
@@ -1099,9 +1103,13 @@ class ZefortTaskSource:
         listed = view.listed
         origin = client._origin  # noqa: SLF001 -- the client's own source
         listing = client._listing(client._page_size, deadline=deadline, lean=True)  # noqa: SLF001
+        counts: set[int | None] = set()
+        read = 0
         async with listing as pages:
             try:
                 async for page in pages:
+                    read += 1
+                    counts.add(page.count)
                     changed: list[int] = []
                     for index, item in enumerate(page.results):
                         if type(item) is ListedTask:
@@ -1121,6 +1129,8 @@ class ZefortTaskSource:
                 )
                 return False
             self._pages = max(1, pages.expected)
+        if read > 1 and (len(counts) > 1 or None in counts):
+            view.shifted()
         return True
 
     def sweep_cost(self) -> int:
