@@ -146,6 +146,10 @@ class SendRate:
         self._cut_at: float | None = None
         self._w_max = 0.0
         self._k = 0.0
+        #: Since when requests have gone without a window-long gap.
+        self._busy_since = now
+        #: Cut before a whole window of sending was measured: the rate is a guess.
+        self._provisional = False
         self.decreases = 0
 
     def rate(self, now: float) -> float | None:
@@ -153,8 +157,12 @@ class SendRate:
         cap = self._cap.per_second if self._cap is not None else math.inf
         if self._cut_at is None:
             return None if math.isinf(cap) else cap
-        t = now - self._cut_at - self._k
-        learned = self._c * t * t * t + self._w_max
+        since = now - self._cut_at
+        if self._provisional:
+            learned = self._w_max * self._beta * 2 ** (since / self._window)
+        else:
+            t = since - self._k
+            learned = self._c * t * t * t + self._w_max
         return min(cap, max(self._floor, learned))
 
     def measured(self, now: float) -> float:
@@ -176,8 +184,10 @@ class SendRate:
         if rate is not None:
             self._refill(now, rate)
             self._tokens -= 1
-        self._sends.append(now)
         self._forget(now)
+        if not self._sends:
+            self._busy_since = now
+        self._sends.append(now)
 
     @property
     def last_seen(self) -> float:
@@ -185,7 +195,14 @@ class SendRate:
         return self._sends[-1] if self._sends else self._filled_at
 
     def throttled(self, now: float) -> bool:
-        """Cut the rate the server refuses; False when it was cut moments ago (the same event)."""
+        """Cut the rate the server refuses; False when it was cut moments ago (the same event).
+
+        The first 429 met while unlimited, or one moments after a quiet spell, says little of
+        the rate the server allows: the rate measured then is what the caller happened to
+        send (and the server's burst may just have run out). The cut rate is then a guess
+        that doubles every window until the next 429 measures it. Otherwise it climbs back
+        along the cubic curve.
+        """
         if self._cut_at is not None and now - self._cut_at < self._cooldown:
             return False
         current = self.rate(now)
@@ -193,6 +210,9 @@ class SendRate:
         if current is not None:
             measured = min(measured, current)
         rate_before = max(self._floor, measured)
+        # From unlimited, or after a quiet spell, the rate sent was the caller's, not the
+        # server's: what it allows is still to be found.
+        self._provisional = current is None or now - self._busy_since < self._window
         self._w_max = rate_before
         self._k = ((rate_before * (1 - self._beta)) / self._c) ** (1 / 3)
         self._cut_at = now

@@ -422,6 +422,11 @@ def _notes(row: Row) -> str:
     errors = {s: n for s, n in statuses.items() if not s.startswith("2")}
     if errors:
         notes.append("statuses " + ", ".join(f"{s}x{n}" for s, n in sorted(errors.items())))
+    refused = (row.result.get("limit") or {}).get("refused_by") or {}
+    listing = refused.get("GET /api/tasks/", 0)
+    if listing:
+        # A refused listing page delays every task on it by the Retry-After: the lag's tail.
+        notes.append(f"{listing} of the 429s on listing pages")
     if row.result.get("note"):
         notes.append(str(row.result.get("note")))
     return "; ".join(notes)

@@ -54,9 +54,15 @@ class Limiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self.admitted_at: list[float] = []
         self.refused = 0
+        #: Refusals by method and route ("GET /api/tasks/"): which requests paid for them.
+        self.refused_by: dict[str, int] = {}
 
-    def _refuse(self, retry_after: float) -> web.Response:
+    def _refuse(self, request: web.Request, retry_after: float) -> web.Response:
         self.refused += 1
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        key = f"{request.method} {route}"
+        self.refused_by[key] = self.refused_by.get(key, 0) + 1
         response = zefort_error(429, "Request was throttled.")
         response.headers["Retry-After"] = format(retry_after, "g")
         return response
@@ -78,11 +84,11 @@ class Limiter:
         if self.active:
             if self.once is not None:
                 once, self.once = self.once, None
-                return self._refuse(once)
+                return self._refuse(request, once)
             if self.sporadic and self._random.random() < self.sporadic:
-                return self._refuse(self.retry_after)
+                return self._refuse(request, self.retry_after)
             if self.rate and not self._take(request.headers.get("Authorization", "")):
-                return self._refuse(self.retry_after)
+                return self._refuse(request, self.retry_after)
             self.admitted_at.append(time.time())
         return await handler(request)
 
@@ -94,6 +100,7 @@ class Limiter:
             "sporadic": self.sporadic,
             "admitted": len(self.admitted_at),
             "refused": self.refused,
+            "refused_by": self.refused_by,
             "admitted_at": self.admitted_at,
         }
 

@@ -67,8 +67,8 @@ def test_a_cut_starts_from_the_measured_rate() -> None:
 
 
 def test_the_rate_probes_back_up_and_past_its_old_value() -> None:
-    """After a cut the rate climbs back to where it was (CUBIC's plateau), then beyond."""
-    rate = SendRate(0.0)
+    """After a measured cut the rate climbs back to where it was (CUBIC's plateau), then beyond."""
+    rate = SendRate(0.0, cap=RateLimit(1000, burst=1000))
     now = send_for(rate, 0.0, 1.0, 0.01)  # 100 requests a second
     rate.throttled(now)
     cut = rate.rate(now)
@@ -77,6 +77,33 @@ def test_the_rate_probes_back_up_and_past_its_old_value() -> None:
     later = [rate.rate(now + t) or 0 for t in (1, 2, 4, 8)]
     assert later == sorted(later)
     assert later[1] < 100 <= later[3]
+
+
+def test_a_cut_before_a_whole_window_was_measured_doubles_back_each_window() -> None:
+    """A 429 within a burst's first moments: the guessed rate doubles per window until measured."""
+    rate = SendRate(0.0)
+    now = send_for(rate, 0.0, 0.05, 0.002)  # 25 requests in 50 ms, then a 429
+    assert rate.throttled(now)
+    guess = rate.rate(now)
+    assert guess == pytest.approx(0.7 * 25, rel=0.05)
+    assert rate.rate(now + 1) == pytest.approx(2 * guess)
+    assert rate.rate(now + 3) == pytest.approx(8 * guess)
+    # The next 429 comes after a whole window of sending: measured, it follows the curve.
+    later = send_for(rate, now + 3, 1.5, 0.02)  # 50 a second
+    assert rate.throttled(later)
+    assert rate.rate(later) == pytest.approx(0.7 * 50, rel=0.05)
+    assert rate.rate(later + 1) < 50
+
+
+def test_a_burst_after_a_quiet_spell_is_measured_afresh() -> None:
+    """A 429 moments after an idle gap longer than the window is a guess again, not a measure."""
+    rate = SendRate(0.0)
+    now = send_for(rate, 0.0, 2.0, 0.02)
+    now = send_for(rate, now + 5, 0.04, 0.002)  # 20 requests after 5 s of silence
+    assert rate.throttled(now)
+    guess = rate.rate(now)
+    assert guess == pytest.approx(0.7 * rate.measured(now))
+    assert rate.rate(now + 2) == pytest.approx(4 * guess)
 
 
 def test_the_rate_never_falls_below_the_floor() -> None:
@@ -91,7 +118,7 @@ def test_the_rate_never_falls_below_the_floor() -> None:
 
 def test_429s_moments_after_a_cut_do_not_cut_again() -> None:
     """Answers to requests sent before the cut are one event: the rate is cut once."""
-    rate = SendRate(0.0)
+    rate = SendRate(0.0, cap=RateLimit(1000, burst=1000))
     now = send_for(rate, 0.0, 1.0, 0.01)
     assert rate.throttled(now)
     first = rate.rate(now)
