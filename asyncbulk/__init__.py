@@ -39,8 +39,10 @@ from asyncbulk._retry import RetryPolicy
 from asyncbulk._session import RequestStats, Timeouts
 from asyncbulk._telemetry import Telemetry
 from asyncbulk._tracking import (
+    UNTRACKED,
     JobSource,
     JobTracker,
+    SweepView,
     TrackerStats,
     TrackingOptions,
     TrackIterator,
@@ -77,6 +79,7 @@ from asyncbulk.zefort import (
 __all__ = [
     "ENTRY_STATUSES",
     "PROCESS_STATUSES",
+    "UNTRACKED",
     "APIError",
     "AsyncBulkError",
     "AuthenticationError",
@@ -123,6 +126,7 @@ __all__ = [
     "SubmissionError",
     "SubmissionRecord",
     "SubmissionSummary",
+    "SweepView",
     "Telemetry",
     "Timeouts",
     "TrackIterator",
