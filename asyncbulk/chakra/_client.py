@@ -852,8 +852,10 @@ class ChakraClient(ClientBase):
                         try:
                             # Checked, put in wire form and encoded in one pass; the batch's
                             # items die here, and only the encoded batch goes on.
-                            checked = check(raw, position)
-                            body, sent = encode_batch(checked, operation, name, position)
+                            checked, kinds = check(raw, position)
+                            body, sent = encode_batch(
+                                checked, operation, name, position, kinds=kinds
+                            )
                             del checked
                         except ValidationError as exc:
                             slots.release()
@@ -943,29 +945,35 @@ def _stops_every_batch(error: BaseException | None) -> bool:
     return isinstance(error, APIError) and error.status in _SHAPE_STATUSES
 
 
-def _update_checker(name: str) -> Callable[[list[Any], int], list[ProcessUpdate | dict[str, Any]]]:
+def _update_checker(
+    name: str,
+) -> Callable[[list[Any], int], tuple[list[Any], set[type] | None]]:
     """Check a batch of updates that starts at a position: each ready to send, or an error.
 
     A batch of `ProcessUpdate`s, or of plain dicts in the commonest wire form, is taken whole
     (see `is_data_batch`); otherwise each mapping is checked and put in its wire form in one
-    pass, with no `ProcessUpdate` built. The batch then holds exactly what is sent.
+    pass, with no `ProcessUpdate` built. The batch then holds exactly what is sent; it comes
+    with the set of its items' types when that is known (read once, for `encode_batch` too).
     """
     convert = _update_converter(name)
 
-    def check(raw: list[Any], start: int) -> list[ProcessUpdate | dict[str, Any]]:
-        if set(map(type, raw)) == _MODELS or is_data_batch(raw):
-            return raw
-        return [convert(item, at) for at, item in enumerate(raw, start)]
+    def check(raw: list[Any], start: int) -> tuple[list[Any], set[type] | None]:
+        kinds = set(map(type, raw))
+        if kinds == _MODELS or is_data_batch(raw, kinds=kinds):
+            return raw, kinds
+        return [convert(item, at) for at, item in enumerate(raw, start)], None
 
     return check
 
 
-def _create_checker(name: str) -> Callable[[list[Any], int], list[ProcessCreate]]:
+def _create_checker(
+    name: str,
+) -> Callable[[list[Any], int], tuple[list[Any], set[type] | None]]:
     """Check a batch of records that starts at a position: each a `ProcessCreate`, or an error."""
     convert = _create_converter(name)
 
-    def check(raw: list[Any], start: int) -> list[ProcessCreate]:
-        return [convert(item, at) for at, item in enumerate(raw, start)]
+    def check(raw: list[Any], start: int) -> tuple[list[Any], set[type] | None]:
+        return [convert(item, at) for at, item in enumerate(raw, start)], None
 
     return check
 

@@ -638,17 +638,20 @@ _DICTS: Final = {dict}
 _PAIR: Final = {2}
 
 
-def is_data_batch(items: Sequence[Any], key: str | None = None) -> bool:
+def is_data_batch(
+    items: Sequence[Any], key: str | None = None, *, kinds: set[type] | None = None
+) -> bool:
     """Whether every item is ``{"<identifier>": v, "update": {"data": {...}}}``, valid, as sent.
 
     The commonest batch, one identifier for all and a data change each, checked a column at a
     time (each pass in C, over the whole batch) rather than an item at a time: the checks of
     `ProcessUpdate.wire_from_mapping`, for a batch whose data values are all strings, numbers,
     bools or None. Such a batch is sent as given, nothing built or copied. False for any other
-    batch, whose items are then read one at a time.
+    batch, whose items are then read one at a time. `kinds` is the set of the items' types,
+    when the caller has read it already.
     """
     try:
-        updates = _data_updates(items)
+        updates = _data_updates(items, set(map(type, items)) if kinds is None else kinds)
         if updates is None or not _data_ready(updates):
             return False
     except KeyError:
@@ -673,13 +676,13 @@ def is_data_batch(items: Sequence[Any], key: str | None = None) -> bool:
     return kinds == _INTEGERS and name != "id"
 
 
-def _data_updates(items: Sequence[Any]) -> list[dict[str, Any]] | None:
+def _data_updates(items: Sequence[Any], kinds: set[type]) -> list[dict[str, Any]] | None:
     """Each item's ``update``, when every item is a plain dict of two keys whose update is too.
 
     Raises:
         KeyError: an item has no ``update``.
     """
-    if set(map(type, items)) != _DICTS or set(map(len, items)) != _PAIR:
+    if kinds != _DICTS or set(map(len, items)) != _PAIR:
         return None
     updates = list(map(_UPDATE, items))
     if set(map(type, updates)) != _DICTS:

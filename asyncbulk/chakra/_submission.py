@@ -132,17 +132,24 @@ def _as_items(items: tuple[Any, ...] | SentItems) -> tuple[Any, ...]:
 
 
 def encode_batch(
-    batch: Sequence[Any], operation: Operation, name: str, start: int
+    batch: Sequence[Any],
+    operation: Operation,
+    name: str,
+    start: int,
+    *,
+    kinds: set[type] | None = None,
 ) -> tuple[bytes, SentItems]:
     """A checked batch's request body, encoded once, and its items as `BatchOutcome` keeps them.
 
-    Items are wire dicts (sent as they are) or `ProcessUpdate`/`ProcessCreate` models.
+    Items are wire dicts (sent as they are) or `ProcessUpdate`/`ProcessCreate` models;
+    `kinds` is the set of their types, when the caller has read it already.
 
     Raises:
         ValidationError: an item the encoder refuses (an integer too large for JSON numbers,
             nesting too deep), named by its input position.
     """
-    kinds = set(map(type, batch))
+    if kinds is None:
+        kinds = set(map(type, batch))
     # Models are put in wire form by the encoder as it reaches each (`encode_default`), so no
     # list of wire dicts is built beside the batch; dicts are sent as they are.
     if dict not in kinds:
