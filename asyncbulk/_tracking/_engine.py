@@ -57,7 +57,7 @@ from asyncbulk._tracking._options import (
     check_id,
     check_seconds,
 )
-from asyncbulk._tracking._scheduler import UNTRACKED, Job, Poll, Scheduler
+from asyncbulk._tracking._scheduler import Job, Poll, Scheduler
 from asyncbulk._tracking._stats import Counters, TrackerStats
 
 if TYPE_CHECKING:
@@ -823,7 +823,7 @@ class JobTracker(Generic[T]):
             self._sched.polled(job, self._source.progress(state), self._clock())
 
     def _swept(self, job_id: str, state: T, generation: int) -> None:
-        if self._sched.known(job_id) is UNTRACKED:
+        if job_id not in self._sched.jobs:
             return
         self._note_entries(job_id, state)
         if self._source.is_finished(state):

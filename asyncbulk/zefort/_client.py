@@ -48,6 +48,7 @@ from asyncbulk.zefort._models import (
     ZefortTask,
     make_zefort_converter,
     read_listed_page,
+    status_category,
     structure_page,
     structure_task,
 )
@@ -67,6 +68,9 @@ if TYPE_CHECKING:
     from asyncbulk._tracking import SweepView, TrackerStats
 
 __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
+
+#: The `status_category` values of a task that will change no more.
+_FINISHED: Final = frozenset({"done", "failed"})
 
 logger: Final = logging.getLogger("asyncbulk")
 
@@ -1069,8 +1073,10 @@ class ZefortTaskSource:
 
     def is_finished(self, job: ZefortTask) -> bool:
         """Done or failed; an undocumented status is still running (warned about once)."""
-        self._client._note_status(job)  # noqa: SLF001 -- the client's own helper
-        return job.is_finished
+        category = status_category(job.backend_status)
+        if category == "unknown":
+            self._client._note_status(job)  # noqa: SLF001 -- the client's own helper
+        return category in _FINISHED
 
     def is_failed(self, job: ZefortTask) -> bool:
         """Finished in failure."""

@@ -48,7 +48,7 @@ _CATEGORIES: dict[str, str] = {}
 _MAX_CATEGORIES: Final = 256
 
 
-def _category(value: str) -> str:
+def status_category(value: str) -> str:
     """``running``, ``done``, ``failed`` or ``unknown``: what a ``backend_status`` means."""
     found = _CATEGORIES.get(value)
     if found is None:
@@ -158,22 +158,22 @@ class ZefortTask:
     @property
     def is_done(self) -> bool:
         """Whether the task was carried out (``backend_status`` is ``done``)."""
-        return _category(self.backend_status) == "done"
+        return status_category(self.backend_status) == "done"
 
     @property
     def is_failed(self) -> bool:
         """Whether the task ended in failure (``error``, ``failed``, ``failure``, ``cancelled``)."""
-        return _category(self.backend_status) == "failed"
+        return status_category(self.backend_status) == "failed"
 
     @property
     def is_finished(self) -> bool:
         """Whether the task will change no more: done or failed."""
-        return _category(self.backend_status) in {"done", "failed"}
+        return status_category(self.backend_status) in {"done", "failed"}
 
     @property
     def is_known_status(self) -> bool:
         """Whether ``backend_status`` is a value Zefort documents or we read as failure."""
-        return _category(self.backend_status) != "unknown"
+        return status_category(self.backend_status) != "unknown"
 
     @property
     def is_acknowledged(self) -> bool:
