@@ -473,6 +473,10 @@ class RequestObserver(Protocol):
     in-flight slot already taken) and may return anything, a span say; `try_ended` gets it
     back with the result, whether the try was answered, failed or was cancelled (then with
     no status and no error).
+
+    An observer may also have an ``observing()`` method: while it returns False, a try calls
+    neither hook (nothing is built for them), as asyncbulk's OpenTelemetry observer does until
+    an application sets a provider.
     """
 
     def try_started(self, info: TryInfo) -> object:
@@ -938,7 +942,9 @@ class Session:
                 timeout=timeout,
                 max_response_bytes=self.max_response_bytes,
             )
-            if self._observer is _NO_OBSERVER:
+            observer = self._observer
+            observing = getattr(observer, "observing", None)
+            if observer is _NO_OBSERVER or (observing is not None and not observing()):
                 # No one to tell: no `TryInfo` or `TryResult` built for nothing.
                 answer = await self._transport.send(request)
             else:
