@@ -743,19 +743,20 @@ class Session:
             raw_path = path_qs.partition("?")[0]
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
+        # Positional, in the fields' order: keywords cost several times more to pass.
         call = _Call(
-            method=method,
-            url_text=url_text,
-            raw_path=raw_path,
-            path_qs=path_qs,
-            data=data,
-            plan=_Plan(priority=priority, deadline=limit, wait=policy.wait),
-            policy=policy,
-            idempotent=idempotent,
-            started=time.monotonic(),
-            attempts=policy.attempts,
-            job_id=job_id,
-            reader=reader,
+            method,
+            url_text,
+            raw_path,
+            path_qs,
+            data,
+            _Plan(priority, limit, policy.wait),
+            policy,
+            idempotent,
+            time.monotonic(),
+            policy.attempts,
+            job_id,
+            reader,
         )
         while True:
             call.attempt += 1
@@ -1107,9 +1108,9 @@ class Session:
             )
 
 
-@attrs.define(kw_only=True)
+@attrs.define
 class _Call:
-    """One call of `Session.request`, across its tries."""
+    """One call of `Session.request`, across its tries; built with positional arguments."""
 
     method: str
     url_text: str
