@@ -1243,16 +1243,17 @@ def structure_job(
     job_id = _required_id(data, "_data")
     assert isinstance(data, dict)  # noqa: S101 -- checked by _required_id, for mypy
     where = "_data"
+    # Positional, in the fields' order: a job is built on every poll, and keywords cost more.
     return BackgroundJob(
-        id=job_id,
-        completion_status=_text(data, "completionStatus", where),
-        status_message=_text(data, "statusMessage", where),
-        created_at=_time(data, "createdAt", where),
-        updated_at=_time(data, "updatedAt", where),
-        started_at=_time(data, "startedAt", where),
-        completed_at=_time(data, "completedAt", where),
-        status_counts=_status_counts(meta),
-        raw=data,
+        job_id,
+        _text(data, "completionStatus", where),
+        _text(data, "statusMessage", where),
+        _time(data, "createdAt", where),
+        _time(data, "updatedAt", where),
+        _time(data, "startedAt", where),
+        _time(data, "completedAt", where),
+        _status_counts(meta),
+        data,
         origin=origin,
     )
 
