@@ -50,6 +50,7 @@ from asyncbulk._transport import (
     Transport,
     TransportRequest,
     TransportResponse,
+    build_request,
     check_max_response_bytes,
 )
 from asyncbulk._version import __version__
@@ -939,13 +940,8 @@ class Session:
             # Closed while this request waited (a retry, the limiter): nothing may be sent.
             self._check_open()
             self._counts.requests += 1
-            request = TransportRequest(
-                method=method,
-                url=url,
-                headers=headers,
-                body=call.data,
-                timeout=timeout,
-                max_response_bytes=self.max_response_bytes,
+            request = build_request(
+                method, url, headers, call.data, timeout, self.max_response_bytes
             )
             observer = self._observer
             observing = getattr(observer, "observing", None)
