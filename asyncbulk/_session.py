@@ -1025,9 +1025,8 @@ class Session:
                         status=status,
                     ) from None
                 body = raw.decode("utf-8", "replace")
-        return _RawResponse(
-            status=status, body=body, retry_after=answer.headers.get("Retry-After"), url=url
-        )
+        # Positional, in the fields' order: this runs on every answer.
+        return _RawResponse(status, body, answer.headers.get("Retry-After"), url)
 
     def _read_with(
         self, reader: Callable[[bytes], Any], method: str, url: str, answer: TransportResponse
