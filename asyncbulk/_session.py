@@ -50,6 +50,7 @@ from asyncbulk._transport import (
     Transport,
     TransportRequest,
     TransportResponse,
+    build_request,
     check_max_response_bytes,
 )
 from asyncbulk._version import __version__
@@ -422,6 +423,10 @@ def _check_in_flight(value: object) -> int:
 @functools.lru_cache(maxsize=4096)
 def encode_segment(value: str) -> str:
     """Percent-encode ``value`` so it stays one path segment, whatever characters it holds."""
+    if value.isascii() and value.replace("-", "").replace("_", "").isalnum():
+        # Letters, digits, "-" and "_" only (every id the vendors make): nothing to encode,
+        # and `quote` costs more than the rest of building the path.
+        return value
     encoded = quote(value, safe="")
     if encoded in {".", ".."}:
         return encoded.replace(".", "%2E")
@@ -473,6 +478,10 @@ class RequestObserver(Protocol):
     in-flight slot already taken) and may return anything, a span say; `try_ended` gets it
     back with the result, whether the try was answered, failed or was cancelled (then with
     no status and no error).
+
+    An observer may also have an ``observing()`` method: while it returns False, a try calls
+    neither hook (nothing is built for them), as asyncbulk's OpenTelemetry observer does until
+    an application sets a provider.
     """
 
     def try_started(self, info: TryInfo) -> object:
@@ -735,19 +744,20 @@ class Session:
             raw_path = path_qs.partition("?")[0]
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
+        # Positional, in the fields' order: keywords cost several times more to pass.
         call = _Call(
-            method=method,
-            url_text=url_text,
-            raw_path=raw_path,
-            path_qs=path_qs,
-            data=data,
-            plan=_Plan(priority=priority, deadline=limit, wait=policy.wait),
-            policy=policy,
-            idempotent=idempotent,
-            started=time.monotonic(),
-            attempts=policy.attempts,
-            job_id=job_id,
-            reader=reader,
+            method,
+            url_text,
+            raw_path,
+            path_qs,
+            data,
+            _Plan(priority, limit, policy.wait),
+            policy,
+            idempotent,
+            time.monotonic(),
+            policy.attempts,
+            job_id,
+            reader,
         )
         while True:
             call.attempt += 1
@@ -930,15 +940,12 @@ class Session:
             # Closed while this request waited (a retry, the limiter): nothing may be sent.
             self._check_open()
             self._counts.requests += 1
-            request = TransportRequest(
-                method=method,
-                url=url,
-                headers=headers,
-                body=call.data,
-                timeout=timeout,
-                max_response_bytes=self.max_response_bytes,
+            request = build_request(
+                method, url, headers, call.data, timeout, self.max_response_bytes
             )
-            if self._observer is _NO_OBSERVER:
+            observer = self._observer
+            observing = getattr(observer, "observing", None)
+            if observer is _NO_OBSERVER or (observing is not None and not observing()):
                 # No one to tell: no `TryInfo` or `TryResult` built for nothing.
                 answer = await self._transport.send(request)
             else:
@@ -1018,9 +1025,8 @@ class Session:
                         status=status,
                     ) from None
                 body = raw.decode("utf-8", "replace")
-        return _RawResponse(
-            status=status, body=body, retry_after=answer.headers.get("Retry-After"), url=url
-        )
+        # Positional, in the fields' order: this runs on every answer.
+        return _RawResponse(status, body, answer.headers.get("Retry-After"), url)
 
     def _read_with(
         self, reader: Callable[[bytes], Any], method: str, url: str, answer: TransportResponse
@@ -1097,9 +1103,9 @@ class Session:
             )
 
 
-@attrs.define(kw_only=True)
+@attrs.define
 class _Call:
-    """One call of `Session.request`, across its tries."""
+    """One call of `Session.request`, across its tries; built with positional arguments."""
 
     method: str
     url_text: str

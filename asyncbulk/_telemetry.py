@@ -132,6 +132,18 @@ def _clean_url(url: URL) -> str:
     return scrub(str(url))
 
 
+def _placeholder_meters(metrics: Any) -> bool:
+    """Whether the global meter provider is the API's stand-in, whose instruments count nothing.
+
+    Until an application sets one, the API answers a proxy of a private class (that hands its
+    instruments real ones once a provider is set), or the no-op provider.
+    """
+    provider = metrics.get_meter_provider()
+    return isinstance(provider, metrics.NoOpMeterProvider) or (
+        type(provider).__name__ == "_ProxyMeterProvider"
+    )
+
+
 class Tracer:
     """The spans and instruments of asyncbulk under one pair of providers.
 
@@ -147,6 +159,9 @@ class Tracer:
         # A provider given, or a global one set (which can be set only once): spans record.
         self._recording = tracer_provider is not None
         self._looked_at = -math.inf
+        self._metrics = metrics
+        # A provider given, or a global one set: the instruments count.
+        self._counting = meter_provider is not None or not _placeholder_meters(metrics)
         meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
         self.requests = meter.create_counter(
             "asyncbulk.requests", unit="{request}", description="Tries sent, by answer status"
@@ -192,6 +207,20 @@ class Tracer:
                 provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
             )
         return self._recording
+
+    def observing(self) -> bool:
+        """Whether a try would be reported at all: a span recorded or a request counted.
+
+        Until an application sets a tracer or a meter provider, neither would: the session
+        then skips the observer's hooks, and builds no `TryInfo` or `TryResult` for them. The
+        global providers are looked up at most once a second, as `recording` does.
+        """
+        if self._counting or self._recording:
+            return True
+        if time.monotonic() - self._looked_at < 1.0:
+            return False
+        self._counting = not _placeholder_meters(self._metrics)
+        return self.recording() or self._counting
 
     def watch_rate(self, session: Any, vendor: str) -> None:
         """Report ``session.stats.send_rate`` in the gauge while the session lives."""

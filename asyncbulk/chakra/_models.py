@@ -1158,17 +1158,27 @@ def _wire_changes(change: ProcessUpdate | ProcessCreate, into: dict[str, Any]) -
 
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+# Times already made, by epoch milliseconds: a job polled until it finishes answers the same
+# createdAt and startedAt each time, and a datetime costs more to make than to look up.
+_TIMES: dict[int, dt.datetime] = {}
+_MAX_TIMES: Final = 4096
 
 
 def _time(source: Mapping[str, Any], name: str, where: str) -> dt.datetime | None:
     value = source.get(name)
     if type(value) is int and value:
+        found = _TIMES.get(value)
+        if found is not None:
+            return found
         try:
-            # The common case first; positional arguments: timedelta's keywords cost more.
-            return _EPOCH + dt.timedelta(0, 0, 0, value)
+            # Positional arguments: timedelta's keywords cost more.
+            found = _EPOCH + dt.timedelta(0, 0, 0, value)
         except OverflowError:
-            pass
-        raise ProtocolError(f"{where}.{name} is not epoch milliseconds: {value!r}")
+            raise ProtocolError(f"{where}.{name} is not epoch milliseconds: {value!r}") from None
+        if len(_TIMES) >= _MAX_TIMES:
+            _TIMES.clear()
+        _TIMES[value] = found
+        return found
     if value is None or value == 0:
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit():
@@ -1204,6 +1214,13 @@ def _status_counts(meta: Mapping[str, Any]) -> dict[str, int]:
     counts = meta.get("bjEntryCompletionStatusVsCount")
     if counts is None:
         return {}
+    if type(counts) is dict:
+        # A loop, not all() over a generator: this runs on every poll of a job.
+        for key, value in counts.items():
+            if type(key) is not str or type(value) is not int:
+                break
+        else:
+            return dict(counts)
     if not isinstance(counts, dict) or not all(
         isinstance(k, str) and type(v) is int for k, v in counts.items()
     ):
@@ -1229,16 +1246,17 @@ def structure_job(
     job_id = _required_id(data, "_data")
     assert isinstance(data, dict)  # noqa: S101 -- checked by _required_id, for mypy
     where = "_data"
+    # Positional, in the fields' order: a job is built on every poll, and keywords cost more.
     return BackgroundJob(
-        id=job_id,
-        completion_status=_text(data, "completionStatus", where),
-        status_message=_text(data, "statusMessage", where),
-        created_at=_time(data, "createdAt", where),
-        updated_at=_time(data, "updatedAt", where),
-        started_at=_time(data, "startedAt", where),
-        completed_at=_time(data, "completedAt", where),
-        status_counts=_status_counts(meta),
-        raw=data,
+        job_id,
+        _text(data, "completionStatus", where),
+        _text(data, "statusMessage", where),
+        _time(data, "createdAt", where),
+        _time(data, "updatedAt", where),
+        _time(data, "startedAt", where),
+        _time(data, "completedAt", where),
+        _status_counts(meta),
+        data,
         origin=origin,
     )
 

@@ -340,6 +340,23 @@ def _kind(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+def _slot_setter(name: str) -> Callable[[ZefortTask, Any], None]:
+    # The slots' own descriptors: what a frozen class's __setattr__ refuses, done on purpose.
+    setter: Callable[[ZefortTask, Any], None] = vars(ZefortTask)[name].__set__
+    return setter
+
+
+_new: Final = object.__new__
+_set_id: Final = _slot_setter("id")
+_set_status: Final = _slot_setter("backend_status")
+_set_info: Final = _slot_setter("backend_status_info")
+_set_frontend: Final = _slot_setter("frontend_status")
+_set_description: Final = _slot_setter("description")
+_set_details: Final = _slot_setter("_details")
+_set_raw: Final = _slot_setter("_raw")
+_set_origin: Final = _slot_setter("_origin")
+
+
 def structure_task(value: Any, *, origin: Origin | None = None) -> ZefortTask:
     """Read one task object.
 
@@ -358,6 +375,30 @@ def structure_task(value: Any, *, origin: Origin | None = None) -> ZefortTask:
         details = {}
     elif type(details) is not dict and not isinstance(details, Mapping):
         raise ProtocolError(f"task.details: expected an object, got {_kind(details)}")
+    get = value.get
+    task_id, status, info = get("id"), get("backend_status"), get("backend_status_info")
+    frontend, description = get("frontend_status"), get("description")
+    if (
+        type(task_id) is str
+        and task_id
+        and type(status) is str
+        and status
+        and type(info) is str
+        and type(frontend) is str
+        and type(description) is str
+    ):
+        # Every field a string, the two required ones not empty (a task as the server sends
+        # it): the object is filled slot by slot, as `__init__` would, at a fraction of the cost.
+        task = _new(ZefortTask)
+        _set_id(task, task_id)
+        _set_status(task, status)
+        _set_info(task, info)
+        _set_frontend(task, frontend)
+        _set_description(task, description)
+        _set_details(task, details)
+        _set_raw(task, value)
+        _set_origin(task, origin)
+        return task
     return ZefortTask(
         id=_text(value, "id", required=True),
         backend_status=_text(value, "backend_status", required=True),
