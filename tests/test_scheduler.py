@@ -168,6 +168,22 @@ def test_a_first_sweep_that_moved_fetches_nothing():
     assert not any(isinstance(w, Poll) for w in run_due(sched, 0.0, cost=1))
 
 
+def test_a_long_sweep_is_followed_by_a_gap_of_an_eighth_of_its_duration():
+    """A sweep that took 8 s is followed by 1 s without one; the next starts then."""
+    sched = make()
+    for i in range(50):
+        sched.add(f"j{i}", 0.0, None)
+    (work,) = run_due(sched, 0.0, cost=1)
+    assert isinstance(work, Sweep)
+    for i in range(50):
+        sched.seen(f"j{i}", work.generation)
+    sched.work_done()
+    sched.sweep_ended(work.generation, 8.0, complete=True)
+    assert sched.next_work(8.9, 1) is None
+    assert sched.next_wake(8.0) == pytest.approx(9.0)
+    assert isinstance(sched.next_work(9.0, 1), Sweep)
+
+
 def test_listed_marks_unchanged_jobs_seen_and_asks_only_for_moved_ones():
     """`listed` asks to build a tracked job only when its progress moved; others are seen."""
     sched = make()
