@@ -354,10 +354,13 @@ async def test_a_task_a_sweep_finds_finished_is_the_task_a_get_reads():
 
 
 async def test_a_finished_task_listed_in_a_bad_shape_is_left_to_its_own_read():
-    """A listed task whose fields have the wrong type is skipped by the sweep, not yielded."""
+    """A listed task whose fields have the wrong type, or are blank, is skipped by the sweep."""
+    strings = {"backend_status_info": "", "frontend_status": "pending", "description": ""}
     bad = [
         {"id": "task_bad", "backend_status": "done", "frontend_status": 7},
         {"id": "task_details", "backend_status": "done", "details": [1]},
+        {**strings, "id": "  ", "backend_status": "done"},
+        {**strings, "id": "task_blank", "backend_status": " "},
     ]
     good = {
         "id": "task_good",
@@ -367,12 +370,12 @@ async def test_a_finished_task_listed_in_a_bad_shape_is_left_to_its_own_read():
     }
 
     async def listing(_: web.Request) -> web.Response:
-        return web.json_response({"count": 3, "results": [*bad, good]})
+        return web.json_response({"count": 5, "results": [*bad, good]})
 
     app = web.Application()
     app.router.add_get(TASKS, listing)
     async with serve(app) as url, ZefortClient("key", base_url=url) as zefort:
-        view = RecordingView({"task_bad", "task_details", "task_good"})
+        view = RecordingView({"task_bad", "task_details", "  ", "task_blank", "task_good"})
         assert await zefort.task_source.sweep(view) is True
         assert view.changed_ids == ["task_good"]
         task = view.states["task_good"]

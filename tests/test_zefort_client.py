@@ -627,6 +627,16 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, object]]]:
         yield url, answers
 
 
+#: A task with every field a string, as the server sends it.
+WHOLE_TASK = {
+    "id": "t",
+    "backend_status": "done",
+    "backend_status_info": "",
+    "frontend_status": "pending",
+    "description": "",
+}
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("answer", "field"),
@@ -638,8 +648,20 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, object]]]:
         ({"id": "t", "backend_status": "done", "details": []}, "task.details"),
         ({"id": "t", "backend_status": "done", "frontend_status": 1}, "task.frontend_status"),
         (["not", "a", "task"], "task"),
+        ({**WHOLE_TASK, "id": "  "}, "task.id"),
+        ({**WHOLE_TASK, "backend_status": " "}, "task.backend_status"),
     ],
-    ids=["empty-id", "no-id", "status-number", "no-status", "details-list", "frontend", "list"],
+    ids=[
+        "empty-id",
+        "no-id",
+        "status-number",
+        "no-status",
+        "details-list",
+        "frontend",
+        "list",
+        "blank-id-all-strings",
+        "blank-status-all-strings",
+    ],
 )
 async def test_malformed_task_is_a_protocol_error_naming_the_field(odd_server, answer, field):
     """A task answer of the wrong shape is a ProtocolError naming the field, not a KeyError."""
