@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import ssl as _ssl
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import aiohttp
 import attrs
@@ -21,6 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from asyncbulk._exceptions import ProtocolError, TransportError, ValidationError
+from asyncbulk._slots import slot_setter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -92,19 +93,13 @@ class TransportResponse:
         return cls(status=status, headers=CIMultiDictProxy(CIMultiDict(headers or {})), body=body)
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
-    # The slots' own descriptors: what a frozen class's __setattr__ refuses, done on purpose.
-    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
-    return setter
-
-
 _new: Final = object.__new__
 _REQUEST_SETTERS: Final = tuple(
-    _slot_setter(TransportRequest, name)
+    slot_setter(TransportRequest, name)
     for name in ("method", "url", "headers", "body", "timeout", "max_response_bytes")
 )
 _set_status, _set_headers, _set_body = (
-    _slot_setter(TransportResponse, name) for name in ("status", "headers", "body")
+    slot_setter(TransportResponse, name) for name in ("status", "headers", "body")
 )
 
 

@@ -24,9 +24,10 @@ import msgspec
 from asyncbulk._converter import make_converter
 from asyncbulk._exceptions import ProtocolError, ValidationError
 from asyncbulk._handles import Origin, job_handle  # Origin: cattrs resolves field types
+from asyncbulk._slots import slot_setter
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     import cattrs
 
@@ -542,8 +543,8 @@ def _new_update(
     return update  # type: ignore[return-value]
 
 
-_SLOT_SETTERS: Final = tuple(vars(_UpdateSlots)[name].__set__ for name in _UPDATE_FIELDS)
-_set_data_only: Final = vars(_UpdateSlots)["_data_only"].__set__
+_SLOT_SETTERS: Final = tuple(slot_setter(_UpdateSlots, name) for name in _UPDATE_FIELDS)
+_set_data_only: Final = slot_setter(_UpdateSlots, "_data_only")
 
 
 def _fill_update(update: ProcessUpdate, *fields: Any) -> None:
@@ -1128,15 +1129,9 @@ class JobEntry:
         return (JobEntry, (*self._values(), self.raw))
 
 
-def _slot_setter(name: str) -> Callable[[JobEntry, Any], None]:
-    # The slots' own descriptors: what a frozen class's __setattr__ refuses, done on purpose.
-    setter: Callable[[JobEntry, Any], None] = vars(JobEntry)[name].__set__
-    return setter
-
-
-_set_id: Final = _slot_setter("id")
-_set_raw: Final = _slot_setter("_raw")
-_set_fields: Final = _slot_setter("_fields")
+_set_id: Final = slot_setter(JobEntry, "id")
+_set_raw: Final = slot_setter(JobEntry, "_raw")
+_set_fields: Final = slot_setter(JobEntry, "_fields")
 
 
 def _wire_changes(change: ProcessUpdate | ProcessCreate, into: dict[str, Any]) -> dict[str, Any]:

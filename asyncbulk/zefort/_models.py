@@ -18,6 +18,7 @@ import orjson
 from asyncbulk._converter import make_converter
 from asyncbulk._exceptions import ProtocolError
 from asyncbulk._handles import Origin, job_handle  # Origin: cattrs resolves field types
+from asyncbulk._slots import slot_setter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -340,21 +341,15 @@ def _kind(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-def _slot_setter(name: str) -> Callable[[ZefortTask, Any], None]:
-    # The slots' own descriptors: what a frozen class's __setattr__ refuses, done on purpose.
-    setter: Callable[[ZefortTask, Any], None] = vars(ZefortTask)[name].__set__
-    return setter
-
-
 _new: Final = object.__new__
-_set_id: Final = _slot_setter("id")
-_set_status: Final = _slot_setter("backend_status")
-_set_info: Final = _slot_setter("backend_status_info")
-_set_frontend: Final = _slot_setter("frontend_status")
-_set_description: Final = _slot_setter("description")
-_set_details: Final = _slot_setter("_details")
-_set_raw: Final = _slot_setter("_raw")
-_set_origin: Final = _slot_setter("_origin")
+_set_id: Final = slot_setter(ZefortTask, "id")
+_set_status: Final = slot_setter(ZefortTask, "backend_status")
+_set_info: Final = slot_setter(ZefortTask, "backend_status_info")
+_set_frontend: Final = slot_setter(ZefortTask, "frontend_status")
+_set_description: Final = slot_setter(ZefortTask, "description")
+_set_details: Final = slot_setter(ZefortTask, "_details")
+_set_raw: Final = slot_setter(ZefortTask, "_raw")
+_set_origin: Final = slot_setter(ZefortTask, "_origin")
 
 
 def _filled(  # noqa: PLR0917 -- every field of a task, in order
