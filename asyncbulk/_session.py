@@ -506,6 +506,11 @@ class _NoObserver:
 _NO_OBSERVER: Final = _NoObserver()
 
 
+def _always() -> bool:
+    """An observer with no ``observing`` method wants every try."""
+    return True
+
+
 class Session:
     """Requests to one vendor host: auth, limits, retries, the 429 pause, envelopes, errors.
 
@@ -590,7 +595,7 @@ class Session:
         self._envelope = envelope
         self._name = name
         self._vendor = vendor or name
-        self._observer: RequestObserver = observer or _NO_OBSERVER
+        self.observe_with(observer)
         self._prefix = self.base_url.raw_path.rstrip("/")
         self._root = f"{self.base_url.origin()}{self._prefix}"
         self._origin = (self.base_url.scheme, self.base_url.host, self.base_url.port)
@@ -611,6 +616,20 @@ class Session:
     def closed(self) -> bool:
         """Whether `aclose` has been called."""
         return self._closed
+
+    def observe_with(self, observer: RequestObserver | None) -> None:
+        """Report every try from now on to ``observer`` (None: to no one).
+
+        Whether it would report a try (`RequestObserver`'s optional ``observing``) is looked
+        up here once, not on every try.
+        """
+        self._observer: RequestObserver = observer or _NO_OBSERVER
+        #: Asked before each try whether its hooks are wanted; None when they never are.
+        self._observing: Callable[[], bool] | None = (
+            None
+            if self._observer is _NO_OBSERVER
+            else getattr(self._observer, "observing", _always)
+        )
 
     @property
     def stats(self) -> RequestStats:
@@ -943,9 +962,8 @@ class Session:
             request = build_request(
                 method, url, headers, call.data, timeout, self.max_response_bytes
             )
-            observer = self._observer
-            observing = getattr(observer, "observing", None)
-            if observer is _NO_OBSERVER or (observing is not None and not observing()):
+            observing = self._observing
+            if observing is None or not observing():
                 # No one to tell: no `TryInfo` or `TryResult` built for nothing.
                 answer = await self._transport.send(request)
             else:

@@ -99,7 +99,7 @@ async def test_the_observer_sees_each_try_start_and_end() -> None:
         async with ZefortClient(
             sim.zefort_api_key, base_url=sim.zefort_url, retry=RetryPolicy(initial_wait=0.001)
         ) as zefort:
-            zefort._session._observer = recorder
+            zefort._session.observe_with(recorder)
             await zefort.get_task(task.id)
     kinds = [kind for kind, _ in recorder.events]
     assert kinds == ["start", "end", "start", "end"]
@@ -110,6 +110,34 @@ async def test_the_observer_sees_each_try_start_and_end() -> None:
     assert (info.vendor, info.method, info.job_id) == ("zefort", "GET", task.id)
     assert info.url.endswith(f"/api/tasks/{task.id}/")
     assert all(result.seconds >= 0 for _, _, result in ends)
+
+
+class QuietRecorder(Recorder):
+    """A recorder that reports only while told to, as a tracer with no provider set."""
+
+    def __init__(self) -> None:
+        """Quiet at first."""
+        super().__init__()
+        self.wanted = False
+
+    def observing(self) -> bool:
+        """Whether the tries are wanted now."""
+        return self.wanted
+
+
+async def test_an_observer_not_observing_gets_no_hooks() -> None:
+    """While `observing()` is False no hook runs; once True, each try opens and closes."""
+    async with Simulator() as sim:
+        task = sim.zefort.submit_bulk_update({"attributes": {"n": 1}, "search": {}})
+        recorder = QuietRecorder()
+        async with ZefortClient(sim.zefort_api_key, base_url=sim.zefort_url) as zefort:
+            zefort._session.observe_with(recorder)
+            await zefort.get_task(task.id)
+            assert recorder.events == []
+            recorder.wanted = True
+            await zefort.get_task(task.id)
+        assert sim.records.count(method="GET", route="/api/tasks/{id}/") == 2
+    assert [kind for kind, _ in recorder.events] == ["start", "end"]
 
 
 async def test_the_observer_sees_a_try_that_got_no_answer() -> None:
