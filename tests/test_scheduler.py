@@ -99,8 +99,15 @@ def test_sweep_replaces_polls_only_when_cheaper():
 
 
 def sweep_once(
-    sched: Scheduler, now: float, listed: dict[str, object], *, complete=True, shifted=False
+    sched: Scheduler,
+    now: float,
+    listed: dict[str, object],
+    *,
+    complete=True,
+    shifted=False,
+    ended: float | None = None,
 ) -> None:
+    """One sweep started at ``now`` that lists ``listed`` and ends at ``ended`` (``now``)."""
     (work,) = run_due(sched, now, cost=1)
     assert isinstance(work, Sweep)
     for job_id, progress in listed.items():
@@ -111,7 +118,8 @@ def sweep_once(
         else:
             sched.swept(job_id, progress, work.generation, now)
     sched.work_done()
-    sched.sweep_ended(work.generation, now, complete=complete, shifted=shifted)
+    end = now if ended is None else ended
+    sched.sweep_ended(work.generation, end, complete=complete, shifted=shifted)
 
 
 def test_sweep_reschedules_only_what_changed():
@@ -173,12 +181,7 @@ def test_a_long_sweep_is_followed_by_a_gap_of_an_eighth_of_its_duration():
     sched = make()
     for i in range(50):
         sched.add(f"j{i}", 0.0, None)
-    (work,) = run_due(sched, 0.0, cost=1)
-    assert isinstance(work, Sweep)
-    for i in range(50):
-        sched.seen(f"j{i}", work.generation)
-    sched.work_done()
-    sched.sweep_ended(work.generation, 8.0, complete=True)
+    sweep_once(sched, 0.0, {f"j{i}": None for i in range(50)}, ended=8.0)
     assert sched.next_work(8.9, 1) is None
     assert sched.next_wake(8.0) == pytest.approx(9.0)
     assert isinstance(sched.next_work(9.0, 1), Sweep)

@@ -43,6 +43,7 @@ from asyncbulk._tracking._options import check_count, check_seconds, resolve_tra
 from asyncbulk._tracking._requests import request_keywords
 from asyncbulk._transport import DEFAULT_MAX_RESPONSE_BYTES
 from asyncbulk.zefort._models import (
+    FINISHED_CATEGORIES,
     ListedTask,
     TaskPage,
     ZefortTask,
@@ -68,9 +69,6 @@ if TYPE_CHECKING:
     from asyncbulk._tracking import SweepView, TrackerStats
 
 __all__ = ["ZefortClient", "ZefortTaskListing", "ZefortTaskSource"]
-
-#: The `status_category` values of a task that will change no more.
-_FINISHED: Final = frozenset({"done", "failed"})
 
 logger: Final = logging.getLogger("asyncbulk")
 
@@ -1076,7 +1074,7 @@ class ZefortTaskSource:
         category = status_category(job.backend_status)
         if category == "unknown":
             self._client._note_status(job)  # noqa: SLF001 -- the client's own helper
-        return category in _FINISHED
+        return category in FINISHED_CATEGORIES
 
     def is_failed(self, job: ZefortTask) -> bool:
         """Finished in failure."""

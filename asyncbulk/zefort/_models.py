@@ -43,6 +43,9 @@ DONE_STATUSES: Final = frozenset({"done"})
 FAILED_STATUSES: Final = frozenset({"error", "failed", "failure", "cancelled", "canceled"})
 
 
+#: The `status_category` values of a task that will change no more.
+FINISHED_CATEGORIES: Final = frozenset({"done", "failed"})
+
 # What each backend_status value seen means, so a million tasks cost a lookup each; bounded,
 # so a server sending ever new values cannot grow it.
 _CATEGORIES: dict[str, str] = {}
@@ -169,7 +172,7 @@ class ZefortTask:
     @property
     def is_finished(self) -> bool:
         """Whether the task will change no more: done or failed."""
-        return status_category(self.backend_status) in {"done", "failed"}
+        return status_category(self.backend_status) in FINISHED_CATEGORIES
 
     @property
     def is_known_status(self) -> bool:
