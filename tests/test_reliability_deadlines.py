@@ -379,7 +379,8 @@ async def test_cancelling_a_submission_leaves_nothing_running(slow_sim, leftover
         for item in updates(5000):
             yield item
             if int(item["lead_id"][2:]) % 100 == 0:
-                await anyio.sleep(0.005)
+                # A batch every 20 ms at most: a second for all 50, the cancel comes at 0.3 s.
+                await anyio.sleep(0.02)
 
     async with chakra_of(sim) as chakra:
 

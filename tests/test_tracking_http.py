@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -143,8 +144,9 @@ async def test_a_listing_that_ignores_page_falls_back_to_polls():
         ids = make_tasks(sim, 60, delay=0.3)
         got = [task.id async for task in zefort.track_tasks(ids, timeout=20)]
         assert sorted(got) == sorted(ids)
-        # One sweep found the repeat (page 1, then page 2 and the pages fetched ahead of it).
-        assert sim.records.count(method="GET", route=TASKS) <= 5
+        # One sweep found the repeat: page 1, then page 2 and the pages fetched ahead of it
+        # (half the client's 16 requests in flight), of the 6 the listing says it has.
+        assert sim.records.count(method="GET", route=TASKS) <= 6
         assert sim.records.count(method="GET", route=TASK) >= 60
 
 
@@ -319,6 +321,49 @@ async def test_a_task_that_slipped_between_pages_is_fetched_only_when_missed_twi
     assert first.id == "c"
     assert asked[: asked.index("task c")].count("page 1") == sweeps
     assert [a for a in asked if a.startswith("task")] == ["task c"]
+
+
+def slow_listing(pages: int, at_once: list[int]) -> web.Application:
+    """A pending listing of ``pages`` pages of one task each, every page answered after 20 ms.
+
+    ``at_once`` ends holding the most listing requests the server had under way together.
+    """
+    under_way = [0]
+
+    async def listing(request: web.Request) -> web.Response:
+        page = int(request.query.get("page", "1"))
+        under_way[0] += 1
+        at_once[0] = max(at_once[0], under_way[0])
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            under_way[0] -= 1
+        results = [_pending(f"t{page}")]
+        return web.json_response(
+            {"page_size": 1, "page": page, "last_page": pages, "count": pages, "results": results}
+        )
+
+    app = web.Application()
+    app.router.add_get(TASKS, listing)
+    return app
+
+
+@pytest.mark.parametrize(("max_in_flight", "expected"), [(16, 8), (6, 3), (1, 1)])
+async def test_a_sweep_reads_half_the_clients_requests_in_flight_worth_of_pages(
+    max_in_flight, expected
+):
+    """A long listing is read with half of max_in_flight pages at the server at once, no more."""
+    at_once = [0]
+    view = RecordingView({"t1", "t40"})
+    async with (
+        serve(slow_listing(40, at_once)) as url,
+        ZefortClient(
+            "key", base_url=url, listing_page_size=1, max_in_flight=max_in_flight
+        ) as zefort,
+    ):
+        assert await zefort.task_source.sweep(view) is True
+    assert at_once[0] == expected
+    assert set(view.unchanged_ids) == {"t1", "t40"}
 
 
 async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():
