@@ -77,10 +77,8 @@ _BULK_UPDATE: Final = "/api/contracts/bulk_update/"
 _ONE_BATCH: Final = range(1)
 _TASKS: Final = "/api/tasks/"
 _TASK: Final = "/api/tasks/{task_id}/"
-#: Statuses after which a POST may or may not have been carried out.
-#: The share of the client's requests in flight a listing read may take: the rest stay free
-#: for polls, acknowledgements and submissions. Each page waits a round trip, so a listing of a
-#: thousand pages is read about as many times faster as it has pages in flight.
+#: A listing read keeps at most 1/_LISTING_SHARE of the client's requests in flight: the rest
+#: stay free for polls, acknowledgements and submissions.
 _LISTING_SHARE: Final = 2
 #: What a task just submitted says, and says until it finishes: a sweep builds nothing for it.
 _PENDING: Final = "pending"
@@ -1094,9 +1092,9 @@ class ZefortTaskSource:
     async def sweep(self, view: SweepView[ZefortTask], *, deadline: float | None = None) -> bool:
         """Report the tracked tasks the pending listing shows, reading its pages concurrently.
 
-        Up to half the client's ``max_in_flight`` pages are read at once: a listing of a
-        thousand pages is read in a fraction of the round trips, and the other half of the
-        connections stays free for polls, acknowledgements and submissions.
+        Up to half the client's ``max_in_flight`` pages are read at once, so a long listing
+        does not wait a round trip per page, and the other half of the connections stays free
+        for polls, acknowledgements and submissions.
 
         Only a tracked task whose ``backend_status`` moved is built into a `ZefortTask`; the
         others cost a dictionary lookup, and nothing of them outlives their page. A listed task
