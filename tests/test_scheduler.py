@@ -105,6 +105,7 @@ def sweep_once(
     *,
     complete=True,
     shifted=False,
+    partial=False,
     ended: float | None = None,
 ) -> None:
     """One sweep started at ``now`` that lists ``listed`` and ends at ``ended`` (``now``)."""
@@ -119,7 +120,10 @@ def sweep_once(
             sched.swept(job_id, progress, work.generation, now)
     sched.work_done()
     end = now if ended is None else ended
-    sched.sweep_ended(work.generation, end, complete=complete, shifted=shifted)
+    if partial:
+        sched.sweep_partial(end)
+    else:
+        sched.sweep_ended(work.generation, end, complete=complete, shifted=shifted)
 
 
 def test_sweep_reschedules_only_what_changed():
@@ -163,6 +167,22 @@ def test_a_job_missing_from_a_listing_that_moved_waits_for_the_next_sweep():
     assert sched.next_work(0.5, 1) is None
     # The next, moving as well, lists j8: only j9, missed twice in a row, is fetched.
     sweep_once(sched, 1.0, {f"j{i}": None for i in range(9)}, shifted=True)
+    fetched = run_due(sched, 1.0, cost=1)
+    assert [w.job_id for w in fetched if isinstance(w, Poll)] == ["j9"]
+
+
+def test_a_sweep_that_left_pages_unread_fetches_nothing_and_the_next_sweeps_on_time():
+    """Jobs on throttled pages are not fetched one by one; a later complete sweep judges them."""
+    sched = make()
+    for i in range(10):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, {f"j{i}": None for i in range(10)})
+    # j5-j9 sat on a page the server answered 429: nothing is fetched, no back-off either.
+    sweep_once(sched, 0.5, {f"j{i}": None for i in range(5)}, partial=True)
+    assert sched.next_work(0.5, 1) is None
+    assert sched.next_wake(0.5) == pytest.approx(1.0)
+    # The next sweep reads them all but j9, which is then fetched once.
+    sweep_once(sched, 1.0, {f"j{i}": None for i in range(9)})
     fetched = run_due(sched, 1.0, cost=1)
     assert [w.job_id for w in fetched if isinstance(w, Poll)] == ["j9"]
 

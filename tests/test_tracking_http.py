@@ -253,7 +253,11 @@ class RecordingView:
     def shifted(self) -> None:
         self.moved = True
 
+    def skipped(self) -> None:
+        self.partial = True
+
     moved = False
+    partial = False
 
 
 def _pending(task_id: str, status: str = "pending") -> dict[str, object]:
@@ -368,6 +372,88 @@ async def test_a_sweep_reads_half_the_clients_requests_in_flight_worth_of_pages(
         assert await zefort.task_source.sweep(view) is True
     assert at_once[0] == expected
     assert set(view.unchanged_ids) == {"t1", "t40"}
+
+
+#: [a, p1-p3], [c (finished), p4-p6], [p7]: 9 pending tasks, 4 a page.
+THROTTLED_PAGES = {
+    1: (9, FIRST_PAGE),
+    2: (9, [_pending("c", "done"), *LAST_PAGE[:3]]),
+    3: (9, LAST_PAGE[3:]),
+}
+
+
+def throttling_listing(
+    refusals: dict[int, int], asked: list[str], retry_after: int
+) -> web.Application:
+    """`THROTTLED_PAGES`, answering 429 (``Retry-After``) to the first ``refusals[page]`` reads.
+
+    ``asked`` records each request: "page 2", "page 2 429", "task c".
+    """
+    left = dict(refusals)
+
+    async def listing(request: web.Request) -> web.Response:
+        page = int(request.query.get("page", "1"))
+        if left.get(page, 0) > 0:
+            left[page] -= 1
+            asked.append(f"page {page} 429")
+            return web.json_response(
+                {"detail": "Request was throttled."},
+                status=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+        asked.append(f"page {page}")
+        count, results = THROTTLED_PAGES[page]
+        return web.json_response(
+            {"page_size": 4, "page": page, "last_page": 3, "count": count, "results": results}
+        )
+
+    async def one(request: web.Request) -> web.Response:
+        asked.append(f"task {request.match_info['id']}")
+        return web.json_response(_pending(request.match_info["id"]))
+
+    app = web.Application()
+    app.router.add_get(TASKS, listing)
+    app.router.add_get(TASK, one)
+    return app
+
+
+async def first_of_throttled_listing(refusals: dict[int, int], retry_after: int) -> list[str]:
+    """Track the 8 tasks of `THROTTLED_PAGES` until c comes; the requests the server saw."""
+    asked: list[str] = []
+    tracked = ["c", *(f"p{i}" for i in range(1, 8))]
+    async with (
+        serve(throttling_listing(refusals, asked, retry_after)) as url,
+        ZefortClient("key", base_url=url, listing_page_size=4, tracking=FAST) as zefort,
+        zefort.track_tasks(tracked, timeout=30) as tasks,
+    ):
+        first = await anext(aiter(tasks))
+    assert first.id == "c"
+    return asked
+
+
+@pytest.mark.parametrize("page", [1, 2])
+async def test_a_listing_page_answered_429_is_left_to_the_next_sweep(page):
+    """A throttled page is read by the next sweep, not retried after Retry-After; none polled."""
+    started = time.monotonic()
+    asked = await first_of_throttled_listing({page: 1}, retry_after=8)
+    assert time.monotonic() - started < 8
+    refused = asked.index(f"page {page} 429")
+    again = asked.index(f"page {page}", refused)
+    # A fresh sweep, which starts from page 1, read the page again.
+    assert asked[refused:again].count("page 1") == (page != 1)
+    assert page == 1 or "page 3" in asked[refused:again]
+    assert not [a for a in asked if a.startswith("task")]
+
+
+async def test_a_page_throttled_two_sweeps_running_is_retried_after_retry_after():
+    """The sweep after one that skipped a page waits out Retry-After: a throttled page is read."""
+    asked = await first_of_throttled_listing({2: 2}, retry_after=1)
+    first = asked.index("page 2 429")
+    second = asked.index("page 2 429", first + 1)
+    assert "page 1" in asked[first:second]  # the next sweep asked again...
+    retried = asked.index("page 2", second)
+    assert "page 1" not in asked[second:retried]  # ...and retried within itself
+    assert not [a for a in asked if a.startswith("task")]
 
 
 async def test_a_sweep_builds_tasks_only_for_tracked_tasks_that_changed():

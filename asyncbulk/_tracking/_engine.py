@@ -90,12 +90,13 @@ _GRACE: Final = 1.0
 class _View(Generic[T]):
     """One sweep's `SweepView`: hands what the listing shows to the scheduler and the tracker."""
 
-    __slots__ = ("_generation", "_tracker", "known", "listed", "moved")
+    __slots__ = ("_generation", "_tracker", "known", "listed", "moved", "partial")
 
     def __init__(self, tracker: JobTracker[T], generation: int) -> None:
         self._tracker = tracker
         self._generation = generation
         self.moved = False
+        self.partial = False
         sched = tracker._sched  # noqa: SLF001 -- the tracker's own part
         self.known = sched.known
         self.listed = functools.partial(sched.listed, generation)
@@ -108,6 +109,9 @@ class _View(Generic[T]):
 
     def shifted(self) -> None:
         self.moved = True
+
+    def skipped(self) -> None:
+        self.partial = True
 
 
 class JobTracker(Generic[T]):
@@ -774,6 +778,8 @@ class JobTracker(Generic[T]):
                 ended = True
                 if complete is None:
                     sched.no_listing()
+                elif view.partial:
+                    sched.sweep_partial(self._clock())
                 else:
                     sched.sweep_ended(
                         generation, self._clock(), complete=complete, shifted=view.moved

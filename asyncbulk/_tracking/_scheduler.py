@@ -375,6 +375,15 @@ class Scheduler:
                 job.polling = True
                 self._fetch_now.append(job)
 
+    def sweep_partial(self, now: float) -> None:
+        """The sweep left some pages unread (throttled): the next, on time, reads them.
+
+        What it listed counts; what it did not list is not taken for gone (nothing is
+        fetched for it) and the last complete sweep stays the reference.
+        """
+        self._end_sweep(now)
+        self._sweep_failures = 0
+
     def sweep_failed(self, now: float) -> None:
         """The sweep failed: back off the listing and poll the jobs one by one meanwhile."""
         self._end_sweep(now)

@@ -45,6 +45,13 @@ class SweepView(Protocol[T_contra]):
         """
         ...
 
+    def skipped(self) -> None:
+        """Some pages went unread (the server answered 429): the next sweep reads them.
+
+        No job this sweep did not list is taken for gone, and none is polled for it.
+        """
+        ...
+
 
 class JobSource(Protocol[T]):
     """What a vendor client gives the tracker: how to read one job, or many at once.

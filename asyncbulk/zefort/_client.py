@@ -25,6 +25,7 @@ from asyncbulk._exceptions import (
     NotFoundError,
     OutcomeUnknownError,
     ProtocolError,
+    RateLimitedError,
     TransportError,
     ValidationError,
 )
@@ -80,6 +81,7 @@ _TASK: Final = "/api/tasks/{task_id}/"
 #: A listing read keeps at most 1/_LISTING_SHARE of the client's requests in flight: the rest
 #: stay free for polls, acknowledgements and submissions.
 _LISTING_SHARE: Final = 2
+_THROTTLED: Final = 429
 #: What a task just submitted says, and says until it finishes: a sweep builds nothing for it.
 _PENDING: Final = "pending"
 #: The tracking settings when none are given: as many polls at once as before TrackingOptions.
@@ -776,9 +778,18 @@ class ZefortClient(ClientBase):
         deadline: float | None = None,
         timeout: float | None = None,
         lean: bool = False,
+        skipped: set[int] | None = None,
     ) -> OrderedPages[TaskPage]:
-        """The pending listing's pages, in order; ``lean`` reads `ListedTask` records only."""
-        keywords = {**request_keywords("detect", deadline), "timeout": timeout}
+        """The pending listing's pages, in order; ``lean`` reads `ListedTask` records only.
+
+        With a ``skipped`` set, a page after the first that the server answers 429 is not
+        retried: its number goes into the set and an empty page stands in for it. (Page 1
+        still raises `RateLimitedError`: without it the listing's length is unknown.)
+        """
+        keywords: dict[str, Any] = {**request_keywords("detect", deadline), "timeout": timeout}
+        if skipped is not None:
+            keywords["retry"] = self._unthrottled_retry()
+        last_page: list[int | None] = [None]
 
         async def fetch(index: int) -> TaskPage:
             page = index + 1
@@ -797,41 +808,28 @@ class ZefortClient(ClientBase):
                     raise
                 # The listing shrank while we read it (tasks acknowledged): it ends here.
                 return TaskPage(results=(), page=page, page_size=page_size, last_page=page - 1)
-            if lean:
-                listed: TaskPage = response.data  # what the reader made
-                return listed
-            try:
-                return structure_page(response.data, page=page, page_size=page_size)
-            except ProtocolError as exc:
-                raise ProtocolError(
-                    str(exc), method="GET", url=response.url, status=response.status
-                ) from None
-
-        previous: list[tuple[Any, ...]] = [()]
-
-        def is_last(index: int, page: TaskPage) -> bool:
-            # A server that ignores `page` answers the same page for ever: reading on would
-            # never end, and stopping would end short without saying so.
-            # The page's length and its first and last ids tell a repeat; keeping every id of
-            # the page until the next would hold one reference per pending task for nothing.
-            results = page.results
-            ids = (len(results), _listed_id(results[0]), _listed_id(results[-1])) if results else ()
-            if ids and ids == previous[0]:
-                raise _PageIgnoredError(
-                    f"page {index + 1} repeats page {index} of the pending listing: the "
-                    "server ignores `page`, so the listing cannot be read whole",
-                    method="GET",
-                    url=f"{self._session.base_url}{_TASKS}",
-                )
-            previous[0] = ids
-            return _is_last_page(index, page)
+            except RateLimitedError:
+                if skipped is None or page == 1:
+                    raise
+                skipped.add(page)
+                return TaskPage(results=(), page=page, page_size=page_size, last_page=last_page[0])
+            # The lean reader made the page; the full listing is built from the parsed answer.
+            listed: TaskPage = response.data if lean else _page_of(response, page, page_size)
+            if page == 1:
+                last_page[0] = listed.last_page
+            return listed
 
         return OrderedPages(
             fetch,
             count=lambda page: page.last_page,
-            is_last=is_last,
+            is_last=_listing_end(f"{self._session.base_url}{_TASKS}", skipped),
             prefetch=max(1, self._session.max_in_flight // _LISTING_SHARE),
         )
+
+    def _unthrottled_retry(self) -> RetryPolicy:
+        """The client's retry policy, but for 429: that is left to the caller."""
+        policy = self._session.retry
+        return attrs.evolve(policy, retry_statuses=policy.retry_statuses - {_THROTTLED})
 
     def _task(self, response: Response, method: str) -> ZefortTask:
         try:
@@ -975,6 +973,57 @@ def _id_and_status(listed: object) -> tuple[object, object]:
     return None, None
 
 
+def _changed(results: tuple[Any, ...], listed: Callable[[str, Any, Any], bool]) -> list[int]:
+    """The indexes of the listed tasks a sweep must build: tracked, and moved since last seen."""
+    changed: list[int] = []
+    for index, item in enumerate(results):
+        if type(item) is ListedTask:
+            task_id, status = item.id, item.backend_status
+        else:
+            task_id, status = _id_and_status(item)
+        # A non-string id (a list, say) is unhashable: test the type first.
+        if type(task_id) is str and listed(task_id, status, _PENDING):
+            changed.append(index)
+    return changed
+
+
+def _page_of(response: Response, page: int, page_size: int) -> TaskPage:
+    """A listing page built from its parsed answer."""
+    try:
+        return structure_page(response.data, page=page, page_size=page_size)
+    except ProtocolError as exc:
+        raise ProtocolError(
+            str(exc), method="GET", url=response.url, status=response.status
+        ) from None
+
+
+def _listing_end(url: str, skipped: set[int] | None) -> Callable[[int, TaskPage], bool]:
+    """`OrderedPages`'s ``is_last`` for the pending listing at ``url``."""
+    previous: list[tuple[Any, ...]] = [()]
+
+    def is_last(index: int, page: TaskPage) -> bool:
+        # A server that ignores `page` answers the same page for ever: reading on would
+        # never end, and stopping would end short without saying so.
+        # The page's length and its first and last ids tell a repeat; keeping every id of
+        # the page until the next would hold one reference per pending task for nothing.
+        if skipped and page.page in skipped:
+            # Not read: the listing goes on unless the page was the last one counted.
+            return page.last_page is not None and page.page >= page.last_page
+        results = page.results
+        ids = (len(results), _listed_id(results[0]), _listed_id(results[-1])) if results else ()
+        if ids and ids == previous[0]:
+            raise _PageIgnoredError(
+                f"page {index + 1} repeats page {index} of the pending listing: the "
+                "server ignores `page`, so the listing cannot be read whole",
+                method="GET",
+                url=url,
+            )
+        previous[0] = ids
+        return _is_last_page(index, page)
+
+    return is_last
+
+
 def _is_last_page(_: int, page: TaskPage) -> bool:
     if not page.results:
         return True
@@ -1048,6 +1097,8 @@ class ZefortTaskSource:
         """Serve the tasks of ``client``."""
         self._client = client
         self._pages = 1
+        # Whether the last sweep left pages the server answered 429 to the next one.
+        self._skipped = False
 
     @property
     def telemetry(self) -> Tracer | None:
@@ -1104,30 +1155,34 @@ class ZefortTaskSource:
         the listing was read), or a listing of several pages does not say it, the view is told
         (`SweepView.shifted`): a task may have slipped past a page boundary unread.
 
+        A page the server answers 429 is not retried after its ``Retry-After``: the tasks on
+        it are left to the next sweep, which reads them afresh sooner than a retry would
+        (`SweepView.skipped`; a 429 on page 1 leaves the whole listing to it). The 429 still
+        counts for the client's flow control. The sweep after one that skipped a page retries
+        as any request does, so a listing throttled sweep after sweep is still read.
+
         Returns:
             True once every page was read; False when the listing ignores ``page`` (page 2
             repeats page 1), so that it can never be read whole.
         """
         client = self._client
         listed = view.listed
-        origin = client._origin  # noqa: SLF001 -- the client's own source
-        listing = client._listing(client._page_size, deadline=deadline, lean=True)  # noqa: SLF001
+        origin, page_size = client._origin, client._page_size  # noqa: SLF001 -- its own source
+        skipped: set[int] | None = None if self._skipped else set()
+        self._skipped = False
+        listing = client._listing(  # noqa: SLF001
+            page_size, deadline=deadline, lean=True, skipped=skipped
+        )
         counts: set[int | None] = set()
         read = 0
         async with listing as pages:
             try:
                 async for page in pages:
+                    if skipped and page.page in skipped:
+                        continue
                     read += 1
                     counts.add(page.count)
-                    changed: list[int] = []
-                    for index, item in enumerate(page.results):
-                        if type(item) is ListedTask:
-                            task_id, status = item.id, item.backend_status
-                        else:
-                            task_id, status = _id_and_status(item)
-                        # A non-string id (a list, say) is unhashable: test the type first.
-                        if type(task_id) is str and listed(task_id, status, _PENDING):
-                            changed.append(index)
+                    changed = _changed(page.results, listed)
                     for task in page.changed_tasks(changed, origin=origin):
                         view.changed(task.id, task)
             except _PageIgnoredError as exc:
@@ -1137,9 +1192,16 @@ class ZefortTaskSource:
                     extra=log_fields("zefort", error=exc),
                 )
                 return False
+            except RateLimitedError:
+                if skipped is None:
+                    raise
+                skipped.add(1)  # page 1: the listing's length is unknown, so is the rest
             self._pages = max(1, pages.expected)
         if read > 1 and (len(counts) > 1 or None in counts):
             view.shifted()
+        if skipped:
+            self._skipped = True
+            view.skipped()
         return True
 
     def sweep_cost(self) -> int:
