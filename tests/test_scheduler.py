@@ -126,6 +126,20 @@ def sweep_once(
         sched.sweep_ended(work.generation, end, complete=complete, shifted=shifted)
 
 
+def listing(count: int) -> dict[str, object]:
+    """Jobs j0 to j(count - 1), listed as last seen."""
+    return {f"j{i}": None for i in range(count)}
+
+
+def swept_once(count: int) -> Scheduler:
+    """A scheduler tracking ``count`` jobs that one complete sweep at 0 s listed."""
+    sched = make()
+    for i in range(count):
+        sched.add(f"j{i}", 0.0, None)
+    sweep_once(sched, 0.0, listing(count))
+    return sched
+
+
 def test_sweep_reschedules_only_what_changed():
     """Jobs the sweep saw unchanged keep their heap entries: no push, no reschedule."""
     sched = make()
@@ -158,32 +172,28 @@ def test_job_missing_from_a_complete_sweep_gets_one_fetch():
 
 def test_a_job_missing_from_a_listing_that_moved_waits_for_the_next_sweep():
     """A listing that moved while read: a job it missed is fetched only if the next misses it."""
-    sched = make()
-    for i in range(10):
-        sched.add(f"j{i}", 0.0, None)
-    sweep_once(sched, 0.0, {f"j{i}": None for i in range(10)})
+    sched = swept_once(10)
     # j8 and j9 slipped between two pages of this one: the next sweep is asked, not a fetch.
-    sweep_once(sched, 0.5, {f"j{i}": None for i in range(8)}, shifted=True)
+    sweep_once(sched, 0.5, listing(8), shifted=True)
     assert sched.next_work(0.5, 1) is None
     # The next, moving as well, lists j8: only j9, missed twice in a row, is fetched.
-    sweep_once(sched, 1.0, {f"j{i}": None for i in range(9)}, shifted=True)
+    sweep_once(sched, 1.0, listing(9), shifted=True)
     fetched = run_due(sched, 1.0, cost=1)
     assert [w.job_id for w in fetched if isinstance(w, Poll)] == ["j9"]
 
 
 def test_a_sweep_that_left_pages_unread_fetches_nothing_and_the_next_sweeps_on_time():
     """Jobs on throttled pages are not fetched one by one; a later complete sweep judges them."""
-    sched = make()
-    for i in range(10):
-        sched.add(f"j{i}", 0.0, None)
-    sweep_once(sched, 0.0, {f"j{i}": None for i in range(10)})
-    # j5-j9 sat on a page the server answered 429: nothing is fetched, no back-off either.
-    sweep_once(sched, 0.5, {f"j{i}": None for i in range(5)}, partial=True)
-    assert sched.next_work(0.5, 1) is None
-    assert sched.next_wake(0.5) == pytest.approx(1.0)
+    sched = swept_once(10)
+    # j5-j9 sat on a page the server answered 429, twice running: nothing is fetched (a
+    # listing that moved would fetch them the second time), and there is no back-off either.
+    for now in (0.5, 1.0):
+        sweep_once(sched, now, listing(5), partial=True)
+        assert sched.next_work(now, 1) is None
+        assert sched.next_wake(now) == pytest.approx(now + 0.5)
     # The next sweep reads them all but j9, which is then fetched once.
-    sweep_once(sched, 1.0, {f"j{i}": None for i in range(9)})
-    fetched = run_due(sched, 1.0, cost=1)
+    sweep_once(sched, 1.5, listing(9))
+    fetched = run_due(sched, 1.5, cost=1)
     assert [w.job_id for w in fetched if isinstance(w, Poll)] == ["j9"]
 
 

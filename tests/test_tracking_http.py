@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import Counter
 
 import anyio
 import attrs
@@ -383,18 +384,18 @@ THROTTLED_PAGES = {
 
 
 def throttling_listing(
-    refusals: dict[int, int], asked: list[str], retry_after: int
+    refusals: dict[int, set[int]], asked: list[str], retry_after: int
 ) -> web.Application:
-    """`THROTTLED_PAGES`, answering 429 (``Retry-After``) to the first ``refusals[page]`` reads.
+    """`THROTTLED_PAGES`, answering 429 (``Retry-After``) to the reads ``refusals[page]`` (1-based).
 
     ``asked`` records each request: "page 2", "page 2 429", "task c".
     """
-    left = dict(refusals)
+    reads: Counter[int] = Counter()
 
     async def listing(request: web.Request) -> web.Response:
         page = int(request.query.get("page", "1"))
-        if left.get(page, 0) > 0:
-            left[page] -= 1
+        reads[page] += 1
+        if reads[page] in refusals.get(page, ()):
             asked.append(f"page {page} 429")
             return web.json_response(
                 {"detail": "Request was throttled."},
@@ -417,7 +418,7 @@ def throttling_listing(
     return app
 
 
-async def first_of_throttled_listing(refusals: dict[int, int], retry_after: int) -> list[str]:
+async def first_of_throttled_listing(refusals: dict[int, set[int]], retry_after: int) -> list[str]:
     """Track the 8 tasks of `THROTTLED_PAGES` until c comes; the requests the server saw."""
     asked: list[str] = []
     tracked = ["c", *(f"p{i}" for i in range(1, 8))]
@@ -435,7 +436,7 @@ async def first_of_throttled_listing(refusals: dict[int, int], retry_after: int)
 async def test_a_listing_page_answered_429_is_left_to_the_next_sweep(page):
     """A throttled page is read by the next sweep, not retried after Retry-After; none polled."""
     started = time.monotonic()
-    asked = await first_of_throttled_listing({page: 1}, retry_after=8)
+    asked = await first_of_throttled_listing({page: {1}}, retry_after=8)
     assert time.monotonic() - started < 8
     refused = asked.index(f"page {page} 429")
     again = asked.index(f"page {page}", refused)
@@ -445,9 +446,26 @@ async def test_a_listing_page_answered_429_is_left_to_the_next_sweep(page):
     assert not [a for a in asked if a.startswith("task")]
 
 
+async def test_a_sweep_throttled_on_page_1_keeps_the_cost_the_last_read_learnt():
+    """A listing whose page 1 met a 429 still costs its 3 pages, not 1, to the scheduler."""
+    asked: list[str] = []
+    view = RecordingView({"c", "p1"})
+    async with (
+        serve(throttling_listing({1: {2}}, asked, retry_after=8)) as url,
+        ZefortClient("key", base_url=url, listing_page_size=4) as zefort,
+    ):
+        source = zefort.task_source
+        assert await source.sweep(view) is True
+        assert source.sweep_cost() == 3
+        assert await source.sweep(view) is True
+        assert view.partial
+        assert source.sweep_cost() == 3
+    assert asked == ["page 1", "page 2", "page 3", "page 1 429"]
+
+
 async def test_a_page_throttled_two_sweeps_running_is_retried_after_retry_after():
     """The sweep after one that skipped a page waits out Retry-After: a throttled page is read."""
-    asked = await first_of_throttled_listing({2: 2}, retry_after=1)
+    asked = await first_of_throttled_listing({2: {1, 2}}, retry_after=1)
     first = asked.index("page 2 429")
     second = asked.index("page 2 429", first + 1)
     assert "page 1" in asked[first:second]  # the next sweep asked again...

@@ -1195,8 +1195,11 @@ class ZefortTaskSource:
             except RateLimitedError:
                 if skipped is None:
                     raise
-                skipped.add(1)  # page 1: the listing's length is unknown, so is the rest
-            self._pages = max(1, pages.expected)
+                # Page 1: the listing's length is unknown, and so is the rest; the cost of
+                # a sweep is still what the last one that read page 1 learnt.
+                skipped.add(1)
+            else:
+                self._pages = max(1, pages.expected)
         if read > 1 and (len(counts) > 1 or None in counts):
             view.shifted()
         if skipped:
@@ -1205,5 +1208,5 @@ class ZefortTaskSource:
         return True
 
     def sweep_cost(self) -> int:
-        """The pages the listing took last time (1 before the first sweep)."""
+        """The pages the listing took last time it was read (1 before that)."""
         return self._pages
