@@ -170,6 +170,20 @@ class SendRate:
         self._forget(now)
         return len(self._sends) / self._window
 
+    def take_now(self, now: float) -> bool:
+        """Spend a token and note the send if one may go now; False (nothing spent) if not.
+
+        `delay` and `take` in one: the common turn, when no one waits, computes the rate once.
+        """
+        rate = self.rate(now) if self._cut_at is not None or self._cap is not None else None
+        if rate is not None:
+            self._refill(now, rate)
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+        self._note(now)
+        return True
+
     def delay(self, now: float) -> float:
         """Seconds until a request may be sent (0 when one may go now)."""
         rate = self.rate(now)
@@ -184,10 +198,17 @@ class SendRate:
         if rate is not None:
             self._refill(now, rate)
             self._tokens -= 1
-        self._forget(now)
-        if not self._sends:
+        self._note(now)
+
+    def _note(self, now: float) -> None:
+        sends = self._sends
+        # A window-long gap since the last send starts a new busy spell. The window's sends
+        # are pruned when measured, or when they grow long, not on every send.
+        if not sends or sends[-1] <= now - self._window:
             self._busy_since = now
-        self._sends.append(now)
+        sends.append(now)
+        if len(sends) > _PRUNE_AT:
+            self._forget(now)
 
     @property
     def last_seen(self) -> float:
@@ -280,22 +301,30 @@ class ThrottleRule:
         self._share = share
         self._long = long
         self._default = default
-        self._answers: deque[tuple[float, bool]] = deque()
-        self._refused = 0
+        #: When the recent answers came, and which of them were 429s (pruned lazily).
+        self._answers: deque[float] = deque()
+        self._throttled: deque[float] = deque()
         self.paused_until = 0.0
         self.pauses = 0
 
+    def calm(self, now: float) -> None:
+        """Count an answer that was not a 429 (proves nothing on its own)."""
+        answers = self._answers
+        answers.append(now)
+        if len(answers) > _PRUNE_AT:
+            _prune(answers, now - self._window)
+
     def answer(self, now: float, *, throttled: bool, retry_after: float | None) -> Verdict:
         """Count an answer and say what it proves."""
-        self._answers.append((now, throttled))
-        self._refused += throttled
-        horizon = now - self._window
-        while self._answers and self._answers[0][0] <= horizon:
-            _, was = self._answers.popleft()
-            self._refused -= was
         if not throttled:
+            self.calm(now)
             return _CALM
-        refused, answers = self._refused, len(self._answers)
+        self._answers.append(now)
+        self._throttled.append(now)
+        horizon = now - self._window
+        _prune(self._answers, horizon)
+        _prune(self._throttled, horizon)
+        refused, answers = len(self._throttled), len(self._answers)
         several = refused >= self._several
         slow_down = several and refused >= self._share * answers
         wait = self._default if retry_after is None else retry_after
@@ -309,6 +338,14 @@ class ThrottleRule:
 
 
 _CALM: Final = Verdict()
+#: Times kept for a window are pruned once this many pile up, not on every request.
+_PRUNE_AT: Final = 4096
+
+
+def _prune(times: deque[float], horizon: float) -> None:
+    """Drop the times at or before ``horizon`` (the deque is in time order)."""
+    while times and times[0] <= horizon:
+        times.popleft()
 
 
 class FairQueue(Generic[T]):
@@ -495,19 +532,11 @@ class FlowControl:
             DeadlineExceededError: the turn would come after ``deadline`` (raised at it).
             ClientClosedError: the client closed meanwhile.
         """
+        if self.turn_now():
+            return
         self._check_open()
         rate = self._send_rate()
         now = self._clock()
-        # No one waits and a token is there: the turn is this request's, with no Event, no
-        # scope and no trip through the event loop.
-        if (
-            self._head is None
-            and not len(self._queue)
-            and self.throttles.paused_until <= now
-            and rate.delay(now) <= 0
-        ):
-            rate.take(now)
-            return
         started = now
         waiter = _Waiter(priority)
         self._queue.push(priority, waiter)
@@ -533,6 +562,22 @@ class FlowControl:
             else:
                 self._queue.remove(priority, waiter)
             self._promote()
+
+    def turn_now(self) -> bool:
+        """Take this request's turn if it is here now (no one waits, no pause, a token).
+
+        The common turn, with no Event, no scope and no trip through the event loop; False
+        (nothing taken) when the request must wait in `turn`.
+        """
+        if self._closed or self._head is not None or len(self._queue):
+            return False
+        now = self._clock()
+        if self.throttles.paused_until > now:
+            return False
+        rate = self._rate
+        if rate is None:
+            rate = self._send_rate()
+        return rate.take_now(now)
 
     def _promote(self) -> None:
         if self._closed:
@@ -586,9 +631,16 @@ class FlowControl:
         """Count a request sent without waiting for a turn (the no-sleep test mode)."""
         self._send_rate().take(self._clock())
 
+    def calm(self) -> None:
+        """Learn from an answer that was not a 429: it counts among the recent answers."""
+        self.throttles.calm(self._clock())
+
     def answered(self, status: int, retry_after: float | None) -> None:
         """Learn from an answer: on evidence, 429s cut the rate or pause the host."""
         now = self._clock()
+        if status != 429:  # noqa: PLR2004
+            self.throttles.calm(now)
+            return
         if retry_after is not None:
             retry_after = min(retry_after, self._max_pause)
         verdict = self.throttles.answer(
@@ -598,3 +650,52 @@ class FlowControl:
         )
         if verdict.slow_down:
             self._send_rate().throttled(now)
+
+
+class InFlight:
+    """At most ``limit`` requests in flight at once; a freed slot goes to the longest waiter.
+
+    An `anyio.CapacityLimiter` does the same, but costs several times more per request on the
+    path every request takes (a borrower per try, its set, its statistics). A free slot here
+    is a counter; a full one parks the request on an `anyio.Event`, and a freed slot passes
+    straight to the first waiter, so no later request can overtake it.
+
+    Args:
+        limit: slots, at least 1.
+    """
+
+    def __init__(self, limit: int) -> None:
+        """All ``limit`` slots free."""
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[anyio.Event] = deque()
+
+    def take_now(self) -> bool:
+        """Take a free slot if one is there and no one waits for it; False if not."""
+        if self.used < self.limit and not self._waiters:
+            self.used += 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Take a slot, waiting for one as long as it takes (a cancel scope bounds the wait)."""
+        if self.take_now():
+            return
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                # The slot was handed over as the wait was cancelled: hand it on.
+                self.release()
+            else:
+                self._waiters.remove(event)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first waiter, else to the pool."""
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self.used -= 1

@@ -15,6 +15,8 @@ import ipaddress
 import json
 import logging
 import math
+import re
+import string
 import time
 from collections.abc import Awaitable, Callable
 from types import MappingProxyType
@@ -41,7 +43,7 @@ from asyncbulk._exceptions import (
     register_secrets,
     unregister_secrets,
 )
-from asyncbulk._flow import FlowControl, Priority, RateLimit, SharedLimiter, loop_time
+from asyncbulk._flow import FlowControl, InFlight, Priority, RateLimit, SharedLimiter, loop_time
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
 from asyncbulk._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -352,11 +354,12 @@ class ChakraEnvelope:
         """Split the envelope; a body that is not an object is a `ProtocolError`."""
         if not isinstance(body, dict):
             raise ProtocolError(f"expected a JSON object envelope, got {type(body).__name__}")
-        meta = body.get("_meta")
+        meta, errors = body.get("_meta"), body.get("_errors")
         return (
             body.get("_data"),
-            meta if isinstance(meta, dict) else {},
-            _messages_from(body.get("_errors")),
+            meta if type(meta) is dict else {},
+            # No errors (every answer the vendor documents): nothing to walk.
+            () if errors is None or errors == [] else _messages_from(errors),
         )
 
     def messages(self, body: Any) -> tuple[str, ...]:
@@ -418,6 +421,33 @@ def _check_in_flight(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError("max_in_flight", f"must be an integer >= 1, not {value!r}")
     return value
+
+
+#: Path templates with one field, split around it (an empty tuple: any other template).
+_SHAPES: Final[dict[str, tuple[str, str, str] | tuple[()]]] = {}
+
+
+def _shape(template: str) -> tuple[str, str, str] | tuple[()]:
+    """``template`` split around its one field, or () if it has not exactly one plain field."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        return ()
+    if not parts or len(parts) > 2:  # noqa: PLR2004
+        return ()
+    prefix, name, spec, conversion = parts[0]
+    if name is None or not name.isidentifier() or spec or conversion:
+        return ()
+    suffix = ""
+    if len(parts) == 2:  # noqa: PLR2004
+        suffix, field, _, _ = parts[1]
+        if field is not None:
+            return ()
+    return prefix, name, suffix
+
+
+#: A path segment that needs no encoding: ASCII letters, digits, "-" and "_", at least one.
+_PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 
 
 @functools.lru_cache(maxsize=4096)
@@ -606,7 +636,7 @@ class Session:
             self._headers_now()
         self._transport = transport
         self._closed = False
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: InFlight | None = None
 
     def __repr__(self) -> str:
         """The base URL and the auth kind, never the credentials."""
@@ -652,6 +682,16 @@ class Session:
         Raises:
             ValidationError: an id is not a non-empty string (the error names it).
         """
+        shape = _SHAPES.get(template)
+        if shape is None:
+            shape = _SHAPES[template] = _shape(template)
+        if shape and len(segments) == 1:
+            prefix, name, suffix = shape
+            value = segments.get(name)
+            if type(value) is str and _PLAIN_SEGMENT(value) is not None:
+                # One id of letters, digits, "-" and "_" (every id the vendors make): nothing
+                # to check or encode, and no template to parse again.
+                return prefix + value + suffix
         encoded = {}
         for name, value in segments.items():
             if not isinstance(value, str):
@@ -701,7 +741,7 @@ class Session:
         unregister_secrets(tuple(self._secrets))
         await self._transport.aclose()
 
-    async def request(
+    async def request(  # noqa: C901, PLR0912, PLR0915 -- every try in one loop: see below
         self,
         method: str,
         path: str,
@@ -746,8 +786,144 @@ class Session:
             ClientClosedError: the client was closed.
             ValidationError: ``priority``, ``deadline`` or ``timeout`` is of the wrong type.
         """
+        call = self._new_call(
+            method, path, params, json_body, idempotent, retry, priority, deadline, timeout, job_id
+        )
+        call.reader = reader
+        data, url_text, raw_path = call.data, call.url_text, call.raw_path
+        flow, limiter = self._flow, self._limiter
+        assert limiter is not None  # noqa: S101 -- made by _new_call
+        # Every try and every redirect it follows in this one coroutine: the path each request
+        # takes, where each layer of coroutines would cost more than the rest of its work.
+        # The steps that wait (a turn, a slot, a credential) await only when they must.
+        while True:
+            call.attempt += 1
+            sets = self._header_sets
+            if sets is None or sets[0] != self._auth.generation:
+                sets = await self._credential(None)
+            headers = sets[1] if data is None else sets[2]
+            url, path = url_text, raw_path
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    if call.wait:
+                        if not flow.turn_now():
+                            await flow.turn(call.priority, call.deadline, method=method, url=url)
+                        if self._shared is not None:
+                            await self._shared_turn(call.deadline, method, url)
+                    else:
+                        flow.note_send()
+                    if not limiter.take_now():
+                        await self._slot(call, url)
+                    try:
+                        request = self._request_of(call, url, headers)
+                        observing = self._observing
+                        if observing is None or not observing():
+                            # No one to tell: no `TryInfo` or `TryResult` built for nothing.
+                            answer = await self._transport.send(request)
+                        else:
+                            answer = await self._observed(call, request, path)
+                    finally:
+                        limiter.release()
+                    status = answer.status
+                    by_status = self._counts.by_status
+                    by_status[status] = by_status.get(status, 0) + 1
+                    if status == 429:  # noqa: PLR2004
+                        await self._throttled(answer)
+                    else:
+                        flow.calm()
+                    if status not in _REDIRECTS:
+                        break
+                    target = self._redirect_target(method, url, data, answer)
+                    url, path = str(target), target.raw_path
+                else:
+                    raise RefusedAnswerError(
+                        f"more than {MAX_REDIRECTS} redirects", method=method, url=url
+                    )
+                if status < 400:  # noqa: PLR2004
+                    if reader is not None:
+                        read = self._read_with(reader, method, url, answer)
+                        if logger.isEnabledFor(logging.DEBUG):
+                            self._log(call, status)
+                        return read
+                    body = self._parse(method, url, answer)
+                else:
+                    raw = self._read(method, url, answer)
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log(call, status)
+            except TransportError as exc:
+                error: AsyncBulkError = exc
+                retriable = call.idempotent or not exc.sent
+            except ProtocolError as exc:
+                # `from None` only hides the context: a JSON decoder's error would still hang
+                # on it, with the whole answer (which may echo a credential). Drop it.
+                exc.__context__ = None
+                error = exc
+                retriable = call.idempotent and not isinstance(exc, RefusedAnswerError)
+            except DeadlineExceededError:
+                self._counts.errors += 1
+                raise
+            else:
+                if status < 400:  # noqa: PLR2004
+                    return self._unwrap(method, url, status, body)
+                error, retriable = await self._refused(call, sets[0], raw)
+            await self._before_retry(call, error, retriable)
+
+    async def _slot(self, call: _Call, url: str) -> None:
+        """Wait for a slot among the requests in flight, within the call's deadline."""
+        assert self._limiter is not None  # noqa: S101 -- made by _new_call
+        if call.deadline is None:
+            await self._limiter.take()
+            return
+        with anyio.move_on_after(call.deadline - loop_time()):
+            await self._limiter.take()
+            return
+        raise DeadlineExceededError(
+            "the deadline passed waiting for a request in flight to end",
+            method=call.method,
+            url=url,
+        )
+
+    def _request_of(self, call: _Call, url: str, headers: Mapping[str, str]) -> TransportRequest:
+        """The try to send, bounded by the call's deadline; counted as a request sent.
+
+        Raises:
+            ClientClosedError: the client closed while this request waited.
+            DeadlineExceededError: the deadline passed before the request was sent.
+        """
+        # Closed while this request waited (a retry, the limiter): nothing may be sent.
+        if self._closed:
+            self._check_open()
+        timeout = self.timeouts.total
+        deadline = call.deadline
+        if deadline is not None:
+            left = deadline - loop_time()
+            if left <= 0:
+                raise DeadlineExceededError(
+                    "the deadline passed before the request was sent", method=call.method, url=url
+                )
+            timeout = min(timeout, left)
+        self._counts.requests += 1
+        return build_request(call.method, url, headers, call.data, timeout, self.max_response_bytes)
+
+    def _new_call(  # noqa: PLR0917 -- `request`'s arguments, checked in one place
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        json_body: Any,
+        idempotent: bool | None,
+        retry: RetryPolicy | None,
+        priority: Priority,
+        deadline: float | None,
+        timeout: float | None,
+        job_id: str | None,
+    ) -> _Call:
+        """A call of `request`, its arguments checked and its URL joined."""
         data = None if json_body is _NO_BODY else _encode_json(json_body)
-        limit = _call_deadline(priority, deadline, timeout)
+        if deadline is None and timeout is None and type(priority) is Priority:
+            limit = None
+        else:
+            limit = _call_deadline(priority, deadline, timeout)
         self._check_open()
         policy = retry or self.retry
         if idempotent is None:
@@ -762,54 +938,29 @@ class Session:
             path_qs = f"{self._prefix}{path}"
             raw_path = path_qs.partition("?")[0]
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_in_flight)
+            self._limiter = InFlight(self.max_in_flight)
         # Positional, in the fields' order: keywords cost several times more to pass.
-        call = _Call(
+        return _Call(
             method,
             url_text,
             raw_path,
             path_qs,
             data,
-            _Plan(priority, limit, policy.wait),
+            priority,
+            limit,
+            policy.wait,
             policy,
             idempotent,
             time.monotonic(),
             policy.attempts,
             job_id,
-            reader,
         )
-        while True:
-            call.attempt += 1
-            outcome = await self._attempt(call)
-            if isinstance(outcome, Response):
-                return outcome
-            await self._before_retry(call, *outcome)
 
-    async def _attempt(self, call: _Call) -> Response | tuple[AsyncBulkError, bool]:
-        """One try: the decoded answer, or the error met and whether it may be retried."""
-        sets = self._header_sets
-        if sets is None or sets[0] != self._auth.generation:
-            sets = await self._credential(None)
-        generation, plain, with_body = sets
-        headers = plain if call.data is None else with_body
-        method = call.method
-        try:
-            raw = await self._send(call, headers)
-            self._log(call, raw.status)
-        except TransportError as exc:
-            return exc, call.idempotent or not exc.sent
-        except ProtocolError as exc:
-            # `from None` only hides the context: a JSON decoder's error would still hang
-            # on it, with the whole answer (which may echo a credential). Drop it.
-            exc.__context__ = None
-            return exc, call.idempotent and not isinstance(exc, RefusedAnswerError)
-        except DeadlineExceededError:
-            self._counts.errors += 1
-            raise
-        if raw.status < 400:  # noqa: PLR2004
-            return raw if isinstance(raw, Response) else self.decode(method, raw)
-        assert isinstance(raw, _RawResponse)  # noqa: S101 -- a reader reads successes only
-        error = self._status_error(method, call.url_text, raw)
+    async def _refused(
+        self, call: _Call, generation: int, raw: _RawResponse
+    ) -> tuple[AsyncBulkError, bool]:
+        """The error of an error status, and whether it may be retried."""
+        error = self._status_error(call.method, raw.url, raw)
         retriable = call.policy.retries_status(raw.status, idempotent=call.idempotent)
         if raw.status == 401 and self._auth.refreshable and not call.refreshed:  # noqa: PLR2004
             # Perhaps a rotated credential: ask for it once more, and try once more. The
@@ -847,9 +998,7 @@ class Session:
         )
         if policy.wait:
             try:
-                await self._flow.sleep(
-                    delay, call.plan.deadline, method=call.method, url=call.url_text
-                )
+                await self._flow.sleep(delay, call.deadline, method=call.method, url=call.url_text)
             except DeadlineExceededError as exc:
                 self._counts.errors += 1
                 raise exc from error
@@ -885,22 +1034,6 @@ class Session:
                     await auth.refresh()
         return self._headers_now()
 
-    async def _send(self, call: _Call, headers: Mapping[str, str]) -> _RawResponse | Response:
-        """One try, following same-origin redirects of a request without a body.
-
-        A successful answer to a call with a `reader` comes back read, as a `Response`.
-        """
-        method, url, path = call.method, call.url_text, call.raw_path
-        for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._try(call, url, path, headers)
-            if answer.status not in _REDIRECTS:
-                if call.reader is not None and answer.status < 400:  # noqa: PLR2004
-                    return self._read_with(call.reader, method, url, answer)
-                return self._read(method, url, answer)
-            target = self._redirect_target(method, url, call.data, answer)
-            url, path = str(target), target.raw_path
-        raise RefusedAnswerError(f"more than {MAX_REDIRECTS} redirects", method=method, url=url)
-
     def _redirect_target(
         self, method: str, url: str, data: bytes | None, answer: TransportResponse
     ) -> URL:
@@ -927,63 +1060,16 @@ class Session:
             raise refused(f"refusing to follow a redirect of a {method}: Location {location!r}")
         return target
 
-    async def _try(
-        self, call: _Call, url: str, path: str, headers: Mapping[str, str]
-    ) -> TransportResponse:
-        """One request on the wire: in its turn at the host's rate, within the in-flight limit."""
-        method, plan = call.method, call.plan
-        if plan.wait:
-            await self._flow.turn(plan.priority, plan.deadline, method=method, url=url)
-            if self._shared is not None:
-                await self._shared_turn(plan.deadline, method, url)
-        else:
-            self._flow.note_send()
-        timeout = self.timeouts.total
-        if plan.deadline is not None:
-            left = plan.deadline - loop_time()
-            if left <= 0:
-                raise DeadlineExceededError(
-                    "the deadline passed before the request was sent", method=method, url=url
-                )
-            timeout = min(timeout, left)
-        limiter = self._limiter
-        assert limiter is not None  # noqa: S101 -- created by request() before the first try
-        # A fresh borrower per try: one task may have several requests in flight (the tracker's
-        # polls), and a free slot is taken without the two event-loop turns `async with` costs.
-        borrower = object()
-        try:
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:
-            await limiter.acquire_on_behalf_of(borrower)
-        try:
-            # Closed while this request waited (a retry, the limiter): nothing may be sent.
-            self._check_open()
-            self._counts.requests += 1
-            request = build_request(
-                method, url, headers, call.data, timeout, self.max_response_bytes
-            )
-            observing = self._observing
-            if observing is None or not observing():
-                # No one to tell: no `TryInfo` or `TryResult` built for nothing.
-                answer = await self._transport.send(request)
-            else:
-                answer = await self._observed(call, request, path)
-        finally:
-            limiter.release_on_behalf_of(borrower)
-        status = answer.status
-        counts = self._counts
-        counts.by_status[status] = counts.by_status.get(status, 0) + 1
-        retry_after = None
-        if status == 429:  # noqa: PLR2004
-            counts.rate_limited += 1
-            retry_after = parse_retry_after(answer.headers.get("Retry-After"))
-            # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
-            if retry_after is not None:
-                retry_after = min(retry_after, self.retry.budget)
-        self._flow.answered(status, retry_after)
-        if status == 429 and self._shared is not None:  # noqa: PLR2004
+    async def _throttled(self, answer: TransportResponse) -> None:
+        """Learn from a 429: count it, and tell the flow control and any shared limiter."""
+        self._counts.rate_limited += 1
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        # Capped at the budget: a hostile "Retry-After: 1e9" must not stall every request.
+        if retry_after is not None:
+            retry_after = min(retry_after, self.retry.budget)
+        self._flow.answered(answer.status, retry_after)
+        if self._shared is not None:
             await self._shared.note_throttled(1.0 if retry_after is None else retry_after)
-        return answer
 
     async def _shared_turn(self, deadline: float | None, method: str, url: str) -> None:
         """The turn at the rate shared with other processes, within the call's deadline."""
@@ -1007,7 +1093,7 @@ class Session:
             url=request.url,
             path=path,
             attempt=call.attempt,
-            priority=call.plan.priority,
+            priority=call.priority,
             job_id=call.job_id,
         )
         observer = self._observer
@@ -1025,6 +1111,29 @@ class Session:
             result = TryResult(status=status, error=failure, seconds=time.monotonic() - began)
             observer.try_ended(info, context, result)
         return answer
+
+    def _parse(self, method: str, url: str, answer: TransportResponse) -> Any:
+        """A successful answer's JSON body (None for an empty one)."""
+        raw = answer.body
+        try:
+            return orjson.loads(raw)
+        except ValueError:
+            if not raw.strip():
+                return None
+            raise ProtocolError(
+                f"answer is not JSON: {self._excerpt(raw)!r}",
+                method=method,
+                url=url,
+                status=answer.status,
+            ) from None
+
+    def _unwrap(self, method: str, url: str, status: int, body: Any) -> Response:
+        """A successful answer's envelope, unwrapped."""
+        try:
+            data, meta, messages = self._envelope.decode(body)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), method=method, url=url, status=status) from None
+        return Response(status, data, meta, messages, url)
 
     def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
         """Decode an answer's JSON body."""
@@ -1062,11 +1171,7 @@ class Session:
 
     def decode(self, method: str, raw: _RawResponse) -> Response:
         """Unwrap a successful answer's envelope."""
-        try:
-            data, meta, messages = self._envelope.decode(raw.body)
-        except ProtocolError as exc:
-            raise ProtocolError(str(exc), method=method, url=raw.url, status=raw.status) from None
-        return Response(raw.status, data, meta, messages, raw.url)
+        return self._unwrap(method, raw.url, raw.status, raw.body)
 
     def _status_error(self, method: str, url: str, raw: _RawResponse) -> APIError:
         body = raw.body
@@ -1130,7 +1235,11 @@ class _Call:
     raw_path: str
     path_qs: str
     data: bytes | None
-    plan: _Plan
+    #: Its place in line, its absolute deadline, and whether its tries sleep (the retry
+    #: policy's ``wait``) or go at once.
+    priority: Priority
+    deadline: float | None
+    wait: bool
     policy: RetryPolicy
     idempotent: bool
     started: float
@@ -1139,19 +1248,6 @@ class _Call:
     reader: Callable[[bytes], Any] | None = None
     attempt: int = 0
     refreshed: bool = False
-
-
-@attrs.define
-class _Plan:
-    """How one call's tries wait: its priority, its absolute deadline, whether it sleeps.
-
-    Not frozen, like `_RawResponse`: both are built on every call, and a frozen class costs
-    several times more to build; only `Session` makes and reads them.
-    """
-
-    priority: Priority
-    deadline: float | None
-    wait: bool
 
 
 def _call_deadline(priority: object, deadline: object, timeout: object) -> float | None:

@@ -290,7 +290,12 @@ class AiohttpTransport:
                 ssl=self._ssl,
                 proxy=self._proxy,
             ) as resp:
-                body = await _read_bounded(resp, request)
+                declared = resp.content_length
+                if declared is not None and declared <= request.max_response_bytes:
+                    # aiohttp's parser reads no more than the declared length: one read.
+                    body = await resp.read()
+                else:
+                    body = await _read_bounded(resp, request)
                 return _response(resp.status, resp.headers, body)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             error = TransportError(f"could not connect: {exc}", method=method, url=url, sent=False)

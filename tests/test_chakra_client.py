@@ -562,7 +562,7 @@ async def test_a_page_that_stays_empty_raises_after_every_entry_before_it(sim, c
     assert (error.read, error.total, error.offset) == (1200, 2500, 1200)
     assert isinstance(error, ProtocolError)
     assert "1200 of 2500" in str(error)
-    assert chakra._session._limiter.borrowed_tokens == 0
+    assert chakra._session._limiter.used == 0
 
 
 async def test_a_short_page_that_cannot_be_completed_yields_what_it_has_then_raises(sim, chakra):
@@ -863,10 +863,10 @@ async def test_breaking_out_stops_the_fetches_ahead(sim, chakra):
     sim.faults.add(Fault("latency", delay=0.3, route=ENTRIES_ROUTE))
     async for _entry in chakra.iter_job_entries(BIG_EXAMPLE_JOB, prefetch=8):
         await anyio.sleep(0.05)
-        assert chakra._session._limiter.borrowed_tokens == 8
+        assert chakra._session._limiter.used == 8
         break
     await anyio.sleep(0.05)
-    assert chakra._session._limiter.borrowed_tokens == 0
+    assert chakra._session._limiter.used == 0
 
 
 async def test_closing_the_client_stops_open_iterators(sim, chakra):
@@ -876,7 +876,7 @@ async def test_closing_the_client_stops_open_iterators(sim, chakra):
     with anyio.move_on_after(1):
         await pages.__anext__()
     await chakra.aclose()
-    assert chakra._session._limiter.borrowed_tokens == 0
+    assert chakra._session._limiter.used == 0
     with pytest.raises(StopAsyncIteration):
         await pages.__anext__()
 

@@ -1210,20 +1210,47 @@ def structure_job(
     job_id = _required_id(data, "_data")
     assert isinstance(data, dict)  # noqa: S101 -- checked by _required_id, for mypy
     where = "_data"
-    # Positional, in the fields' order: a job is built on every poll, and keywords cost more.
-    return BackgroundJob(
-        job_id,
-        _text(data, "completionStatus", where),
-        _text(data, "statusMessage", where),
-        _time(data, "createdAt", where),
-        _time(data, "updatedAt", where),
-        _time(data, "startedAt", where),
-        _time(data, "completedAt", where),
-        _status_counts(meta),
-        data,
-        origin=origin,
-    )
+    get, times = data.get, _TIMES
+    # A job is built on every poll: times seen before are looked up here, the rest (and
+    # every field of the wrong type) go through the readers that check them.
+    status, message = get("completionStatus"), get("statusMessage")
+    if type(status) is not str:
+        status = _text(data, "completionStatus", where)
+    if type(message) is not str:
+        message = _text(data, "statusMessage", where)
+    created, updated = get("createdAt"), get("updatedAt")
+    started, completed = get("startedAt"), get("completedAt")
+    created = times.get(created) if type(created) is int else None
+    updated = times.get(updated) if type(updated) is int else None
+    started = times.get(started) if type(started) is int else None
+    completed = times.get(completed) if type(completed) is int else None
+    job: BackgroundJob = _new(BackgroundJob)
+    _set_job_id(job, job_id)
+    _set_job_status(job, status)
+    _set_job_message(job, message)
+    _set_job_created(job, created or _time(data, "createdAt", where))
+    _set_job_updated(job, updated or _time(data, "updatedAt", where))
+    _set_job_started(job, started or _time(data, "startedAt", where))
+    _set_job_completed(job, completed or _time(data, "completedAt", where))
+    _set_job_counts(job, _status_counts(meta))
+    _set_job_raw(job, data)
+    _set_job_origin(job, origin)
+    return job
 
+
+# A job's slots, filled one by one by `structure_job`: the frozen class's `__init__` (with
+# its keyword ``origin``) costs several times more.
+_set_job_id: Final = slot_setter(BackgroundJob, "id")
+_set_job_status: Final = slot_setter(BackgroundJob, "completion_status")
+_set_job_message: Final = slot_setter(BackgroundJob, "status_message")
+_set_job_created: Final = slot_setter(BackgroundJob, "created_at")
+_set_job_updated: Final = slot_setter(BackgroundJob, "updated_at")
+_set_job_started: Final = slot_setter(BackgroundJob, "started_at")
+_set_job_completed: Final = slot_setter(BackgroundJob, "completed_at")
+_set_job_counts: Final = slot_setter(BackgroundJob, "status_counts")
+_set_job_raw: Final = slot_setter(BackgroundJob, "raw")
+_set_job_origin: Final = slot_setter(BackgroundJob, "_origin")
+_new: Final = object.__new__
 
 _NO_API_DATA: Final[Mapping[str, Any]] = {}
 
