@@ -175,7 +175,7 @@ class SendRate:
 
         `delay` and `take` in one: the common turn, when no one waits, computes the rate once.
         """
-        rate = self.rate(now) if self._cut_at is not None or self._cap is not None else None
+        rate = self.rate(now)
         if rate is not None:
             self._refill(now, rate)
             if self._tokens < 1:
@@ -574,10 +574,7 @@ class FlowControl:
         now = self._clock()
         if self.throttles.paused_until > now:
             return False
-        rate = self._rate
-        if rate is None:
-            rate = self._send_rate()
-        return rate.take_now(now)
+        return self._send_rate().take_now(now)
 
     def _promote(self) -> None:
         if self._closed:
@@ -638,9 +635,6 @@ class FlowControl:
     def answered(self, status: int, retry_after: float | None) -> None:
         """Learn from an answer: on evidence, 429s cut the rate or pause the host."""
         now = self._clock()
-        if status != 429:  # noqa: PLR2004
-            self.throttles.calm(now)
-            return
         if retry_after is not None:
             retry_after = min(retry_after, self._max_pause)
         verdict = self.throttles.answer(

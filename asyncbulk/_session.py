@@ -423,10 +423,7 @@ def _check_in_flight(value: object) -> int:
     return value
 
 
-#: Path templates with one field, split around it (an empty tuple: any other template).
-_SHAPES: Final[dict[str, tuple[str, str, str] | tuple[()]]] = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _shape(template: str) -> tuple[str, str, str] | tuple[()]:
     """``template`` split around its one field, or () if it has not exactly one plain field."""
     try:
@@ -453,7 +450,7 @@ _PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 @functools.lru_cache(maxsize=4096)
 def encode_segment(value: str) -> str:
     """Percent-encode ``value`` so it stays one path segment, whatever characters it holds."""
-    if value.isascii() and value.replace("-", "").replace("_", "").isalnum():
+    if _PLAIN_SEGMENT(value) is not None:
         # Letters, digits, "-" and "_" only (every id the vendors make): nothing to encode,
         # and `quote` costs more than the rest of building the path.
         return value
@@ -682,9 +679,7 @@ class Session:
         Raises:
             ValidationError: an id is not a non-empty string (the error names it).
         """
-        shape = _SHAPES.get(template)
-        if shape is None:
-            shape = _SHAPES[template] = _shape(template)
+        shape = _shape(template)
         if shape and len(segments) == 1:
             prefix, name, suffix = shape
             value = segments.get(name)
@@ -787,9 +782,18 @@ class Session:
             ValidationError: ``priority``, ``deadline`` or ``timeout`` is of the wrong type.
         """
         call = self._new_call(
-            method, path, params, json_body, idempotent, retry, priority, deadline, timeout, job_id
+            method,
+            path,
+            params,
+            json_body,
+            idempotent,
+            retry,
+            priority,
+            deadline,
+            timeout,
+            job_id,
+            reader,
         )
-        call.reader = reader
         data, url_text, raw_path = call.data, call.url_text, call.raw_path
         flow, limiter = self._flow, self._limiter
         assert limiter is not None  # noqa: S101 -- made by _new_call
@@ -847,7 +851,7 @@ class Session:
                         return read
                     body = self._parse(method, url, answer)
                 else:
-                    raw = self._read(method, url, answer)
+                    raw = self._read(answer, url)
                 if logger.isEnabledFor(logging.DEBUG):
                     self._log(call, status)
             except TransportError as exc:
@@ -891,8 +895,7 @@ class Session:
             DeadlineExceededError: the deadline passed before the request was sent.
         """
         # Closed while this request waited (a retry, the limiter): nothing may be sent.
-        if self._closed:
-            self._check_open()
+        self._check_open()
         timeout = self.timeouts.total
         deadline = call.deadline
         if deadline is not None:
@@ -917,6 +920,7 @@ class Session:
         deadline: float | None,
         timeout: float | None,
         job_id: str | None,
+        reader: Callable[[bytes], Any] | None,
     ) -> _Call:
         """A call of `request`, its arguments checked and its URL joined."""
         data = None if json_body is _NO_BODY else _encode_json(json_body)
@@ -954,6 +958,7 @@ class Session:
             time.monotonic(),
             policy.attempts,
             job_id,
+            reader,
         )
 
     async def _refused(
@@ -1135,25 +1140,17 @@ class Session:
             raise ProtocolError(str(exc), method=method, url=url, status=status) from None
         return Response(status, data, meta, messages, url)
 
-    def _read(self, method: str, url: str, answer: TransportResponse) -> _RawResponse:
-        """Decode an answer's JSON body."""
-        status = answer.status
+    def _read(self, answer: TransportResponse, url: str) -> _RawResponse:
+        """An error answer's body: its JSON, or its text when it is not JSON."""
         raw = answer.body
         body: Any = None
         if raw.strip():
             try:
                 body = orjson.loads(raw)
             except ValueError:
-                if status < 400:  # noqa: PLR2004
-                    raise ProtocolError(
-                        f"answer is not JSON: {self._excerpt(raw)!r}",
-                        method=method,
-                        url=url,
-                        status=status,
-                    ) from None
                 body = raw.decode("utf-8", "replace")
-        # Positional, in the fields' order: this runs on every answer.
-        return _RawResponse(status, body, answer.headers.get("Retry-After"), url)
+        # Positional, in the fields' order.
+        return _RawResponse(answer.status, body, answer.headers.get("Retry-After"), url)
 
     def _read_with(
         self, reader: Callable[[bytes], Any], method: str, url: str, answer: TransportResponse

@@ -136,3 +136,18 @@ async def test_a_bad_timeout_is_refused_before_any_request(sim: Simulator) -> No
         with pytest.raises(ValidationError, match="timeout"):
             await zefort.acknowledge_task("t1", timeout=0)
     assert sim.records.total_requests == 0
+
+
+async def test_a_call_waiting_for_a_slot_ends_by_its_timeout(sim: Simulator) -> None:
+    """A call queued behind a held request (max_in_flight=1) ends by its timeout, never sent."""
+    task = sim.zefort.submit_bulk_update({"attributes": {"n": 1}, "search": {}})
+    fault = slow(sim, TASK, "GET")
+    async with zefort_client(sim, max_in_flight=1) as zefort, anyio.create_task_group() as tg:
+        tg.start_soon(zefort.get_task, task.id)
+        with anyio.fail_after(GUARD):
+            while not sim.faults.fired(fault):  # noqa: ASYNC110 -- polls the fault count
+                await anyio.sleep(0.01)
+        with anyio.fail_after(GUARD), pytest.raises(DeadlineExceededError, match="in flight"):
+            await zefort.get_task(task.id, timeout=0.3)
+        assert sim.faults.fired(fault) == 1
+        tg.cancel_scope.cancel()

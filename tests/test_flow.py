@@ -19,7 +19,7 @@ from asyncbulk import (
     RetryPolicy,
     ValidationError,
 )
-from asyncbulk._flow import WEIGHTS, FairQueue, SendRate, ThrottleRule
+from asyncbulk._flow import WEIGHTS, FairQueue, InFlight, SendRate, ThrottleRule
 from asyncbulk._session import BearerAuth, ChakraEnvelope, Session
 from asyncbulk._transport import MockTransport, TransportRequest, TransportResponse
 
@@ -436,3 +436,71 @@ async def test_closing_the_client_wakes_every_waiter() -> None:
             await anyio.sleep(0.1)
             await session.aclose()
     assert outcomes == ["closed"] * 4
+
+
+# -- the in-flight limit ---------------------------------------------------------------------
+
+
+def test_in_flight_takes_free_slots_up_to_its_limit() -> None:
+    """Free slots are taken at once up to the limit; a released one can be taken again."""
+    slots = InFlight(2)
+    assert [slots.take_now(), slots.take_now(), slots.take_now()] == [True, True, False]
+    slots.release()
+    assert slots.take_now()
+    assert slots.used == 2
+
+
+@pytest.mark.anyio
+async def test_in_flight_hands_a_freed_slot_to_the_longest_waiter() -> None:
+    """Waiters get freed slots in arrival order, and no newcomer takes one past them."""
+    slots = InFlight(1)
+    assert slots.take_now()
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await slots.take()
+        order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "first")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "second")
+        await anyio.wait_all_tasks_blocked()
+        slots.release()
+        # The slot is the first waiter's now, though it has not run yet.
+        assert not slots.take_now()
+        await anyio.wait_all_tasks_blocked()
+        assert order == ["first"]
+        slots.release()
+    assert order == ["first", "second"]
+    assert slots.used == 1
+
+
+@pytest.mark.anyio
+async def test_in_flight_cancelled_waiters_neither_keep_nor_lose_a_slot() -> None:
+    """Waiters cancelled before, or as, a slot is handed to them leave it to the next one."""
+    slots = InFlight(1)
+    assert slots.take_now()
+    got: list[str] = []
+
+    async def waiter(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await slots.take()
+            got.append(name)
+            slots.release()
+
+    before, handed, last = anyio.CancelScope(), anyio.CancelScope(), anyio.CancelScope()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for name, scope in (("before", before), ("handed", handed), ("last", last)):
+                tg.start_soon(waiter, name, scope)
+                await anyio.wait_all_tasks_blocked()
+            before.cancel()
+            await anyio.wait_all_tasks_blocked()
+            # Handed the slot, then cancelled before it ran: whether or not the cancellation
+            # lands before it takes the slot, the slot goes on to "last".
+            slots.release()
+            handed.cancel()
+    assert "before" not in got
+    assert got[-1] == "last"
+    assert slots.used == 0
