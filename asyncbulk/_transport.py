@@ -231,6 +231,8 @@ class AiohttpTransport:
         self._read = read_timeout
         self._total = total_timeout
         self._closed = False
+        #: The headers the own session sends by default: the last request's (see `send`).
+        self._defaults: dict[str, str] = {}
         # The common try's limits, built once: most requests have no deadline of their own.
         self._default_timeout = self._timeout(total_timeout)
 
@@ -278,13 +280,25 @@ class AiohttpTransport:
         else:
             timeout = self._timeout(total)
         method, url = request.method, request.url
+        headers: Mapping[str, str] | None = request.headers
+        if self._owns_session:
+            # aiohttp merges a request's headers into a copy of the session's, item by item:
+            # on the session's own, the headers of the last request are its defaults, and a
+            # request with the same ones (nearly all: one credential, with or without a body)
+            # passes none. Nothing awaits between this and aiohttp's copy of them.
+            if headers != self._defaults:
+                self._defaults = dict(request.headers)
+                defaults = client.headers
+                defaults.clear()
+                defaults.update(self._defaults)
+            headers = None
         error: TransportError
         try:
             async with client.request(
                 method,
                 URL(url, encoded=True),
                 data=request.body,
-                headers=request.headers,
+                headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
                 ssl=self._ssl,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 
+import aiohttp
 import anyio
 import orjson
 import pytest
@@ -222,3 +223,78 @@ def test_hostile_redirects_and_retry_afters_end_in_a_library_error(
     for request in transport.requests:
         assert request.url.startswith("https://api.example.test/")
     assert len(transport.requests) <= 2 * 6
+
+
+def recording_app(seen: list[tuple[str, dict[str, str]]], refused: set[str]) -> web.Application:
+    """Records each request's method and headers; answers 401 to a refused credential."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        seen.append((request.method, dict(request.headers)))
+        if request.headers.get("Authorization") in refused:
+            return web.json_response({"_data": None, "_meta": {}, "_errors": []}, status=401)
+        return web.json_response({"_data": {"ok": True}, "_meta": {}, "_errors": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def test_each_request_carries_its_own_headers_on_the_wire() -> None:
+    """GETs, bodies and a rotated credential, interleaved: each request sends just its headers."""
+    seen: list[tuple[str, dict[str, str]]] = []
+    tokens = iter(["first-token-123", "second-token-456"])
+    async with serve(recording_app(seen, {"Bearer first-token-123"})) as url:
+        session = Session(
+            base_url=url,
+            auth=BearerAuth(lambda: next(tokens)),
+            envelope=ChakraEnvelope(),
+            transport=AiohttpTransport(),
+            retry=RetryPolicy.testing(attempts=3),
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(6):
+                    if i % 2:
+                        tg.start_soon(lambda n=i: session.request("PUT", "/p", json_body=[n]))
+                    else:
+                        tg.start_soon(session.request, "GET", f"/get/{i}")
+            await session.request("GET", "/last")
+        finally:
+            await session.aclose()
+    assert seen, "the server saw no request"
+    for method, headers in seen:
+        # Only a request with a body says what it is; no GET inherits a PUT's header.
+        assert ("Content-Type" in headers) == (method == "PUT"), (method, headers)
+        if method == "PUT":
+            assert headers["Content-Type"] == "application/json"
+        assert headers["Accept"] == "application/json"
+    # The refused credential was sent until the 401s, and never after the new one was asked for.
+    auths = [headers["Authorization"] for _method, headers in seen]
+    first_new = auths.index("Bearer second-token-456")
+    assert set(auths[:first_new]) == {"Bearer first-token-123"}
+    assert set(auths[first_new:]) == {"Bearer second-token-456"}
+    assert seen[-1][1]["Authorization"] == "Bearer second-token-456"
+
+
+async def test_a_lent_session_keeps_its_own_default_headers() -> None:
+    """On a caller's aiohttp session, headers go per request and its defaults stay as they were."""
+    seen: list[tuple[str, dict[str, str]]] = []
+    async with (
+        serve(recording_app(seen, set())) as url,
+        aiohttp.ClientSession(headers={"X-Caller": "mine"}) as http,
+    ):
+        session = Session(
+            base_url=url,
+            auth=BearerAuth(TOKEN),
+            envelope=ChakraEnvelope(),
+            transport=AiohttpTransport(http),
+        )
+        try:
+            await session.request("GET", "/x")
+            await session.request("PATCH", "/y", json_body={"a": 1})
+        finally:
+            await session.aclose()
+        assert dict(http.headers) == {"X-Caller": "mine"}
+    assert [h["Authorization"] for _m, h in seen] == [f"Bearer {TOKEN}"] * 2
+    assert all(h["X-Caller"] == "mine" for _m, h in seen)
