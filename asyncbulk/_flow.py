@@ -175,12 +175,13 @@ class SendRate:
 
         `delay` and `take` in one: the common turn, when no one waits, computes the rate once.
         """
-        rate = self.rate(now)
-        if rate is not None:
-            self._refill(now, rate)
-            if self._tokens < 1:
-                return False
-            self._tokens -= 1
+        if self._cut_at is not None or self._cap is not None:
+            rate = self.rate(now)
+            if rate is not None:
+                self._refill(now, rate)
+                if self._tokens < 1:
+                    return False
+                self._tokens -= 1
         self._note(now)
         return True
 
@@ -574,7 +575,7 @@ class FlowControl:
         now = self._clock()
         if self.throttles.paused_until > now:
             return False
-        return self._send_rate().take_now(now)
+        return (self._rate or self._send_rate()).take_now(now)
 
     def _promote(self) -> None:
         if self._closed:

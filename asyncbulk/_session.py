@@ -45,6 +45,7 @@ from asyncbulk._exceptions import (
 )
 from asyncbulk._flow import FlowControl, InFlight, Priority, RateLimit, SharedLimiter, loop_time
 from asyncbulk._retry import RetryPolicy, is_idempotent, parse_retry_after
+from asyncbulk._slots import slot_setter
 from asyncbulk._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AiohttpTransport,
@@ -178,6 +179,26 @@ class Response:
     meta: Mapping[str, Any]
     messages: tuple[str, ...]
     url: str
+
+
+_RESPONSE_SETTERS: Final = tuple(
+    slot_setter(Response, name) for name in ("status", "data", "meta", "messages", "url")
+)
+
+
+def _response(
+    status: int, data: Any, meta: Mapping[str, Any], messages: tuple[str, ...], url: str
+) -> Response:
+    """A `Response`, as its constructor makes it: the frozen class's ``__init__`` costs twice
+    as much as filling its slots, on the path every successful call takes."""
+    response: Response = object.__new__(Response)
+    set_status, set_data, set_meta, set_messages, set_url = _RESPONSE_SETTERS
+    set_status(response, status)
+    set_data(response, data)
+    set_meta(response, meta)
+    set_messages(response, messages)
+    set_url(response, url)
+    return response
 
 
 #: A credential: a fixed string, or a function (plain or async) that returns the current one.
@@ -1138,7 +1159,7 @@ class Session:
             data, meta, messages = self._envelope.decode(body)
         except ProtocolError as exc:
             raise ProtocolError(str(exc), method=method, url=url, status=status) from None
-        return Response(status, data, meta, messages, url)
+        return _response(status, data, meta, messages, url)
 
     def _read(self, answer: TransportResponse, url: str) -> _RawResponse:
         """An error answer's body: its JSON, or its text when it is not JSON."""
@@ -1164,7 +1185,7 @@ class Session:
             raise ProtocolError(
                 f"answer cannot be read: {exc}", method=method, url=url, status=answer.status
             ) from None
-        return Response(answer.status, data, {}, (), url)
+        return _response(answer.status, data, {}, (), url)
 
     def decode(self, method: str, raw: _RawResponse) -> Response:
         """Unwrap a successful answer's envelope."""
