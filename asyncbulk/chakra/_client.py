@@ -1034,6 +1034,9 @@ async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGene
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+        # Dropped before the next is read: a batch's items, encoded by now, die young, and the
+        # collector does not carry them through its generations while the next one is built.
+        del chunk
         # A sync generator may read files for a while: let the batches in flight progress.
         await anyio.lowlevel.checkpoint()
 
