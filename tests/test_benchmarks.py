@@ -55,7 +55,7 @@ def test_runs_are_interleaved_and_show_their_range(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     order = re.findall(r"\] overhead / [^/]+ / (.+): ", done.stderr)
     contenders = list(dict.fromkeys(order))
-    assert len(contenders) == 4
+    assert len(contenders) == 6
     assert order == contenders * 2
     rows = [line for line in done.stdout.splitlines() if line.startswith("| overhead")]
     assert all("| 2/2 " in row for row in rows)
