@@ -189,8 +189,10 @@ _RESPONSE_SETTERS: Final = tuple(
 def _response(
     status: int, data: Any, meta: Mapping[str, Any], messages: tuple[str, ...], url: str
 ) -> Response:
-    """A `Response`, as its constructor makes it: the frozen class's ``__init__`` costs twice
-    as much as filling its slots, on the path every successful call takes."""
+    """A `Response`, as its constructor makes it, on the path every successful call takes.
+
+    The frozen class's ``__init__`` costs twice as much as filling its slots.
+    """
     response: Response = object.__new__(Response)
     set_status, set_data, set_meta, set_messages, set_url = _RESPONSE_SETTERS
     set_status(response, status)
