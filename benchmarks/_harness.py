@@ -131,6 +131,15 @@ class Row:
         values = self.values(figure)
         return statistics.median(values) if values else None
 
+    def middle(self, figure: Figure) -> dict[str, Any] | None:
+        """The good run at the median of a figure (the upper one of two), None if none has it.
+
+        For figures read together from one run (a ratio and the two values it divides), where
+        the median of each could come from a different run.
+        """
+        runs = sorted((v, i) for i, r in enumerate(self.good) if (v := figure(r)) is not None)
+        return self.good[runs[len(runs) // 2][1]] if runs else None
+
     def spread(self, figure: Figure) -> tuple[float, float] | None:
         """The lowest and the highest value of a figure over the good runs."""
         values = self.values(figure)

@@ -73,29 +73,48 @@ async def chakra_client(ctx: Context) -> dict[str, Any]:
         return await _workers(ctx, lambda: c.get_background_job(JOB_ID))
 
 
-async def _raw(ctx: Context, url: str, authorization: str) -> dict[str, Any]:
-    headers = {"Authorization": authorization, "Accept": "application/json"}
-    async with aiohttp.ClientSession(headers=headers) as http:
+def _raw_session(authorization: str) -> aiohttp.ClientSession:
+    """Raw aiohttp's session: the auth and Accept headers the client sends, as defaults."""
+    return aiohttp.ClientSession(
+        headers={"Authorization": authorization, "Accept": "application/json"}
+    )
 
-        async def one() -> Any:
-            async with http.get(url) as response:
-                response.raise_for_status()
-                return await response.json()
 
-        return await _workers(ctx, one)
+def _raw_one(http: aiohttp.ClientSession, url: str) -> Callable[[], Awaitable[object]]:
+    """One raw GET of ``url``: checked, and its body parsed with json."""
+
+    async def one() -> Any:
+        async with http.get(url) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    return one
+
+
+def _zefort_raw(ctx: Context) -> tuple[str, str]:
+    """The task's URL and the Basic authorization raw aiohttp sends for it."""
+    key = base64.b64encode(f"{ctx.server['zefort_api_key']}:".encode()).decode()
+    return f"{zefort_url(ctx)}/api/tasks/{TASK_ID}/", f"Basic {key}"
+
+
+def _chakra_raw(ctx: Context) -> tuple[str, str]:
+    """The job's URL and the bearer authorization raw aiohttp sends for it."""
+    url = f"{chakra_url(ctx)}/v1/ext/background-job/{JOB_ID}"
+    return url, f"Bearer {ctx.server['chakra_token']}"
 
 
 async def zefort_raw(ctx: Context) -> dict[str, Any]:
     """Raw aiohttp GET of the same task, the same headers, json parsing."""
-    key = base64.b64encode(f"{ctx.server['zefort_api_key']}:".encode()).decode()
-    url = f"{zefort_url(ctx)}/api/tasks/{TASK_ID}/"
-    return await _raw(ctx, url, f"Basic {key}")
+    url, authorization = _zefort_raw(ctx)
+    async with _raw_session(authorization) as http:
+        return await _workers(ctx, _raw_one(http, url))
 
 
 async def chakra_raw(ctx: Context) -> dict[str, Any]:
     """Raw aiohttp GET of the same job, the same headers, json parsing."""
-    url = f"{chakra_url(ctx)}/v1/ext/background-job/{JOB_ID}"
-    return await _raw(ctx, url, f"Bearer {ctx.server['chakra_token']}")
+    url, authorization = _chakra_raw(ctx)
+    async with _raw_session(authorization) as http:
+        return await _workers(ctx, _raw_one(http, url))
 
 
 async def _paired(
@@ -119,24 +138,13 @@ async def _paired(
     }
 
 
-def _raw_one(http: aiohttp.ClientSession, url: str) -> Callable[[], Awaitable[object]]:
-    async def one() -> Any:
-        async with http.get(url) as response:
-            response.raise_for_status()
-            return await response.json()
-
-    return one
-
-
 async def zefort_paired(ctx: Context) -> dict[str, Any]:
     """Raw aiohttp and `ZefortClient.get_task` in one process, a block of GETs each in turn."""
     from asyncbulk.zefort import ZefortClient  # noqa: PLC0415 - imported where used
 
-    key = base64.b64encode(f"{ctx.server['zefort_api_key']}:".encode()).decode()
-    headers = {"Authorization": f"Basic {key}", "Accept": "application/json"}
-    url = f"{zefort_url(ctx)}/api/tasks/{TASK_ID}/"
+    url, authorization = _zefort_raw(ctx)
     async with (
-        aiohttp.ClientSession(headers=headers) as http,
+        _raw_session(authorization) as http,
         ZefortClient(ctx.server["zefort_api_key"], base_url=zefort_url(ctx)) as z,
     ):
         return await _paired(ctx, _raw_one(http, url), lambda: z.get_task(TASK_ID))
@@ -146,12 +154,10 @@ async def chakra_paired(ctx: Context) -> dict[str, Any]:
     """Raw aiohttp and `ChakraClient.get_background_job` in one process, a block each in turn."""
     from asyncbulk.chakra import ChakraClient  # noqa: PLC0415 - imported where used
 
-    token = ctx.server["chakra_token"]
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-    url = f"{chakra_url(ctx)}/v1/ext/background-job/{JOB_ID}"
+    url, authorization = _chakra_raw(ctx)
     async with (
-        aiohttp.ClientSession(headers=headers) as http,
-        ChakraClient(token, base_url=chakra_url(ctx)) as c,
+        _raw_session(authorization) as http,
+        ChakraClient(ctx.server["chakra_token"], base_url=chakra_url(ctx)) as c,
     ):
         return await _paired(ctx, _raw_one(http, url), lambda: c.get_background_job(JOB_ID))
 
@@ -188,6 +194,12 @@ def plan(size: Size) -> list[Case]:
     return [Case(title, runs, floor, server={"readonly_entries": 10})]
 
 
+def _paired_ratio(result: dict[str, Any]) -> float | None:
+    """A paired run's client CPU over raw aiohttp's."""
+    paired = result.get("paired")
+    return None if paired is None else float(paired["ratio"])
+
+
 def goals(rows: list[Row], size: Size) -> list[Goal]:  # noqa: ARG001 - same goal at every size
     """Client CPU per request <= 1.15x raw aiohttp's (issue 14), for each vendor.
 
@@ -211,19 +223,18 @@ def goals(rows: list[Row], size: Size) -> list[Goal]:  # noqa: ARG001 - same goa
     ):
         name = f"CPU per GET vs raw aiohttp + json, {vendor}"
         pair = next((r for r in rows if r.contender == paired and r.good), None)
-        runs = [] if pair is None else [r["paired"] for r in pair.good if "paired" in r]
-        if runs:
-            runs.sort(key=lambda run: float(run["ratio"]))
-            middle = runs[len(runs) // 2]
-            ratio = float(middle["ratio"])
+        middle = None if pair is None else pair.middle(_paired_ratio)
+        if pair is None or middle is None:
+            out.append(Goal(name, f"<= {MAX_RATIO}x", "n/a", None, None))
+        else:
+            figures = middle["paired"]
+            ratio = float(figures["ratio"])
+            low, high = pair.spread(_paired_ratio) or (ratio, ratio)
             value = (
-                f"{middle['client_us']:.0f} vs {middle['raw_us']:.0f} µs = {ratio:.2f}x "
-                f"({runs[0]['ratio']:.2f}-{runs[-1]['ratio']:.2f}x, {len(runs)} runs), "
-                "in one process"
+                f"{figures['client_us']:.0f} vs {figures['raw_us']:.0f} µs = {ratio:.2f}x "
+                f"({low:.2f}-{high:.2f}x, {len(pair.good)} runs), in one process"
             )
             out.append(Goal(name, f"<= {MAX_RATIO}x", value, ratio, ratio <= MAX_RATIO))
-        else:
-            out.append(Goal(name, f"<= {MAX_RATIO}x", "n/a", None, None))
         ours = next((r for r in rows if r.contender.startswith(client) and r.good), None)
         theirs = next((r for r in rows if r.contender == raw and r.good), None)
         if ours is not None and theirs is not None and ours.cpu_per_request_us:

@@ -73,11 +73,7 @@ async def _submit(ctx: Context, updates: Any) -> dict[str, Any]:
 
 
 def _updates(ctx: Context) -> Iterator[Any]:
-    from asyncbulk.chakra import ProcessUpdate  # noqa: PLC0415 - imported where used
-
-    held = int(ctx.params["held"])
-    for i in range(_count(ctx)):
-        yield ProcessUpdate.by_key(KEY, f"{PREFIX}{i % held}", data={"score": str(i)})
+    return _updates_between(ctx, 0, _count(ctx))
 
 
 def _wire(ctx: Context, start: int, stop: int) -> list[dict[str, Any]]:
@@ -90,9 +86,7 @@ def _wire(ctx: Context, start: int, stop: int) -> list[dict[str, Any]]:
 
 
 def _mappings(ctx: Context) -> Iterator[dict[str, Any]]:
-    count = _count(ctx)
-    for start in range(0, count, BATCH):
-        yield from _wire(ctx, start, min(count, start + BATCH))
+    return _mappings_between(ctx, 0, _count(ctx))
 
 
 async def asyncbulk_mappings(ctx: Context) -> dict[str, Any]:
@@ -136,19 +130,9 @@ async def raw_orjson(ctx: Context) -> dict[str, Any]:
     """The same batches built as they go, encoded with orjson, PATCHed concurrently."""
     count = _count(ctx)
     url = f"{chakra_url(ctx)}/v1/ext/procedure/{PROCEDURE}/process"
-    starts = iter(range(0, count, BATCH))
     jobs: list[str] = []
-    headers = {"Content-Type": "application/json"}
     async with chakra_session(ctx) as http:
-
-        async def worker() -> None:
-            for start in starts:
-                body = orjson.dumps({"processes": _wire(ctx, start, min(count, start + BATCH))})
-                async with http.patch(url, data=body, headers=headers) as response:
-                    response.raise_for_status()
-                    jobs.append(orjson.loads(await response.read())["_data"]["id"])
-
-        await asyncio.gather(*(worker() for _ in range(default_in_flight())))
+        await _raw_batches(ctx, http, url, start=0, stop=count, jobs=jobs)
     return {"items": count, "note": f"{len(jobs)} jobs"}
 
 
@@ -299,17 +283,21 @@ def goals(rows: list[Row], size: Size) -> list[Goal]:
 
 def _paired_goal(name: str, target: str, side: str, pair: Row | None) -> Goal:
     """The share of raw aiohttp + orjson's CPU rate one side reached in the paired run."""
-    runs = [] if pair is None else [r["paired"] for r in pair.good if "paired" in r]
-    if not runs:
+
+    def share(result: dict[str, Any]) -> float | None:
+        paired = result.get("paired")
+        return None if paired is None else float(paired["raw"] / paired[side])
+
+    middle = None if pair is None else pair.middle(share)
+    if pair is None or middle is None:
         return Goal(name, target, "n/a", None, None)
-    shares = sorted(run["raw"] / run[side] for run in runs)
-    middle = sorted(runs, key=lambda run: run["raw"] / run[side])[len(runs) // 2]
-    share = middle["raw"] / middle[side]
+    figures, ratio = middle["paired"], share(middle) or 0.0
+    low, high = pair.spread(share) or (ratio, ratio)
     value = (
-        f"client CPU {middle[side]:.2f} vs {middle['raw']:.2f} µs/update = {share:.0%} "
-        f"({shares[0]:.0%}-{shares[-1]:.0%}, {len(runs)} runs), in one process"
+        f"client CPU {figures[side]:.2f} vs {figures['raw']:.2f} µs/update = {ratio:.0%} "
+        f"({low:.0%}-{high:.0%}, {len(pair.good)} runs), in one process"
     )
-    return Goal(name, target, value, share, share >= _READONLY_SHARE)
+    return Goal(name, target, value, ratio, ratio >= _READONLY_SHARE)
 
 
 def _readonly_goals(rows: list[Row], size: Size) -> list[Goal]:

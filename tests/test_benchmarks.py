@@ -176,3 +176,18 @@ async def test_read_only_server_reads_every_batch_and_answers_a_job():
     assert submission.count == 25
     assert len({job.id for job in submission.jobs}) == 3
     assert readonly.report() == {"PATCH /v1/ext/procedure/{procedure}/process": 3}
+
+
+def test_the_middle_run_keeps_a_ratio_with_its_own_figures():
+    """`Row.middle` is the run at a figure's median, so a ratio is shown with its own parts."""
+    results = [
+        {"paired": {"ratio": 1.3, "raw_us": 100.0}},
+        {"error": "boom"},
+        {"paired": {"ratio": 1.1, "raw_us": 300.0}},
+        {"paired": {"ratio": 1.2, "raw_us": 200.0}},
+        {"note": "no ratio"},
+    ]
+    row = Row("s", "case", "contender", results)
+    middle = row.middle(lambda r: r["paired"]["ratio"] if "paired" in r else None)
+    assert middle is results[3]
+    assert row.middle(lambda _r: None) is None
