@@ -1,6 +1,8 @@
 """The simulated Zefort API, spoken to over raw HTTP."""
 
 import base64
+import math
+import random
 import re
 
 import aiohttp
@@ -267,6 +269,27 @@ async def test_listing_after_acknowledgements_keeps_order(sim, http):
     assert [t["id"] for t in again["results"]] == [ids[0], ids[1]]
     status, _ = await call(http, "PATCH", f"/api/tasks/{ids[1]}/", {"frontend_status": "maybe"})
     assert status == 400
+
+
+async def test_listing_pages_cut_through_runs_of_unlisted_tasks(sim, clock, http):
+    """Every page, at every size, is its slice of the listing after random acks and re-lists."""
+    rng = random.Random(7)
+    ids = [(await bulk_update(http))["id"] for _ in range(40)]
+    listed = dict.fromkeys(ids, True)
+    for _ in range(60):
+        task_id = rng.choice(ids)
+        status = rng.choice(["done", "done", "pending"])
+        await call(http, "PATCH", f"/api/tasks/{task_id}/", {"frontend_status": status})
+        listed[task_id] = status == "pending"
+    clock.advance(1000)  # finished tasks show their new status in the listing too
+    expected = [task_id for task_id in ids if listed[task_id]]
+    for page_size in (1, 3, 7, 40):
+        pages = math.ceil(len(expected) / page_size)
+        for page in range(1, pages + 1):
+            _, body = await call(http, "GET", f"/api/tasks/?page={page}&page_size={page_size}")
+            start = (page - 1) * page_size
+            assert [t["id"] for t in body["results"]] == expected[start : start + page_size]
+            assert {t["backend_status"] for t in body["results"]} == {"done"}
 
 
 async def test_failing_a_task_on_request(sim, clock, http):

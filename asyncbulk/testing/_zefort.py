@@ -129,6 +129,12 @@ class ZefortContract:
                 yield from (str(v).lower() for v in value)
 
 
+def _forget_text(task: ZefortTask, _: attrs.Attribute[Any], value: Any) -> Any:
+    """`ZefortTask`'s fields shown in its text: setting one forgets the text made of them."""
+    task._text = None  # noqa: SLF001 -- the class's own cache
+    return value
+
+
 @attrs.define(eq=False)
 class ZefortTask:
     """A bulk-operation task.
@@ -146,19 +152,19 @@ class ZefortTask:
         failure: (status, info) it will end with instead of "done", if a test asked for that.
     """
 
-    id: str
+    id: str = attrs.field(on_setattr=_forget_text)
     seq: int
-    data: Any
-    query_params: dict[str, str]
+    data: Any = attrs.field(on_setattr=_forget_text)
+    query_params: dict[str, str] = attrs.field(on_setattr=_forget_text)
     created_at: float
     due_at: float
-    backend_status: str = "pending"
-    backend_status_info: str = ""
-    frontend_status: str = "pending"
-    contracts: list[str] | None = None
+    backend_status: str = attrs.field(default="pending", on_setattr=_forget_text)
+    backend_status_info: str = attrs.field(default="", on_setattr=_forget_text)
+    frontend_status: str = attrs.field(default="pending", on_setattr=_forget_text)
+    contracts: list[str] | None = attrs.field(default=None, on_setattr=_forget_text)
     failure: tuple[str, str] | None = None
-    # (query_params, data, contracts, their encoded `details`): see `json_text`.
-    _details: tuple[Any, Any, Any, str] | None = attrs.field(default=None, init=False, repr=False)
+    # The task's text, once made: see `json_text`. Setting a field it shows forgets it.
+    _text: str | None = attrs.field(default=None, init=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """Return the task as the API shows it."""
@@ -175,38 +181,36 @@ class ZefortTask:
     def json_text(self) -> str:
         """Return the task as the API shows it, encoded: exactly what encoding `to_json()` gives.
 
-        The `details` part, the costly one, is encoded once and kept while `query_params`,
-        `data` and `contracts` are the same objects (the simulator replaces them, never changes
-        them in place), so a listing of a thousand tasks encodes little more than their statuses.
+        The text is made once and kept until a field it shows is set again (the simulator
+        replaces them, never changes them in place), so listing a thousand pending tasks costs
+        the server an attribute read each, not an encoding.
         """
-        query_params, data, contracts = self.query_params, self.data, self.contracts
-        cached = self._details
-        if (
-            cached is None
-            or cached[0] is not query_params
-            or cached[1] is not data
-            or cached[2] is not contracts
-        ):
+        text = self._text
+        if text is None:
+            data, contracts = self.data, self.contracts
             shown = data if contracts is None else {"contracts": contracts}
-            details = dumps_text({"query_params": query_params, "data": shown})
-            cached = self._details = (query_params, data, contracts, details)
-        return (
-            f'{{"id":{quote(self.id)},"details":{cached[3]},'
-            f'"backend_status":{quote(self.backend_status)},'
-            f'"backend_status_info":{quote(self.backend_status_info)},'
-            f'"frontend_status":{quote(self.frontend_status)},"description":{_DESCRIPTION_JSON}}}'
-        )
+            details = dumps_text({"query_params": self.query_params, "data": shown})
+            text = self._text = (
+                f'{{"id":{quote(self.id)},"details":{details},'
+                f'"backend_status":{quote(self.backend_status)},'
+                f'"backend_status_info":{quote(self.backend_status_info)},'
+                f'"frontend_status":{quote(self.frontend_status)},'
+                f'"description":{_DESCRIPTION_JSON}}}'
+            )
+        return text
 
 
 class _Ranked:
     """The listed (unacknowledged) tasks in creation order, indexable by rank in O(log n).
+
+    It holds the tasks themselves, so a page is a slice of them, not a lookup per task.
 
     A Fenwick tree over creation sequence numbers holds 1 per listed task; appending, removing and
     re-adding are O(log n), and the k-th listed task is found by binary lifting in O(log n).
     """
 
     def __init__(self) -> None:
-        self._ids: list[str] = []
+        self._tasks: list[ZefortTask] = []
         self._listed: bytearray = bytearray()
         self._tree: list[int] = [0]
         self._count = 0
@@ -214,16 +218,20 @@ class _Ranked:
     def __len__(self) -> int:
         return self._count
 
-    def append(self, task_id: str) -> int:
-        """List a new task after all others; return its sequence number."""
-        self._ids.append(task_id)
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next task appended gets."""
+        return len(self._tasks)
+
+    def append(self, task: ZefortTask) -> None:
+        """List a new task (numbered `next_seq`) after all others."""
+        self._tasks.append(task)
         self._listed.append(1)
-        position = len(self._ids)
+        position = len(self._tasks)
         low = position & -position
         # A new node covers (position - low, position]: its sum is that range of prefix sums.
         self._tree.append(1 + self._prefix(position - 1) - self._prefix(position - low))
         self._count += 1
-        return position - 1
 
     def set(self, seq: int, *, listed: bool) -> None:
         """List or unlist the task with sequence number `seq`."""
@@ -244,20 +252,23 @@ class _Ranked:
             position -= position & -position
         return total
 
-    def page(self, start: int, count: int) -> list[str]:
-        """Return the ids of up to `count` listed tasks from 0-based rank `start`, in order.
+    def page(self, start: int, count: int) -> list[ZefortTask]:
+        """Return up to `count` listed tasks from 0-based rank `start`, in order.
 
-        Finds the first in O(log n), then the next ones by scanning the listed flags, which
-        skips an unlisted run at C speed however long it is.
+        Finds the first in O(log n), then takes the next ones a run of listed tasks at a time:
+        the flags are scanned at C speed for where each run ends and the next begins.
         """
         if count <= 0 or start >= self._count:
             return []
-        ids, listed = self._ids, self._listed
+        tasks, listed = self._tasks, self._listed
         seq = self._seq(start)
-        page: list[str] = []
-        while seq >= 0 and len(page) < count:
-            page.append(ids[seq])
-            seq = listed.find(1, seq + 1)
+        page: list[ZefortTask] = []
+        while seq >= 0 and (left := count - len(page)) > 0:
+            end = listed.find(0, seq, seq + left)
+            if end < 0:
+                end = min(seq + left, len(tasks))
+            page += tasks[seq:end]
+            seq = listed.find(1, end)
         return page
 
     def _seq(self, rank: int) -> int:
@@ -471,7 +482,7 @@ class ZefortState:
             failure = ("error", "simulated failure")
         task = ZefortTask(
             id=task_id,
-            seq=self._listed.append(task_id),
+            seq=self._listed.next_seq,
             data=body,
             query_params=dict(query_params or {}),
             created_at=now,
@@ -479,6 +490,7 @@ class ZefortState:
             failure=failure,
         )
         self._tasks[task_id] = task
+        self._listed.append(task)
         heapq.heappush(self._due, (task.due_at, task.seq, task_id))
         self.records.expect_task_finish(task_id, task.due_at)
         return task
@@ -540,8 +552,7 @@ class ZefortState:
     def listed_page(self, page: int, page_size: int) -> list[ZefortTask]:
         """Return one page of the unacknowledged tasks, oldest first (page counts from 1)."""
         self.settle()
-        tasks = self._tasks
-        return [tasks[i] for i in self._listed.page((page - 1) * page_size, page_size)]
+        return self._listed.page((page - 1) * page_size, page_size)
 
     def postpone_tasks(self, seconds: float) -> None:
         """Move the due time of every task not yet finished ``seconds`` later.
@@ -720,7 +731,7 @@ class _ZefortHandlers:
 
         following = dumps_text(link(page + 1) if page < last_page else None)
         previous = dumps_text(link(page - 1) if page > 1 else None)
-        results = ",".join([task.json_text() for task in tasks])
+        results = ",".join([task._text or task.json_text() for task in tasks])  # noqa: SLF001
         # The fields in the order Zefort prints them, around the tasks' ready-made text.
         return encoded_response(
             f'{{"page_size":{page_size},"page":{page},"last_page":{last_page},"count":{count},'
