@@ -232,6 +232,28 @@ def test_listed_marks_unchanged_jobs_seen_and_asks_only_for_moved_ones():
     assert [sched.jobs[j].seen for j in ("new", "same", "moved")] == [3, 3, 0]
 
 
+def test_listed_many_answers_a_page_as_listed_answers_each_job():
+    """`listed_many` gives the indexes `listed` would say yes to, and marks the same jobs seen."""
+    ids = ["new", "same", "moved", "untracked", ["not", "hashable"], 7, "fresh"]
+    progress = ["pending", "pending", "done", "done", "done", "done", None]
+    one, many = make(), make()
+    for sched in (one, many):
+        for job_id in ("new", "same", "moved", "fresh"):
+            sched.add(job_id, 0.0, None)
+        sched.polled(sched.jobs["same"], "pending", 0.0)
+        sched.polled(sched.jobs["moved"], "pending", 0.0)
+    expected = [
+        index
+        for index, (job_id, now) in enumerate(zip(ids, progress, strict=True))
+        if type(job_id) is str and one.listed(5, job_id, now, "pending")
+    ]
+    assert many.listed_many(5, ids, progress, "pending") == expected == [2, 6]
+    assert {j: many.jobs[j].seen for j in many.jobs} == {j: one.jobs[j].seen for j in one.jobs}
+    assert many.jobs["new"].seen == 5
+    with pytest.raises(ValueError, match="zip"):
+        many.listed_many(6, ["new"], [], "pending")
+
+
 def test_a_listing_that_cannot_be_read_whole_is_never_swept_again():
     """After an incomplete sweep, no job counts as missing and every job is polled instead."""
     sched = make()
@@ -341,3 +363,50 @@ def test_scheduling_creates_no_reference_cycles():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_finished_jobs_leave_the_heaps_in_bounded_time_and_the_rest_still_run():
+    """Jobs gone leave at most a bound of stale heap entries; the rest are polled and expire."""
+    sched = make(max_in_flight=100)
+    ids = [f"j{i}" for i in range(6000)]
+    sched.add_many(ids, 0.0, 50.0)
+    kept = ids[::600]
+    for job_id in ids:
+        if job_id not in kept:
+            assert sched.finish(job_id)
+    most = 2 * len(sched.jobs) + 1024
+    assert len(sched._heap) <= most
+    assert len(sched._deadlines) <= most
+    polled = [w.job_id for w in run_due(sched, 0.0, None)]
+    assert sorted(polled) == sorted(kept)
+    for poll in polled[:5]:
+        sched.work_done()
+        sched.polled(sched.jobs[poll], "running", 0.0)
+    assert sorted(sched.expire(50.0)) == sorted(kept)
+
+
+def test_a_sweep_not_worth_it_is_asked_again_an_eighth_of_the_interval_later():
+    """After the due jobs fell short of a sweep, they are counted again 1/8 interval later."""
+    sched = make(max_in_flight=1, sweep_interval=0.8, min_interval=1.0)
+    sched.add_many([f"late{i}" for i in range(5)], 0.85, None)
+    sched.add_many(["b1", "b2", "b3"], 0.0, None)
+    first = sched.next_work(0.0, 4)  # due by 0.8: the three b jobs, fewer than a sweep costs
+    assert isinstance(first, Poll)
+    sched.work_done()
+    sched.polled(first.job, "running", 0.02)
+    # At 0.06 the five late jobs fall within the window, but the count waits until 0.1...
+    second = sched.next_work(0.06, 4)
+    assert isinstance(second, Poll)
+    sched.work_done()
+    sched.polled(second.job, "running", 0.08)
+    # ...and then finds six due by 0.92: more than a sweep costs.
+    assert isinstance(sched.next_work(0.12, 4), Sweep)
+
+
+def test_new_jobs_are_counted_for_a_sweep_at_once():
+    """Jobs added right after a sweep was found not worth it make one start at once."""
+    sched = make(max_in_flight=100, sweep_interval=0.8)
+    sched.add_many([f"a{i}" for i in range(3)], 0.0, None)
+    assert not any(isinstance(w, Sweep) for w in run_due(sched, 0.0, cost=4))
+    sched.add_many([f"b{i}" for i in range(5)], 0.01, None)
+    assert isinstance(sched.next_work(0.01, 4), Sweep)

@@ -18,6 +18,7 @@ in a row when the listing moved while it was read: a job can slip between two of
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
@@ -25,13 +26,15 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Sequence
 
 __all__ = ["UNTRACKED", "Poll", "Scheduler", "Sweep"]
 
 _UNSEEN: Final[Any] = object()
 #: What `Scheduler.known` says of a job it does not track.
 UNTRACKED: Final[Any] = object()
+# The heap is rebuilt without its stale entries once they outnumber the jobs by this many.
+_STALE_SLACK: Final = 1024
 
 
 class Job:
@@ -111,6 +114,8 @@ class Scheduler:
         self.sweeping = False
         self._sweep_mode = False
         self._next_sweep_at = 0.0
+        # After the due jobs did not make a sweep worth it: not asked again before this.
+        self._sweep_checked_until = -math.inf
         self._sweep_failures = 0
         self._sweep_started = 0.0
         self.no_sweep = False
@@ -133,6 +138,7 @@ class Scheduler:
         deadline = None if timeout is None else now + timeout
         job = Job(job_id, self.min_interval, deadline, self._generation)
         self.jobs[job_id] = job
+        self._sweep_checked_until = -math.inf
         self._schedule_at(job, now)
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, job.token, job))
@@ -161,6 +167,7 @@ class Scheduler:
             entries.append((now, token, job))
             added.append(job_id)
         self._tokens = token
+        self._sweep_checked_until = -math.inf
         _extend_heap(self._heap, entries)
         if deadline is not None:
             _extend_heap(self._deadlines, [(deadline, t, job) for _, t, job in entries])
@@ -172,6 +179,7 @@ class Scheduler:
         if job is None:
             return False
         job.token = -1
+        self._tidy()
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -270,13 +278,22 @@ class Scheduler:
         return min(times) if times else None
 
     def _should_sweep(self, now: float, cost: int | None) -> bool:
-        """Whether reading the listing now costs fewer requests than the polls it replaces."""
+        """Whether reading the listing now costs fewer requests than the polls it replaces.
+
+        When it does not, the question waits an eighth of ``sweep_interval`` (or for new
+        jobs): while a few jobs are polled one by one, every poll started would ask it again,
+        and counting the due jobs costs up to ``cost`` steps each time.
+        """
         if self.no_sweep or self.sweeping or now < self._next_sweep_at:
             return False
         if cost is None:
             self.no_sweep = True
             return False
+        if now < self._sweep_checked_until:
+            return False
         self._sweep_mode = self._count_due(now + self.sweep_interval, cost) > cost
+        if not self._sweep_mode:
+            self._sweep_checked_until = now + self.sweep_interval / 8
         return self._sweep_mode
 
     # -- outcomes -----------------------------------------------------------------------------
@@ -333,6 +350,32 @@ class Scheduler:
             job.seen = generation
             return False
         return True
+
+    def listed_many(
+        self,
+        generation: int,
+        ids: Sequence[object],
+        progress: Sequence[object],
+        initial: Any = None,
+    ) -> list[int]:
+        """A page of the sweep ``generation``: the indexes of the jobs that must be built.
+
+        What `listed` does for each pair of ``ids[i]`` and ``progress[i]``, in one loop: a
+        page of a thousand jobs costs a dictionary lookup each and no call. An id that is not
+        a string (a list, say, from a server gone wrong) is skipped: it names no job.
+        """
+        changed: list[int] = []
+        find = self.jobs.get
+        for index, (job_id, now) in enumerate(zip(ids, progress, strict=True)):
+            # A non-string id may be unhashable: its type is tested before the lookup.
+            if type(job_id) is not str or (job := find(job_id)) is None:
+                continue
+            last = job.progress
+            if now == last or (last is _UNSEEN and now == initial):
+                job.seen = generation
+            else:
+                changed.append(index)
+        return changed
 
     def seen(self, job_id: str, generation: int) -> None:
         """The sweep ``generation`` listed the job, unchanged: nothing to reschedule."""
@@ -417,6 +460,26 @@ class Scheduler:
         job.due = when
         job.polling = False
         heapq.heappush(self._heap, (when, job.token, job))
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Rebuild the heaps without their stale entries once those outnumber the jobs.
+
+        A job rescheduled or gone leaves its old entry behind, to be skipped when it comes
+        up; a sweep reschedules nothing it saw unchanged, so a million finished jobs would
+        otherwise stay in the heap, and counting the due jobs would walk them all. Rebuilding
+        once the stale entries are as many as the jobs costs O(1) per entry left behind.
+        """
+        most = 2 * len(self.jobs) + _STALE_SLACK
+        heap = self._heap
+        if len(heap) > most:
+            heap[:] = [entry for entry in heap if entry[1] == entry[2].token]
+            heapq.heapify(heap)
+        deadlines = self._deadlines
+        if len(deadlines) > most:
+            # A job's deadline stays when it is rescheduled: only the jobs gone (-1) leave.
+            deadlines[:] = [entry for entry in deadlines if entry[2].token != -1]
+            heapq.heapify(deadlines)
 
     def _peek(self) -> float | None:
         """The time the next job falls due, dropping entries that no longer count."""
