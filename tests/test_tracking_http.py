@@ -246,6 +246,13 @@ class RecordingView:
             return False
         return True
 
+    def listed_many(self, ids, progress, initial=None) -> list[int]:
+        return [
+            index
+            for index, (job_id, now) in enumerate(zip(ids, progress, strict=True))
+            if type(job_id) is str and self.listed(job_id, now, initial)
+        ]
+
     def changed(self, job_id: str, state) -> None:
         assert state.id == job_id
         self.changed_ids.append(job_id)

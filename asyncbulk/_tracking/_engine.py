@@ -90,7 +90,7 @@ _GRACE: Final = 1.0
 class _View(Generic[T]):
     """One sweep's `SweepView`: hands what the listing shows to the scheduler and the tracker."""
 
-    __slots__ = ("_generation", "_tracker", "known", "listed", "moved", "partial")
+    __slots__ = ("_generation", "_tracker", "known", "listed", "listed_many", "moved", "partial")
 
     def __init__(self, tracker: JobTracker[T], generation: int) -> None:
         self._tracker = tracker
@@ -100,6 +100,7 @@ class _View(Generic[T]):
         sched = tracker._sched  # noqa: SLF001 -- the tracker's own part
         self.known = sched.known
         self.listed = functools.partial(sched.listed, generation)
+        self.listed_many = functools.partial(sched.listed_many, generation)
 
     def unchanged(self, job_id: str) -> None:
         self._tracker._sched.seen(job_id, self._generation)  # noqa: SLF001

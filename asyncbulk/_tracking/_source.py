@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Sequence
 
 __all__ = ["JobSource", "SweepView"]
 
@@ -30,6 +30,16 @@ class SweepView(Protocol[T_contra]):
         True for a tracked job whose progress differs from the last seen (report it with
         `changed`); a job shown as last seen, or as ``initial`` before it was seen at all, is
         marked unchanged, and False; so is an untracked job.
+        """
+        ...
+
+    def listed_many(
+        self, ids: Sequence[object], progress: Sequence[object], initial: Any = None
+    ) -> list[int]:
+        """`listed` for a whole page: the indexes ``i`` for which ``listed(ids[i], ...)`` is True.
+
+        ``ids`` and ``progress`` are the page's jobs, in order, and as long as each other; an
+        id that is not a string names no job and is skipped. One call per page, not per job.
         """
         ...
 

@@ -973,18 +973,17 @@ def _id_and_status(listed: object) -> tuple[object, object]:
     return None, None
 
 
-def _changed(results: tuple[Any, ...], listed: Callable[[str, Any, Any], bool]) -> list[int]:
+def _changed(page: TaskPage, listed_many: Callable[..., list[int]]) -> list[int]:
     """The indexes of the listed tasks a sweep must build: tracked, and moved since last seen."""
-    changed: list[int] = []
-    for index, item in enumerate(results):
-        if type(item) is ListedTask:
-            task_id, status = item.id, item.backend_status
-        else:
-            task_id, status = _id_and_status(item)
-        # A non-string id (a list, say) is unhashable: test the type first.
-        if type(task_id) is str and listed(task_id, status, _PENDING):
-            changed.append(index)
-    return changed
+    results = page.results
+    if page.body is not None:  # `ListedTask` records, every one (`read_listed_page`)
+        ids = [task.id for task in results]
+        statuses = [task.backend_status for task in results]
+    else:
+        pairs = [_id_and_status(item) for item in results]
+        ids = [task_id for task_id, _ in pairs]
+        statuses = [status for _, status in pairs]
+    return listed_many(ids, statuses, _PENDING)
 
 
 def _page_of(response: Response, page: int, page_size: int) -> TaskPage:
@@ -1166,7 +1165,7 @@ class ZefortTaskSource:
             repeats page 1), so that it can never be read whole.
         """
         client = self._client
-        listed = view.listed
+        listed_many = view.listed_many
         origin, page_size = client._origin, client._page_size  # noqa: SLF001 -- its own source
         skipped: set[int] | None = None if self._skipped else set()
         self._skipped = False
@@ -1182,7 +1181,7 @@ class ZefortTaskSource:
                         continue
                     read += 1
                     counts.add(page.count)
-                    changed = _changed(page.results, listed)
+                    changed = _changed(page, listed_many)
                     for task in page.changed_tasks(changed, origin=origin):
                         view.changed(task.id, task)
             except _PageIgnoredError as exc:
