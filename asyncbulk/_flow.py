@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -475,7 +476,7 @@ class FlowControl:
     ) -> None:
         """Nothing waits yet; the clock is read on first use."""
         self._rate_limit = rate_limit
-        self._clock = clock or loop_time
+        self._clock = clock or self._loop_clock
         self._rate: SendRate | None = None
         self.throttles = ThrottleRule()
         self._max_pause = max_pause
@@ -484,6 +485,17 @@ class FlowControl:
         self._closing: anyio.Event | None = None
         self._closed = False
         self.waited = 0.0
+
+    def _loop_clock(self) -> float:
+        """The event loop's time, read first through the loop, then without it.
+
+        A client's requests run on one loop (its aiohttp session is bound to it). asyncio's
+        own loops tell `time.monotonic`, which is then read directly: finding the running
+        loop costs a system call per read on Python 3.11, twice per request.
+        """
+        loop = asyncio.get_running_loop()
+        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        return self._clock()
 
     def close(self) -> None:
         """Wake every waiter: each raises `ClientClosedError` instead of waiting on."""

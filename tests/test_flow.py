@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 
@@ -19,7 +20,7 @@ from asyncbulk import (
     RetryPolicy,
     ValidationError,
 )
-from asyncbulk._flow import WEIGHTS, FairQueue, InFlight, SendRate, ThrottleRule
+from asyncbulk._flow import WEIGHTS, FairQueue, FlowControl, InFlight, SendRate, ThrottleRule
 from asyncbulk._session import BearerAuth, ChakraEnvelope, Session
 from asyncbulk._transport import MockTransport, TransportRequest, TransportResponse
 
@@ -504,3 +505,29 @@ async def test_in_flight_cancelled_waiters_neither_keep_nor_lose_a_slot() -> Non
     assert "before" not in got
     assert got[-1] == "last"
     assert slots.used == 0
+
+
+# -- the clock ---------------------------------------------------------------------------------
+
+
+class _ShiftedLoop(asyncio.SelectorEventLoop):
+    """An event loop whose time runs a day ahead of `time.monotonic`."""
+
+    def time(self) -> float:
+        return super().time() + 86_400.0
+
+
+async def _flow_time_and_loop_time() -> tuple[float, float]:
+    flow = FlowControl()
+    return flow._clock(), asyncio.get_running_loop().time()
+
+
+def test_the_flow_clock_is_the_running_loops_time() -> None:
+    """Without a clock given, the flow control reads the loop's own time, on any loop."""
+    for factory in (asyncio.new_event_loop, _ShiftedLoop):
+        loop = factory()
+        try:
+            flow_time, loop_time = loop.run_until_complete(_flow_time_and_loop_time())
+        finally:
+            loop.close()
+        assert loop_time - 1.0 <= flow_time <= loop_time

@@ -250,7 +250,7 @@ def test_listed_many_answers_a_page_as_listed_answers_each_job():
     assert many.listed_many(5, ids, progress, "pending") == expected == [2, 6]
     assert {j: many.jobs[j].seen for j in many.jobs} == {j: one.jobs[j].seen for j in one.jobs}
     assert many.jobs["new"].seen == 5
-    with pytest.raises(ValueError, match="zip"):
+    with pytest.raises(ValueError, match="1 ids but 0 progress"):
         many.listed_many(6, ["new"], [], "pending")
 
 

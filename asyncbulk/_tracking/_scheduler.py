@@ -364,17 +364,29 @@ class Scheduler:
         page of a thousand jobs costs a dictionary lookup each and no call. An id that is not
         a string (a list, say, from a server gone wrong) is skipped: it names no job.
         """
+        if len(ids) != len(progress):
+            raise ValueError(f"{len(ids)} ids but {len(progress)} progress values")
         changed: list[int] = []
         find = self.jobs.get
-        for index, (job_id, now) in enumerate(zip(ids, progress, strict=True)):
-            # A non-string id may be unhashable: its type is tested before the lookup.
-            if type(job_id) is not str or (job := find(job_id)) is None:
-                continue
-            last = job.progress
-            if now == last or (last is _UNSEEN and now == initial):
-                job.seen = generation
-            else:
-                changed.append(index)
+        index, end = 0, len(ids)
+        while index < end:
+            try:
+                for job_id, now in zip(ids[index:], progress[index:], strict=True):
+                    job = find(job_id)
+                    if job is not None and type(job_id) is str:
+                        last = job.progress
+                        if last is _UNSEEN:
+                            if now == initial:
+                                job.seen = generation
+                            else:
+                                changed.append(index)
+                        elif now == last:
+                            job.seen = generation
+                        else:
+                            changed.append(index)
+                    index += 1
+            except TypeError:
+                index += 1  # an unhashable id (a list, say) names no job: the page goes on
         return changed
 
     def seen(self, job_id: str, generation: int) -> None:
