@@ -367,7 +367,9 @@ class Scheduler:
         if len(ids) != len(progress):
             raise ValueError(f"{len(ids)} ids but {len(progress)} progress values")
         changed: list[int] = []
-        find = self.jobs.get
+        # Any hashable may be looked up; only a string id is taken for a job's.
+        jobs: dict[object, Job] = self.jobs  # type: ignore[assignment]
+        find = jobs.get
         index, end = 0, len(ids)
         while index < end:
             try:
