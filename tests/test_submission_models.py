@@ -188,6 +188,21 @@ def test_a_subclass_builds_instances_of_itself():
     assert caught.value.field == "key"
 
 
+def test_data_with_other_changes_or_none_is_the_constructors_update():
+    """by_key and by_id with data and a status, or a status alone, are the constructor's."""
+    assert ProcessUpdate.by_key("lead_id", "L1", data={"a": 1}, status="OPEN") == ProcessUpdate(
+        key=("lead_id", "L1"), data={"a": 1}, status="OPEN"
+    )
+    assert ProcessUpdate.by_id("p1", status="COMPLETED") == ProcessUpdate(
+        id="p1", status="COMPLETED"
+    )
+    with pytest.raises(ValidationError) as caught:
+        ProcessUpdate.by_key("lead_id", "L1", data=None)
+    assert caught.value.field == "update"
+    with pytest.raises(TypeError):
+        ProcessUpdate.by_key("lead_id", "L1", {"a": 1})  # data is keyword-only
+
+
 async def test_quick_and_general_updates_reach_the_server_as_their_wire_forms(sim, chakra):
     """Quick updates by key and by id, others and dicts: the server records each wire form."""
     given = [

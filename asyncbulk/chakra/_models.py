@@ -372,52 +372,51 @@ class ProcessUpdate(_UpdateSlots):
         )
 
     @classmethod
-    def by_id(cls, id: str, **changes: Any) -> Self:  # noqa: A002 -- the contract's name
+    def by_id(cls, id: str, *, data: Any = None, **changes: Any) -> Self:  # noqa: A002
         """An update of the process with this id.
 
         Args:
             id: the process id.
-            **changes: `data`, `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
+            data: attribute values to set.
+            **changes: `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
         """
-        if cls is ProcessUpdate and len(changes) == 1:
-            data = changes.get("data")
-            if type(data) is dict and data and type(id) is str and id.strip():
-                checked = data.copy()
-                if _plain_data(checked):
-                    return _new_update(id, None, checked)  # type: ignore[return-value]
-            if data is not None and id is not None:
+        if not changes and cls is ProcessUpdate and data is not None:
+            if type(data) is dict and type(id) is str and data and id.strip():
+                update = _plain_update(id, None, data)
+                if update is not None:
+                    return update  # type: ignore[return-value]
+            if id is not None:
                 # (No id at all is the constructor's error, named as it names it.)
                 return _data_update(id, None, data)  # type: ignore[return-value]
-        return cls(id=id, **changes)
+        return cls(id=id, data=data, **changes)
 
     @classmethod
-    def by_key(cls, attribute: str, value: str | int, **changes: Any) -> Self:
+    def by_key(cls, attribute: str, value: str | int, *, data: Any = None, **changes: Any) -> Self:
         """An update of the process whose primary-key `attribute` holds `value`.
 
         Args:
             attribute: the short id of the procedure's primary-key attribute (``lead_id``).
             value: its value for the process.
-            **changes: `data`, `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
+            data: attribute values to set.
+            **changes: `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
         """
-        if cls is ProcessUpdate and len(changes) == 1:
-            data = changes.get("data")
+        if not changes and cls is ProcessUpdate and data is not None:
             # The commonest update, checked inline: a non-blank string key and value, and
             # data of string keys and scalar values (anything else takes the general path).
             if (
                 type(data) is dict
-                and data
                 and type(attribute) is str
                 and type(value) is str
+                and data
                 and attribute.strip()
                 and value.strip()
                 and attribute not in _RESERVED_KEYS
             ):
-                checked = data.copy()
-                if _plain_data(checked):
-                    return _new_update(None, (attribute, value), checked)  # type: ignore[return-value]
-            if data is not None:
-                return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
-        return cls(key=(attribute, value), **changes)
+                update = _plain_update(None, (attribute, value), data)
+                if update is not None:
+                    return update  # type: ignore[return-value]
+            return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
+        return cls(key=(attribute, value), data=data, **changes)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], *, key: str | None = None) -> Self:
@@ -509,16 +508,34 @@ class ProcessUpdate(_UpdateSlots):
         return {key[0]: key[1], "update": update}
 
 
-def _plain_data(data: dict[str, Any]) -> bool:
-    """Whether `data` has only string keys and string, integer, bool or None values.
+_new: Final = object.__new__
 
-    Those need no further check; any other data takes `_check_data`, which names what is wrong.
+
+def _plain_update(
+    id: str | None,  # noqa: A002 -- the vendor's name
+    key: tuple[str, str | int] | None,
+    data: dict[str, Any],
+) -> ProcessUpdate | None:
+    """A `ProcessUpdate` changing only `data` (copied), the identifier checked already.
+
+    The commonest update, built in this one call: None unless every key of `data` is a string
+    and every value a string, integer, bool or None; any other data takes `_check_data`, which
+    names what is wrong. (`_new_update` builds the same from data checked otherwise.)
     """
+    checked = data.copy()
     scalars = _SCALARS
-    for name, value in data.items():
+    for name, value in checked.items():
         if type(name) is not str or type(value) not in scalars:
-            return False
-    return True
+            return None
+    update = _new(_UpdateSlots)
+    update.id = id
+    update.key = key
+    update.data = checked
+    update.state = update.status = update.assigned_to = None
+    update.next_action_at = update.is_deleted = None
+    update._data_only = True  # noqa: SLF001 -- this module's own mark
+    update.__class__ = ProcessUpdate
+    return update  # type: ignore[return-value]
 
 
 def _new_update(
@@ -527,16 +544,13 @@ def _new_update(
     data: Mapping[str, Any],
 ) -> ProcessUpdate:
     """A `ProcessUpdate` with only `data` to change, checked already: the commonest."""
-    update = object.__new__(_UpdateSlots)
+    update = _new(_UpdateSlots)
     update.id = id
     update.key = key
     update.data = data
-    update.state = None
-    update.status = None
-    update.assigned_to = None
-    update.next_action_at = None
-    update.is_deleted = None
-    update._data_only = True
+    update.state = update.status = update.assigned_to = None
+    update.next_action_at = update.is_deleted = None
+    update._data_only = True  # noqa: SLF001 -- this module's own mark
     update.__class__ = ProcessUpdate
     return update  # type: ignore[return-value]
 
@@ -1250,7 +1264,6 @@ _set_job_completed: Final = slot_setter(BackgroundJob, "completed_at")
 _set_job_counts: Final = slot_setter(BackgroundJob, "status_counts")
 _set_job_raw: Final = slot_setter(BackgroundJob, "raw")
 _set_job_origin: Final = slot_setter(BackgroundJob, "_origin")
-_new: Final = object.__new__
 
 _NO_API_DATA: Final[Mapping[str, Any]] = {}
 
