@@ -138,28 +138,32 @@ async def _paired(
     }
 
 
+async def _paired_with(
+    ctx: Context,
+    raw: tuple[str, str],
+    client: Any,
+    get: Callable[[Any], Awaitable[object]],
+) -> dict[str, Any]:
+    """`_paired` of raw aiohttp's GET of ``raw`` (URL, authorization) and ``get(client)``."""
+    url, authorization = raw
+    async with _raw_session(authorization) as http, client:
+        return await _paired(ctx, _raw_one(http, url), lambda: get(client))
+
+
 async def zefort_paired(ctx: Context) -> dict[str, Any]:
     """Raw aiohttp and `ZefortClient.get_task` in one process, a block of GETs each in turn."""
     from asyncbulk.zefort import ZefortClient  # noqa: PLC0415 - imported where used
 
-    url, authorization = _zefort_raw(ctx)
-    async with (
-        _raw_session(authorization) as http,
-        ZefortClient(ctx.server["zefort_api_key"], base_url=zefort_url(ctx)) as z,
-    ):
-        return await _paired(ctx, _raw_one(http, url), lambda: z.get_task(TASK_ID))
+    client = ZefortClient(ctx.server["zefort_api_key"], base_url=zefort_url(ctx))
+    return await _paired_with(ctx, _zefort_raw(ctx), client, lambda z: z.get_task(TASK_ID))
 
 
 async def chakra_paired(ctx: Context) -> dict[str, Any]:
     """Raw aiohttp and `ChakraClient.get_background_job` in one process, a block each in turn."""
     from asyncbulk.chakra import ChakraClient  # noqa: PLC0415 - imported where used
 
-    url, authorization = _chakra_raw(ctx)
-    async with (
-        _raw_session(authorization) as http,
-        ChakraClient(ctx.server["chakra_token"], base_url=chakra_url(ctx)) as c,
-    ):
-        return await _paired(ctx, _raw_one(http, url), lambda: c.get_background_job(JOB_ID))
+    client = ChakraClient(ctx.server["chakra_token"], base_url=chakra_url(ctx))
+    return await _paired_with(ctx, _chakra_raw(ctx), client, lambda c: c.get_background_job(JOB_ID))
 
 
 CONTENDERS = {

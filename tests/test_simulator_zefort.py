@@ -292,6 +292,30 @@ async def test_listing_pages_cut_through_runs_of_unlisted_tasks(sim, clock, http
             assert {t["backend_status"] for t in body["results"]} == {"done"}
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("backend_status", "error"),
+        ("backend_status_info", "went wrong"),
+        ("frontend_status", "done"),
+        ("data", {"status": "draft"}),
+        ("query_params", {"dry": "1"}),
+        ("contracts", ["ct_1"]),
+    ],
+)
+async def test_a_task_shows_a_field_set_after_its_text_was_made(sim, http, field, value):
+    """Setting any field a task shows, alone, changes what GET and the listing answer."""
+    task_id = (await bulk_update(http))["id"]
+    task = sim.zefort.tasks[task_id]
+    _, before = await call(http, "GET", f"/api/tasks/{task_id}/")
+    assert before == task.to_json()  # the text is made and kept now
+    setattr(task, field, value)
+    _, after = await call(http, "GET", f"/api/tasks/{task_id}/")
+    assert after == task.to_json() != before
+    _, listing = await call(http, "GET", "/api/tasks/")
+    assert listing["results"] == [task.to_json()]
+
+
 async def test_failing_a_task_on_request(sim, clock, http):
     """A test can fail a task now or at its due time; its contracts stay unchanged."""
     now_id = (await bulk_update(http))["id"]

@@ -339,17 +339,10 @@ class Scheduler:
 
         True for a tracked job whose progress moved (the caller builds it and reports it
         through `swept`); a job listed as it was last seen, or as ``initial`` (the progress
-        a new job starts with) before it was seen at all, is marked seen, and False. One
-        dictionary lookup per listed job: a sweep of a million costs no more.
+        a new job starts with) before it was seen at all, is marked seen, and False. A page
+        of one for `listed_many`.
         """
-        job = self.jobs.get(job_id)
-        if job is None:
-            return False
-        last = job.progress
-        if progress == last or (last is _UNSEEN and progress == initial):
-            job.seen = generation
-            return False
-        return True
+        return bool(self.listed_many(generation, (job_id,), (progress,), initial))
 
     def listed_many(
         self,
@@ -360,9 +353,12 @@ class Scheduler:
     ) -> list[int]:
         """A page of the sweep ``generation``: the indexes of the jobs that must be built.
 
-        What `listed` does for each pair of ``ids[i]`` and ``progress[i]``, in one loop: a
-        page of a thousand jobs costs a dictionary lookup each and no call. An id that is not
-        a string (a list, say, from a server gone wrong) is skipped: it names no job.
+        For each pair of ``ids[i]`` and ``progress[i]``: a tracked job whose progress moved
+        is named (the caller builds it and reports it through `swept`); a job listed as it was
+        last seen, or as ``initial`` (the progress a new job starts with) before it was seen at
+        all, is marked seen. One loop for the page: a thousand jobs cost a dictionary lookup
+        each and no call. An id that is not a string (a list, say, from a server gone wrong)
+        is skipped: it names no job.
         """
         if len(ids) != len(progress):
             raise ValueError(f"{len(ids)} ids but {len(progress)} progress values")
@@ -373,7 +369,8 @@ class Scheduler:
         index, end = 0, len(ids)
         while index < end:
             try:
-                for job_id, now in zip(ids[index:], progress[index:], strict=True):
+                # The lengths are equal (checked above): no job is marked before a mismatch.
+                for job_id, now in zip(ids[index:], progress[index:], strict=False):
                     job = find(job_id)
                     if job is not None and type(job_id) is str:
                         last = job.progress

@@ -518,24 +518,16 @@ def _plain_update(
 ) -> ProcessUpdate | None:
     """A `ProcessUpdate` changing only `data` (copied), the identifier checked already.
 
-    The commonest update, built in this one call: None unless every key of `data` is a string
-    and every value a string, integer, bool or None; any other data takes `_check_data`, which
-    names what is wrong. (`_new_update` builds the same from data checked otherwise.)
+    The commonest update: None unless every key of `data` is a string and every value a
+    string, integer, bool or None; any other data takes `_check_data`, which names what is
+    wrong.
     """
     checked = data.copy()
     scalars = _SCALARS
     for name, value in checked.items():
         if type(name) is not str or type(value) not in scalars:
             return None
-    update = _new(_UpdateSlots)
-    update.id = id
-    update.key = key
-    update.data = checked
-    update.state = update.status = update.assigned_to = None
-    update.next_action_at = update.is_deleted = None
-    update._data_only = True  # noqa: SLF001 -- this module's own mark
-    update.__class__ = ProcessUpdate
-    return update  # type: ignore[return-value]
+    return _new_update(id, key, checked)
 
 
 def _new_update(

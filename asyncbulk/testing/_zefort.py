@@ -731,7 +731,7 @@ class _ZefortHandlers:
 
         following = dumps_text(link(page + 1) if page < last_page else None)
         previous = dumps_text(link(page - 1) if page > 1 else None)
-        results = ",".join([task._text or task.json_text() for task in tasks])  # noqa: SLF001
+        results = ",".join([task.json_text() for task in tasks])
         # The fields in the order Zefort prints them, around the tasks' ready-made text.
         return encoded_response(
             f'{{"page_size":{page_size},"page":{page},"last_page":{last_page},"count":{count},'

@@ -965,9 +965,7 @@ def _listed_id(raw: object) -> object:
 
 
 def _id_and_status(listed: object) -> tuple[object, object]:
-    """A listed task's id and ``backend_status``, from a `ListedTask` or a task object."""
-    if type(listed) is ListedTask:
-        return listed.id, listed.backend_status
+    """A listed task's id and ``backend_status``, from a parsed task object (or anything else)."""
     if type(listed) is dict:
         return listed.get("id"), listed.get("backend_status")
     return None, None
