@@ -392,6 +392,23 @@ async def test_query_params_are_echoed(http):
     assert task["details"]["query_params"] == {"dry": "1"}
 
 
+async def test_postponed_and_new_tasks_finish_exactly_when_due_over_http(sim, clock, http):
+    """After postpone_tasks, tasks finish at their due times, old and new ones interleaved."""
+    sim.zefort.task_delay = (0.5, 6.0)
+    old = [(await bulk_update(http))["id"] for _ in range(30)]
+    sim.zefort.postpone_tasks(1.0)
+    clock.advance(2.0)
+    new = [(await bulk_update(http))["id"] for _ in range(30)]
+    due = {task_id: sim.zefort.task(task_id).due_at for task_id in old + new}
+    for _ in range(16):
+        clock.advance(0.5)
+        status, body = await call(http, "GET", "/api/tasks/?page_size=100")
+        assert status == 200
+        listed = {task["id"]: task["backend_status"] for task in body["results"]}
+        now = clock.now()
+        assert listed == {i: "done" if at <= now else "pending" for i, at in due.items()}
+
+
 async def test_postponed_tasks_finish_that_much_later_over_http(sim, clock, http):
     """postpone_tasks moves every unfinished task's due time; a finished one stays finished."""
     early = await bulk_update(http)
