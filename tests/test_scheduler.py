@@ -249,6 +249,69 @@ def test_listed_many_names_the_moved_jobs_of_a_page_and_marks_the_others_seen():
     assert sched.jobs["new"].seen == 5  # nothing marked by a page refused
 
 
+def _churn(rng: random.Random, pool: list[str], listing: list[object], scheds) -> None:
+    """Between sweeps: jobs come and go (a gone id may come back as new), the listing moves."""
+    for job_id in rng.sample(pool, 6):
+        leave = job_id in scheds[-1].jobs and rng.random() < 0.5
+        for sched in scheds:
+            if leave:
+                sched.remove(job_id)
+            else:
+                sched.add(job_id, 0.0, None)
+    if rng.random() < 0.3:
+        listing.pop(rng.randrange(len(listing)))
+        listing.insert(rng.randrange(len(listing)), rng.choice([*pool, "other", 7]))
+
+
+def test_listed_many_with_page_numbers_answers_as_without_them():
+    """Pages read by number (jobs found by position) give what lookups give, whatever happens."""
+    rng = random.Random(14)
+    hinted, plain = make(), make()
+    pool = [f"j{i}" for i in range(60)]
+    listing: list[object] = list(pool)
+    for generation in range(1, 40):
+        for sched in (hinted, plain):
+            sched._generation = generation
+        _churn(rng, pool, listing, (hinted, plain))
+        progress = [rng.choice(["pending", "pending", "pending", "half", None]) for _ in listing]
+        ids: list[object] = list(listing)
+        if rng.random() < 0.2:
+            ids[rng.randrange(len(ids))] = ["not", "hashable"]
+        for start in range(0, len(ids), 10):
+            page = start // 10 + 1
+            got = hinted.listed_many(
+                generation,
+                ids[start : start + 10],
+                progress[start : start + 10],
+                "pending",
+                page=page,
+            )
+            want = plain.listed_many(
+                generation, ids[start : start + 10], progress[start : start + 10], "pending"
+            )
+            assert got == want
+            for index in got:  # the caller builds the moved jobs and reports them
+                job_id = ids[start + index]
+                for sched in (hinted, plain):
+                    sched.swept(job_id, progress[start + index], generation, 0.0)  # type: ignore[arg-type]
+        seen = [{j: (job.seen, job.progress) for j, job in s.jobs.items()} for s in (hinted, plain)]
+        assert seen[0] == seen[1]
+
+
+def test_pages_past_the_end_of_a_listing_read_whole_are_forgotten():
+    """After a complete sweep of a shorter listing, no page past its end still holds its jobs."""
+    sched = make()
+    for i in range(30):
+        sched.add(f"j{i}", 0.0, None)
+    for page in (1, 2, 3):
+        ids = [f"j{i}" for i in range(10 * page - 10, 10 * page)]
+        sched.listed_many(1, ids, ["pending"] * 10, "pending", page=page)
+    sched.sweep_ended(1, 0.0, complete=True)
+    sched.listed_many(2, [f"j{i}" for i in range(10)], ["pending"] * 10, "pending", page=1)
+    sched.sweep_ended(2, 0.0, complete=True)
+    assert sorted(sched._listed_at) == [1]
+
+
 def test_a_listing_that_cannot_be_read_whole_is_never_swept_again():
     """After an incomplete sweep, no job counts as missing and every job is polled instead."""
     sched = make()

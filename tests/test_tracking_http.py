@@ -246,7 +246,7 @@ class RecordingView:
             return False
         return True
 
-    def listed_many(self, ids, progress, initial=None) -> list[int]:
+    def listed_many(self, ids, progress, initial=None, *, page=None) -> list[int]:  # noqa: ARG002
         return [
             index
             for index, (job_id, now) in enumerate(zip(ids, progress, strict=True))

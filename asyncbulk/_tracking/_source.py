@@ -34,12 +34,19 @@ class SweepView(Protocol[T_contra]):
         ...
 
     def listed_many(
-        self, ids: Sequence[object], progress: Sequence[object], initial: Any = None
+        self,
+        ids: Sequence[object],
+        progress: Sequence[object],
+        initial: Any = None,
+        *,
+        page: int | None = None,
     ) -> list[int]:
         """`listed` for a whole page: the indexes ``i`` for which ``listed(ids[i], ...)`` is True.
 
         ``ids`` and ``progress`` are the page's jobs, in order, and as long as each other; an
         id that is not a string names no job and is skipped. One call per page, not per job.
+        ``page``, the page's number, lets the next sweep of a listing that did not move find
+        each job where this one did, without a lookup (give it when pages are numbered).
         """
         ...
 

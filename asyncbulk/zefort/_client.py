@@ -981,7 +981,7 @@ def _changed(page: TaskPage, listed_many: Callable[..., list[int]]) -> list[int]
         pairs = [_id_and_status(item) for item in results]
         ids = [task_id for task_id, _ in pairs]
         statuses = [status for _, status in pairs]
-    return listed_many(ids, statuses, _PENDING)
+    return listed_many(ids, statuses, _PENDING, page=page.page)
 
 
 def _page_of(response: Response, page: int, page_size: int) -> TaskPage:
