@@ -1,6 +1,12 @@
 """Shared fixtures: every async test runs on asyncio, the only loop aiohttp supports."""
 
 import pytest
+from hypothesis import settings
+
+# Tests never fail on timing: no per-example deadline (a first example on a busy machine may
+# take a second while modules warm up).
+settings.register_profile("asyncbulk", deadline=None)
+settings.load_profile("asyncbulk")
 
 # The PostgreSQL and Redis fixtures (tests/services.py).
 pytest_plugins = ("services",)

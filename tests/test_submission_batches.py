@@ -210,3 +210,85 @@ async def test_nothing_of_an_item_outlives_its_acknowledged_batch(sim, chakra):
     gc.collect()
     assert submission.count == LEADS
     assert [ref for ref in alive if ref() is not None] == []
+
+
+def _mixed(count):
+    """Updates at even positions, wire-form dicts at odd ones, of the leads L0, L1, ..."""
+    return [
+        ProcessUpdate.by_key("lead_id", f"L{i % LEADS}", data={"n": i})
+        if i % 2 == 0
+        else {"lead_id": f"L{i % LEADS}", "update": {"data": {"n": i}}}
+        for i in range(count)
+    ]
+
+
+def _wire(item):
+    return item.to_wire() if isinstance(item, ProcessUpdate) else item
+
+
+async def _async_items(items):
+    for item in items:
+        yield item
+
+
+@pytest.mark.parametrize("make", [list, iter, _async_items], ids=["list", "iterator", "async"])
+@pytest.mark.parametrize(("count", "batch_size"), [(300, 300), (256, 1000), (256, 128), (301, 150)])
+async def test_a_batch_read_a_slice_at_a_time_is_sent_whole_and_in_order(
+    sim, chakra, make, count, batch_size
+):
+    """Batches longer than a slice, or ending on one or at the input's end, arrive whole."""
+    items = _mixed(count)
+    submission = await chakra.bulk_update_processes("leads", make(items), batch_size=batch_size)
+    bodies = [record.body["processes"] for record in sim.records.chakra_submissions]
+    assert [len(body) for body in bodies] == [
+        min(batch_size, count - start) for start in range(0, count, batch_size)
+    ]
+    assert sent(sim) == [_wire(item) for item in items]
+    assert [p.item for p in submission.positions()] == items
+    assert submission.count == count
+
+
+async def test_a_bad_item_after_the_first_slices_stops_its_batch_with_every_item_kept(sim, chakra):
+    """An invalid item past the first slices: the batch is not sent, and keeps all its items."""
+    items = _mixed(400)
+    items[330] = {"lead_id": "L1", "update": {"data": {"n": math.nan}}}
+    with pytest.raises(SubmissionError) as caught:
+        await chakra.bulk_update_processes(
+            "leads", iter(items), batch_size=300, max_batches_in_flight=1
+        )
+    submission = caught.value.submission
+    assert [(b.start, b.stop, b.state) for b in submission.outcomes] == [
+        (0, 300, "accepted"),
+        (300, 400, "not_sent"),
+    ]
+    assert caught.value.stopped_by.field == "updates[330].update.data.n"
+    assert submission.outcomes[1].items == tuple(items[300:])
+    assert patches(sim) == 1
+
+
+async def test_a_bad_item_late_in_the_first_batch_raises_before_any_request(sim, chakra):
+    """Caught in the first batch's third slice: the ValidationError itself, nothing sent."""
+    items = _mixed(300)
+    items[290] = ProcessUpdate.by_key("lead_id", "L1", data={"n": 2**70})
+    with pytest.raises(ValidationError) as caught:
+        await chakra.bulk_update_processes("leads", _async_items(items), batch_size=300)
+    assert caught.value.field == "updates[290]"
+    assert sim.records.total_requests == 0
+
+
+async def test_no_more_than_a_slice_of_the_callers_updates_is_alive_at_once(sim, chakra):
+    """Reading a batch of 1,000 keeps at most one slice of its updates alive, not the batch."""
+    alive: list[weakref.ref[ProcessUpdate]] = []
+    most = 0
+
+    def updates():
+        nonlocal most
+        for i in range(2000):
+            update = ProcessUpdate.by_key("lead_id", f"L{i % LEADS}", data={"n": i})
+            alive.append(weakref.ref(update))
+            most = max(most, sum(ref() is not None for ref in alive[-1100:]))
+            yield update
+
+    submission = await chakra.bulk_update_processes("leads", updates(), batch_size=1000)
+    assert submission.count == 2000
+    assert 1 < most <= 129

@@ -56,12 +56,12 @@ from asyncbulk.chakra._models import (
 )
 from asyncbulk.chakra._resume import settle_interrupted, submission_from_handle
 from asyncbulk.chakra._submission import (
+    BatchEncoder,
     BatchOutcome,
     BatchState,
     BulkSubmission,
     Operation,
     SentItems,
-    encode_batch,
 )
 
 if TYPE_CHECKING:
@@ -102,6 +102,10 @@ _ENTRIES_PATH: Final = "/v1/ext/background-job/{job_id}/entries"
 _UPDATE_PATH: Final = "/v1/ext/procedure/{procedure}/process"
 _CREATE_PATH: Final = "/v1/ext/procedure/{procedure}/process/bulk-create"
 _MODELS: Final = {ProcessUpdate}
+#: Items read, checked and encoded at a time (`BatchEncoder`): so few of the caller's objects
+#: are alive at once that the cyclic collector, run every 700 new objects by default, seldom
+#: runs during a submission, let alone meets them.
+_SLICE: Final = 128
 
 T = TypeVar("T")
 
@@ -838,31 +842,47 @@ class ChakraClient(ClientBase):
             async with anyio.create_task_group() as group:
                 done = anyio.Event()
                 group.start_soon(watch_cancellation, done)
-                async with contextlib.aclosing(_chunks(items, size)) as chunks:
-                    async for raw in chunks:
-                        if stopped() is None:
-                            await slots.acquire()
-                            if stopped() is not None:
+                # The batch being read: its encoder, or its items once it will not be sent.
+                batch: BatchEncoder | list[Any] | None = None
+                refusal: BaseException | None = None
+                async with contextlib.aclosing(_slices(items, size)) as slices:
+                    async for part, ends in slices:
+                        if batch is None:
+                            if not part:
+                                continue  # the input ended with the last batch
+                            # A batch begins: it waits for its place among those in flight.
+                            if stopped() is None:
+                                await slots.acquire()
+                                if stopped() is not None:
+                                    slots.release()
+                            if stopped() is None:
+                                batch = BatchEncoder(operation, name, position)
+                            else:
+                                # Every later batch would meet the same error: named, not sent.
+                                batch, refusal = [], stopped_by
+                        if isinstance(batch, list):
+                            batch.extend(part)
+                        elif part:
+                            try:
+                                # Checked, put in wire form and encoded a slice at a time: the
+                                # slice's items die here, and only the encoded batch goes on.
+                                checked, kinds = check(part, position + len(batch))
+                                batch.add(checked, kinds=kinds)
+                                del checked
+                            except ValidationError as exc:
                                 slots.release()
-                        if stopped() is not None:
-                            # Every later batch would meet the same error: named, not sent.
-                            position = await not_sent(raw, position, stopped_by)
+                                stopped_by = refusal = exc
+                                batch = [*batch.sent().items(), *part]
+                        del part
+                        if not ends:
                             continue
-                        positions = range(position, position + len(raw))
-                        try:
-                            # Checked, put in wire form and encoded in one pass; the batch's
-                            # items die here, and only the encoded batch goes on.
-                            checked, kinds = check(raw, position)
-                            body, sent = encode_batch(
-                                checked, operation, name, position, kinds=kinds
-                            )
-                            del checked
-                        except ValidationError as exc:
-                            slots.release()
-                            stopped_by = exc
-                            position = await not_sent(raw, position, exc)
+                        if isinstance(batch, list):
+                            position = await not_sent(batch, position, refusal)
+                            batch = None
                             continue
-                        del raw
+                        body, sent = batch.finish()
+                        batch = None
+                        positions = range(position, position + len(sent))
                         await log.sending(positions)
                         if on_state is not None:
                             on_state(
@@ -953,7 +973,7 @@ def _update_checker(
     A batch of `ProcessUpdate`s, or of plain dicts in the commonest wire form, is taken whole
     (see `is_data_batch`); otherwise each mapping is checked and put in its wire form in one
     pass, with no `ProcessUpdate` built. The batch then holds exactly what is sent; it comes
-    with the set of its items' types when that is known (read once, for `encode_batch` too).
+    with the set of its items' types when that is known (read once, for `BatchEncoder.add` too).
     """
     convert = _update_converter(name)
 
@@ -1018,25 +1038,43 @@ def _create_converter(name: str) -> Callable[[Any, int], ProcessCreate]:
     return convert
 
 
-async def _chunks(items: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGenerator[list[T]]:
-    """Lists of up to `size` items, read lazily from a sync or async iterable."""
+async def _slices(
+    items: Iterable[T] | AsyncIterable[T], size: int
+) -> AsyncGenerator[tuple[list[T], bool]]:
+    """Batches of up to `size` items, read lazily in slices of at most `_SLICE` items.
+
+    Yields each slice with whether it ends its batch. The input's end may show only after a
+    full slice, as an empty slice that ends the batch (which is then empty if it just began).
+    """
     # An async generator is safe here: it holds no task group or cancel scope across a yield.
+    step = min(size, _SLICE)
     if isinstance(items, AsyncIterable):
-        chunk: list[T] = []
+        part: list[T] = []
+        count = 0
         async for item in items:
-            chunk.append(item)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+            part.append(item)
+            count += 1
+            if count == size:
+                yield part, True
+                part, count = [], 0
+            elif len(part) == step:
+                yield part, False
+                part = []
+        yield part, True
         return
     iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-        # Dropped before the next is read: a batch's items, encoded by now, die young, and the
-        # collector does not carry them through its generations while the next one is built.
-        del chunk
+    while True:
+        left = size
+        while left:
+            wanted = min(step, left)
+            part = list(itertools.islice(iterator, wanted))
+            left -= len(part)
+            if len(part) < wanted:
+                yield part, True
+                return
+            yield part, not left
+            # Dropped before the next is read: a slice's items, encoded by now, die young.
+            del part
         # A sync generator may read files for a while: let the batches in flight progress.
         await anyio.lowlevel.checkpoint()
 

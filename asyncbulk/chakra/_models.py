@@ -400,21 +400,36 @@ class ProcessUpdate(_UpdateSlots):
             data: attribute values to set.
             **changes: `state`, `status`, `assigned_to`, `next_action_at`, `is_deleted`.
         """
+        if (
+            not changes
+            and type(data) is dict
+            and type(attribute) is str
+            and type(value) is str
+            and cls is ProcessUpdate
+            and data
+            and attribute.strip()
+            and value.strip()
+            and attribute not in _RESERVED_KEYS
+        ):
+            # The commonest update, checked and built inline (this line runs once per item of
+            # a bulk update): a non-blank string key and value, and data of string keys and
+            # scalar values; anything else takes the general path, which names what is wrong.
+            checked = data.copy()
+            scalars = _SCALARS
+            for name in checked:
+                if type(name) is not str or type(checked[name]) not in scalars:
+                    break
+            else:
+                update = _UpdateSlots()
+                update.id = None
+                update.key = (attribute, value)
+                update.data = checked
+                update.state = update.status = update.assigned_to = None
+                update.next_action_at = update.is_deleted = None
+                update._data_only = True  # noqa: SLF001 -- this module's own mark
+                update.__class__ = ProcessUpdate
+                return update  # type: ignore[return-value]
         if not changes and cls is ProcessUpdate and data is not None:
-            # The commonest update, checked inline: a non-blank string key and value, and
-            # data of string keys and scalar values (anything else takes the general path).
-            if (
-                type(data) is dict
-                and type(attribute) is str
-                and type(value) is str
-                and data
-                and attribute.strip()
-                and value.strip()
-                and attribute not in _RESERVED_KEYS
-            ):
-                update = _plain_update(None, (attribute, value), data)
-                if update is not None:
-                    return update  # type: ignore[return-value]
             return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
         return cls(key=(attribute, value), data=data, **changes)
 
@@ -524,8 +539,8 @@ def _plain_update(
     """
     checked = data.copy()
     scalars = _SCALARS
-    for name, value in checked.items():
-        if type(name) is not str or type(value) not in scalars:
+    for name in checked:
+        if type(name) is not str or type(checked[name]) not in scalars:
             return None
     return _new_update(id, key, checked)
 
@@ -536,7 +551,8 @@ def _new_update(
     data: Mapping[str, Any],
 ) -> ProcessUpdate:
     """A `ProcessUpdate` with only `data` to change, checked already: the commonest."""
-    update = _new(_UpdateSlots)
+    # Called, not made with object.__new__: the class has no __init__, and a call is cheaper.
+    update = _UpdateSlots()
     update.id = id
     update.key = key
     update.data = data

@@ -111,6 +111,11 @@ class SentItems:
         """The count only: the items may be many."""
         return f"<SentItems of {self._count} items>"
 
+    @property
+    def encoded(self) -> bytes:
+        """The items' JSON array, as sent."""
+        return self._wire
+
     def wire(self) -> list[Any]:
         """The items as sent, each in its wire form."""
         items: list[Any] = orjson.loads(self._wire)
@@ -148,27 +153,95 @@ def encode_batch(
         ValidationError: an item the encoder refuses (an integer too large for JSON numbers,
             nesting too deep), named by its input position.
     """
-    if kinds is None:
-        kinds = set(map(type, batch))
-    # Models are put in wire form by the encoder as it reaches each (`encode_default`), so no
-    # list of wire dicts is built beside the batch; dicts are sent as they are.
-    if dict not in kinds:
-        marks = b"\x01" * len(batch)
-    elif kinds == _DICTS:
-        marks = b""
-    else:
-        marks = bytes(type(item) is not dict for item in batch)
-    try:
-        encoded = orjson.dumps(batch, default=encode_default)
-    except orjson.JSONEncodeError:
-        _raise_unencodable(batch, name, start)
-        raise ValidationError(name, "a batch is not JSON") from None
-    model: type[ProcessUpdate | ProcessCreate] = (
-        ProcessUpdate if operation == "update" else ProcessCreate
-    )
-    sent = SentItems(encoded, len(batch), models=marks, model=model)
-    body = b"".join((b'{"processes":', encoded, b"}")) if operation == "update" else encoded
-    return body, sent
+    encoder = BatchEncoder(operation, name, start)
+    encoder.add(batch, kinds=kinds)
+    return encoder.finish()
+
+
+class BatchEncoder:
+    """One batch's request body, encoded a slice of checked items at a time.
+
+    A submission reads its input a slice at a time and encodes each slice at once, so that a
+    slice's items die before the next is read: the caller's objects are never alive a batch at
+    a time, and the cyclic collector, which runs after every few hundred new objects, seldom
+    finds one to visit. Items are wire dicts (sent as they are) or `ProcessUpdate` and
+    `ProcessCreate` models, put in wire form by the encoder as it reaches each.
+    """
+
+    __slots__ = ("_count", "_counts", "_marks", "_name", "_operation", "_parts", "_start")
+
+    def __init__(self, operation: Operation, name: str, start: int) -> None:
+        """An empty batch whose first item is at input position `start`."""
+        self._operation: Operation = operation
+        self._name = name
+        self._start = start
+        self._count = 0
+        self._parts: list[bytes] = []
+        self._counts: list[int] = []
+        # Per slice: b"" when every item is a dict, else one mark per item (1: a model).
+        self._marks: list[bytes] = []
+
+    def __len__(self) -> int:
+        """How many items the batch holds so far."""
+        return self._count
+
+    def add(self, items: Sequence[Any], *, kinds: set[type] | None = None) -> None:
+        """Encode the next checked items; `kinds` is the set of their types, when known.
+
+        Raises:
+            ValidationError: an item the encoder refuses (an integer too large for JSON
+                numbers, nesting too deep), named by its input position; the batch is as it was.
+        """
+        if not items:
+            return
+        if kinds is None:
+            kinds = set(map(type, items))
+        if dict not in kinds:
+            marks = b"\x01" * len(items)
+        elif kinds == _DICTS:
+            marks = b""
+        else:
+            marks = bytes(type(item) is not dict for item in items)
+        position = self._start + self._count
+        try:
+            encoded = orjson.dumps(items, default=encode_default)
+        except orjson.JSONEncodeError:
+            _raise_unencodable(items, self._name, position)
+            raise ValidationError(self._name, "a batch is not JSON") from None
+        self._parts.append(encoded)
+        self._counts.append(len(items))
+        self._marks.append(marks)
+        self._count += len(items)
+
+    def sent(self) -> SentItems:
+        """The items so far, as `BatchOutcome` keeps them."""
+        parts = self._parts
+        if not parts:
+            wire = b"[]"
+        elif len(parts) == 1:
+            wire = parts[0]
+        else:
+            # Each part is a JSON array of at least one item: their insides, comma-joined.
+            wire = b"".join((b"[", b",".join(part[1:-1] for part in parts), b"]"))
+        model = ProcessUpdate if self._operation == "update" else ProcessCreate
+        return SentItems(wire, self._count, models=self._joined_marks(), model=model)
+
+    def finish(self) -> tuple[bytes, SentItems]:
+        """The request body and the items as `BatchOutcome` keeps them."""
+        sent = self.sent()
+        if self._operation == "update":
+            return b"".join((b'{"processes":', sent.encoded, b"}")), sent
+        return sent.encoded, sent
+
+    def _joined_marks(self) -> bytes:
+        marks = self._marks
+        if len(marks) == 1:
+            return marks[0]
+        if not any(marks):
+            return b""
+        return b"".join(
+            mark or b"\x00" * count for mark, count in zip(marks, self._counts, strict=True)
+        )
 
 
 def _raise_unencodable(batch: Sequence[Any], name: str, start: int) -> None:
@@ -196,7 +269,9 @@ class BatchOutcome:
         warnings: the ``_errors`` the server sent with an answer that accepted the batch.
         items: the batch's items as sent: each mapping given as the checked wire form it was
             sent as, each `ProcessUpdate` or `ProcessCreate` given as one equal to it, rebuilt
-            from what was sent (as given, for a batch never read through). A sent batch keeps
+            from what was sent. Items a batch never read through are as given: all of a batch
+            not sent because an earlier one stopped the submission, and, in a batch stopped by
+            a bad item, that item's slice of the input and what follows it. A sent batch keeps
             its items encoded and reads them back each time this is asked for.
     """
 
