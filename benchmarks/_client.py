@@ -234,6 +234,10 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         ctx = Context(spec["server"], spec.get("params", {}), spec.get("setup", {}), _admin=admin)
         await _set_up(ctx, module)
         before = await ctx.admin("GET", "/admin/report")
+        # Last before measuring: the scenario's `start` (tasks released to begin finishing).
+        start = getattr(module, "start", None)
+        if start is not None:
+            await start(ctx)
         profiler = _profiler() if spec.get("profile") else None
         with Meter() as meter, profiler or contextlib.nullcontext():
             outcome = await contender(ctx)

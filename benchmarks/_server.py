@@ -10,7 +10,11 @@ fast and never counted as client requests:
 
 - `POST /admin/zefort/tasks` `{"count", "over", "offset", "create"}`: create `count` pending tasks
   that finish at uniformly random times between `offset` and `offset + over` seconds from now;
-  answers `{"ids": [...]}` (with `"create": false`, ids of the same length and no tasks).
+  answers `{"ids": [...]}` (with `"create": false`, ids of the same length and no tasks). With
+  `"hold": true` they stay due far ahead until released.
+- `POST /admin/zefort/release` `{"start"}`: the held tasks' due times counted from `start` (a
+  `time.monotonic()` reading, the same clock in every process of the machine) instead of from
+  their creation; answers `{"late": s}`, how long after `start` the release ended.
 - `POST /admin/chakra/processes` `{"count"}`: a procedure `bench` (primary key `lead_id`) with
   processes `L0`, `L1`, ... answers `{"procedure": "bench", "key": "lead_id", "prefix": "L"}`.
 - `POST /admin/chakra/job` `{"entries"}`: a background job over that many of those processes,
@@ -75,6 +79,8 @@ class _Admin:
         self.limiter = limiter
         self.readonly = readonly
         self.processes = 0
+        # When the held tasks were made (`hold`), until they are released.
+        self._held: float | None = None
 
     async def zefort_tasks(self, request: web.Request) -> web.Response:
         spec = await request.json()
@@ -87,10 +93,16 @@ class _Admin:
         began = time.monotonic()
         saved = state.task_delay
         # Made due far ahead, so that none finishes while a million are being made; then
-        # brought back so that the offset counts from the end of setup.
-        state.task_delay = (_AHEAD + offset, _AHEAD + offset + over)
+        # brought back so that the offset counts from the end of setup. Each is due counted
+        # from when the first was made, not from its own making (which takes seconds for a
+        # million): they all finish within `over`, at a uniform rate.
+        low, high = _AHEAD + offset, _AHEAD + offset + over
+        tasks = []
         try:
-            tasks = [state.submit_bulk_update(_TASK_BODY) for _ in range(count)]
+            for _ in range(count):
+                late = time.monotonic() - began
+                state.task_delay = (low - late, high - late)
+                tasks.append(state.submit_bulk_update(_TASK_BODY))
         finally:
             state.task_delay = saved
         # Each task's listing text is made once and kept until the task changes: make it now,
@@ -100,9 +112,22 @@ class _Admin:
         # first (moving nothing), so that the setup's length is read after it, and the tasks
         # still begin to finish `offset` after setup ends.
         state.postpone_tasks(0.0)
-        state.postpone_tasks(time.monotonic() - began - _AHEAD)
+        if spec.get("hold"):
+            # Due far ahead until `/admin/zefort/release` names when the client begins.
+            self._held = began
+        else:
+            state.postpone_tasks(time.monotonic() - began - _AHEAD)
         gc.freeze()
         return web.json_response({"ids": ids})
+
+    async def zefort_release(self, request: web.Request) -> web.Response:
+        start = float((await request.json())["start"])
+        if self._held is None:
+            raise web.HTTPConflict(text="no tasks held")
+        began, self._held = self._held, None
+        # Their due times counted from `start` where they counted from their creation.
+        self.sim.zefort.postpone_tasks(start - began - _AHEAD)
+        return web.json_response({"late": max(0.0, time.monotonic() - start)})
 
     async def zefort_unlist(self, request: web.Request) -> web.Response:
         ids = (await request.json())["ids"]
@@ -197,6 +222,7 @@ class _Admin:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/admin/zefort/tasks", self.zefort_tasks)
+        app.router.add_post("/admin/zefort/release", self.zefort_release)
         app.router.add_post("/admin/zefort/one-task", self.zefort_one_task)
         app.router.add_post("/admin/zefort/unlist", self.zefort_unlist)
         app.router.add_post("/admin/chakra/processes", self.chakra_processes)

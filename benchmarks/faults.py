@@ -34,6 +34,7 @@ FAULTS = [
 _SIZES = {"smoke": (50, 1.0), "quick": (100, 1.0), "full": (2_000, 20.0)}
 
 prepare = tracking.prepare
+start = tracking.start
 
 
 async def naive_with_retries(ctx: Context) -> dict[str, Any]:

@@ -58,6 +58,7 @@ _SPORADIC_TITLE = "2% sporadic 429s"
 _HUGE_TITLE = "one Retry-After: 86400"
 
 prepare = tracking.prepare
+start = tracking.start
 
 
 def requests_needed(tasks: int) -> int:
