@@ -13,7 +13,9 @@ printed) and optionally `profile`, a file to write a pyinstrument profile of the
 (its figures are then inflated by the profiler), headed by the time the garbage collector took.
 The params `faults` and `limit` set the server's fault rules and rate limits for the measured
 part; with `shared_server`, the run takes its tasks off the server's listing when it is done.
-The result is one JSON line on stdout.
+A scenario's `prepare` runs before all that, and its `start`, if it has one, last before the
+measured part (the tracking scenarios release their tasks there). The result is one JSON line
+on stdout.
 """
 
 from __future__ import annotations

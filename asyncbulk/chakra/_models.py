@@ -411,23 +411,11 @@ class ProcessUpdate(_UpdateSlots):
             and value.strip()
             and attribute not in _RESERVED_KEYS
         ):
-            # The commonest update, checked and built inline (this line runs once per item of
-            # a bulk update): a non-blank string key and value, and data of string keys and
-            # scalar values; anything else takes the general path, which names what is wrong.
-            checked = data.copy()
-            scalars = _SCALARS
-            for name in checked:
-                if type(name) is not str or type(checked[name]) not in scalars:
-                    break
-            else:
-                update = _UpdateSlots()
-                update.id = None
-                update.key = (attribute, value)
-                update.data = checked
-                update.state = update.status = update.assigned_to = None
-                update.next_action_at = update.is_deleted = None
-                update._data_only = True  # noqa: SLF001 -- this module's own mark
-                update.__class__ = ProcessUpdate
+            # The commonest update (this runs once per item of a bulk update): a non-blank
+            # string key and value, checked here, and data of string keys and scalar values
+            # (`_plain_update`); anything else takes the general path, which names what is wrong.
+            update = _plain_update(None, (attribute, value), data)
+            if update is not None:
                 return update  # type: ignore[return-value]
         if not changes and cls is ProcessUpdate and data is not None:
             return _data_update(None, (attribute, value), data)  # type: ignore[return-value]
