@@ -655,6 +655,8 @@ class Session:
         if not auth.refreshable:
             self._headers_now()
         self._transport = transport
+        #: The library's own transport's `send` of a request's fields, for the first try.
+        self._send_parts = transport.send_parts if type(transport) is AiohttpTransport else None
         self._closed = False
         self._limiter: InFlight | None = None
 
@@ -804,60 +806,169 @@ class Session:
             ClientClosedError: the client was closed.
             ValidationError: ``priority``, ``deadline`` or ``timeout`` is of the wrong type.
         """
-        call = self._new_call(
-            method,
-            path,
-            params,
-            json_body,
-            idempotent,
-            retry,
-            priority,
-            deadline,
-            timeout,
-            job_id,
-            reader,
-        )
-        data, url_text, raw_path = call.data, call.url_text, call.raw_path
-        flow, limiter = self._flow, self._limiter
-        assert limiter is not None  # noqa: S101 -- made by _new_call
-        # Every try and every redirect it follows in this one coroutine: the path each request
-        # takes, where each layer of coroutines would cost more than the rest of its work.
-        # The steps that wait (a turn, a slot, a credential) await only when they must.
-        while True:
-            call.attempt += 1
-            sets = self._header_sets
-            if sets is None or sets[0] != self._auth.generation:
-                sets = await self._credential(None)
-            headers = sets[1] if data is None else sets[2]
-            url, path = url_text, raw_path
-            try:
-                for _ in range(MAX_REDIRECTS + 1):
-                    if call.wait:
-                        if not flow.turn_now():
-                            await flow.turn(call.priority, call.deadline, method=method, url=url)
-                        if self._shared is not None:
-                            await self._shared_turn(call.deadline, method, url)
+        data = None if json_body is _NO_BODY else _encode_json(json_body)
+        if deadline is None and timeout is None and type(priority) is Priority:
+            limit = None
+        else:
+            limit = _call_deadline(priority, deadline, timeout)
+        self._check_open()
+        if params:
+            url_text = str(URL(f"{self._root}{path}", encoded=True).update_query(params))
+        else:
+            # The path is already encoded (`path`, `resolve_link`): joining strings gives the
+            # URL yarl would, without building one per request.
+            url_text = f"{self._root}{path}"
+        started = time.monotonic()
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = InFlight(self.max_in_flight)
+        sets = self._header_sets
+        observing = self._observing
+        handed: TransportResponse | TransportError | ProtocolError | None = None
+        # The first try, when nothing need wait (a turn, a slot, a credential, a deadline) and
+        # no one observes it, goes from here: most calls end with it, and no `_Call` is built
+        # for them. Any other answer, and every other try, is `_tries`' to handle.
+        if (
+            sets is not None
+            and sets[0] == self._auth.generation
+            and self._shared is None
+            and (observing is None or not observing())
+            and (retry or self.retry).wait
+            and (limit is None or (left := limit - loop_time()) > 0)
+            and limiter.take_now()
+        ):
+            if self._flow.turn_now():
+                try_timeout = (
+                    self.timeouts.total if limit is None else min(self.timeouts.total, left)
+                )
+                self._counts.requests += 1
+                headers = sets[1] if data is None else sets[2]
+                try:
+                    if self._send_parts is not None:
+                        answer = await self._send_parts(
+                            method, url_text, headers, data, try_timeout, self.max_response_bytes
+                        )
                     else:
-                        flow.note_send()
-                    if not limiter.take_now():
-                        await self._slot(call, url)
-                    try:
-                        request = self._request_of(call, url, headers)
-                        observing = self._observing
-                        if observing is None or not observing():
-                            # No one to tell: no `TryInfo` or `TryResult` built for nothing.
-                            answer = await self._transport.send(request)
-                        else:
-                            answer = await self._observed(call, request, path)
-                    finally:
-                        limiter.release()
+                        answer = await self._transport.send(
+                            build_request(
+                                method,
+                                url_text,
+                                headers,
+                                data,
+                                try_timeout,
+                                self.max_response_bytes,
+                            )
+                        )
+                except (TransportError, ProtocolError) as exc:
+                    handed = exc
+                finally:
+                    limiter.release()
+                if handed is None:
                     status = answer.status
                     by_status = self._counts.by_status
                     by_status[status] = by_status.get(status, 0) + 1
                     if status == 429:  # noqa: PLR2004
                         await self._throttled(answer)
                     else:
-                        flow.calm()
+                        self._flow.calm()
+                    if status < 300 and not logger.isEnabledFor(logging.DEBUG):  # noqa: PLR2004
+                        try:
+                            if reader is not None:
+                                return self._read_with(reader, method, url_text, answer)
+                            body = self._parse(method, url_text, answer)
+                            return self._unwrap(method, url_text, status, body)
+                        except ProtocolError:
+                            pass  # `_tries` reads it again, and decides
+                    handed = answer
+            else:
+                limiter.release()
+        call = self._new_call(
+            method,
+            url_text,
+            path if not params else None,
+            data,
+            idempotent,
+            retry,
+            priority,
+            limit,
+            started,
+            job_id,
+            reader,
+        )
+        if handed is None:
+            return await self._tries(call, None)
+        assert sets is not None  # noqa: S101 -- the first try was sent with them
+        return await self._tries(call, (sets, handed))
+
+    async def _tries(  # noqa: C901, PLR0912, PLR0915 -- every try in one loop: see below
+        self,
+        call: _Call,
+        handed: tuple[
+            tuple[int, dict[str, str], dict[str, str]],
+            TransportResponse | TransportError | ProtocolError,
+        ]
+        | None,
+    ) -> Response:
+        """Every try of ``call``, until one succeeds or no other may follow.
+
+        ``handed`` is the first try, when `request` sent it: the headers it went with, and
+        its answer (counted already) or the error it met.
+        """
+        data, url_text, raw_path, method = call.data, call.url_text, call.raw_path, call.method
+        flow, limiter, reader = self._flow, self._limiter, call.reader
+        assert limiter is not None  # noqa: S101 -- made by `request`
+        # Every try and every redirect it follows in this one coroutine: the path each request
+        # takes, where each layer of coroutines would cost more than the rest of its work.
+        # The steps that wait (a turn, a slot, a credential) await only when they must.
+        while True:
+            call.attempt += 1
+            first = None
+            if handed is not None:
+                (sets, first), handed = handed, None
+            else:
+                current = self._header_sets
+                if current is None or current[0] != self._auth.generation:
+                    current = await self._credential(None)
+                sets = current
+            headers = sets[1] if data is None else sets[2]
+            url, path = url_text, raw_path
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    if first is not None:
+                        # The try `request` sent: its answer is counted already.
+                        if not isinstance(first, TransportResponse):
+                            raise first
+                        answer, first = first, None
+                        status = answer.status
+                    else:
+                        if call.wait:
+                            if not flow.turn_now():
+                                await flow.turn(
+                                    call.priority, call.deadline, method=method, url=url
+                                )
+                            if self._shared is not None:
+                                await self._shared_turn(call.deadline, method, url)
+                        else:
+                            flow.note_send()
+                        if not limiter.take_now():
+                            await self._slot(call, url)
+                        try:
+                            request = self._request_of(call, url, headers)
+                            observing = self._observing
+                            if observing is None or not observing():
+                                # No one to tell: no `TryInfo` or `TryResult` built for nothing.
+                                answer = await self._transport.send(request)
+                            else:
+                                answer = await self._observed(call, request, path)
+                        finally:
+                            limiter.release()
+                        status = answer.status
+                        by_status = self._counts.by_status
+                        by_status[status] = by_status.get(status, 0) + 1
+                        if status == 429:  # noqa: PLR2004
+                            await self._throttled(answer)
+                        else:
+                            flow.calm()
                     if status not in _REDIRECTS:
                         break
                     target = self._redirect_target(method, url, data, answer)
@@ -934,38 +1045,30 @@ class Session:
     def _new_call(  # noqa: PLR0917 -- `request`'s arguments, checked in one place
         self,
         method: str,
-        path: str,
-        params: Mapping[str, str | int] | None,
-        json_body: Any,
+        url_text: str,
+        path: str | None,
+        data: bytes | None,
         idempotent: bool | None,
         retry: RetryPolicy | None,
         priority: Priority,
-        deadline: float | None,
-        timeout: float | None,
+        limit: float | None,
+        started: float,
         job_id: str | None,
         reader: Callable[[bytes], Any] | None,
     ) -> _Call:
-        """A call of `request`, its arguments checked and its URL joined."""
-        data = None if json_body is _NO_BODY else _encode_json(json_body)
-        if deadline is None and timeout is None and type(priority) is Priority:
-            limit = None
-        else:
-            limit = _call_deadline(priority, deadline, timeout)
-        self._check_open()
+        """A call of `request` beyond its first try: its URL's parts, its policy, its state.
+
+        ``path`` is the path as given, or None when a query was added to it.
+        """
         policy = retry or self.retry
         if idempotent is None:
             idempotent = is_idempotent(method)
-        if params:
-            url = URL(f"{self._root}{path}", encoded=True).update_query(params)
-            url_text, raw_path, path_qs = str(url), url.raw_path, url.raw_path_qs
+        if path is None:
+            url = URL(url_text, encoded=True)
+            raw_path, path_qs = url.raw_path, url.raw_path_qs
         else:
-            # The path is already encoded (`path`, `resolve_link`): joining strings gives the
-            # URL yarl would, without building one per request.
-            url_text = f"{self._root}{path}"
             path_qs = f"{self._prefix}{path}"
             raw_path = path_qs.partition("?")[0]
-        if self._limiter is None:
-            self._limiter = InFlight(self.max_in_flight)
         # Positional, in the fields' order: keywords cost several times more to pass.
         return _Call(
             method,
@@ -978,7 +1081,7 @@ class Session:
             policy.wait,
             policy,
             idempotent,
-            time.monotonic(),
+            started,
             policy.attempts,
             job_id,
             reader,

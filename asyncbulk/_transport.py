@@ -156,11 +156,9 @@ class RefusedAnswerError(ProtocolError):
     """An answer refused on principle (too large, a redirect not to follow): never retried."""
 
 
-def _too_large(request: TransportRequest, size: str) -> ProtocolError:
+def _too_large(method: str, url: str, limit: int, size: str) -> ProtocolError:
     return RefusedAnswerError(
-        f"answer of {size} is larger than max_response_bytes ({request.max_response_bytes})",
-        method=request.method,
-        url=request.url,
+        f"answer of {size} is larger than max_response_bytes ({limit})", method=method, url=url
     )
 
 
@@ -266,51 +264,76 @@ class AiohttpTransport:
         self._client()
 
     async def send(self, request: TransportRequest) -> TransportResponse:
-        """Send one try through aiohttp; map its every exception here, and nowhere else.
+        """Send one try through aiohttp (`send_parts` of the request's fields).
 
         Raises:
             TransportError: the connection failed, dropped or timed out.
             ProtocolError: the answer is larger than ``request.max_response_bytes``; the
                 connection is closed and the rest is never read.
         """
-        client = self._client()
-        total = request.timeout
-        if total is None or total == self._total:
-            timeout = self._default_timeout
+        return await self.send_parts(
+            request.method,
+            request.url,
+            request.headers,
+            request.body,
+            request.timeout,
+            request.max_response_bytes,
+        )
+
+    async def send_parts(  # noqa: PLR0917 -- a `TransportRequest`'s fields, in order
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float | None,  # noqa: ASYNC109 -- the try's limit, given to aiohttp
+        max_response_bytes: int,
+    ) -> TransportResponse:
+        """`send` of a request given as its fields: the session's first try builds no request.
+
+        aiohttp's every exception is mapped here, and nowhere else.
+
+        Raises:
+            TransportError: the connection failed, dropped or timed out.
+            ProtocolError: the answer is larger than ``max_response_bytes``; the connection
+                is closed and the rest is never read.
+        """
+        client = self._session or self._client()
+        if timeout is None or timeout == self._total:
+            limits = self._default_timeout
         else:
-            timeout = self._timeout(total)
-        method, url = request.method, request.url
-        headers: Mapping[str, str] | None = request.headers
+            limits = self._timeout(timeout)
+        sent: Mapping[str, str] | None = headers
         if self._owns_session:
             # aiohttp merges a request's headers into a copy of the session's, item by item:
             # on the session's own, the headers of the last request are its defaults, and a
             # request with the same ones (nearly all: one credential, with or without a body)
             # passes none. Nothing awaits between this and aiohttp's copy of them.
             if headers != self._defaults:
-                self._defaults = dict(request.headers)
+                self._defaults = dict(headers)
                 defaults = client.headers
                 defaults.clear()
                 defaults.update(self._defaults)
-            headers = None
+            sent = None
         error: TransportError
         try:
             async with client.request(
                 method,
                 URL(url, encoded=True),
-                data=request.body,
-                headers=headers,
+                data=body,
+                headers=sent,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=limits,
                 ssl=self._ssl,
                 proxy=self._proxy,
             ) as resp:
                 declared = resp.content_length
-                if declared is not None and declared <= request.max_response_bytes:
+                if declared is not None and declared <= max_response_bytes:
                     # aiohttp's parser reads no more than the declared length: one read.
-                    body = await resp.read()
+                    read = await resp.read()
                 else:
-                    body = await _read_bounded(resp, request)
-                return _response(resp.status, resp.headers, body)
+                    read = await _read_bounded(resp, method, url, max_response_bytes)
+                return _response(resp.status, resp.headers, read)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             error = TransportError(f"could not connect: {exc}", method=method, url=url, sent=False)
         except TimeoutError:
@@ -335,14 +358,13 @@ class AiohttpTransport:
             await session.close()
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, request: TransportRequest) -> bytes:
-    """The body, never more than the limit: a larger answer closes the connection."""
-    limit = request.max_response_bytes
+async def _read_bounded(resp: aiohttp.ClientResponse, method: str, url: str, limit: int) -> bytes:
+    """The body, never more than ``limit``: a larger answer closes the connection."""
     declared = resp.content_length
     if declared is not None:
         if declared > limit:
             resp.close()
-            raise _too_large(request, f"{declared} bytes (Content-Length)")
+            raise _too_large(method, url, limit, f"{declared} bytes (Content-Length)")
         # aiohttp's parser reads no more than the declared length: one read, no chunk list.
         return await resp.read()
     parts: list[bytes] = []
@@ -351,7 +373,7 @@ async def _read_bounded(resp: aiohttp.ClientResponse, request: TransportRequest)
         size += len(chunk)
         if size > limit:
             resp.close()
-            raise _too_large(request, f"more than {limit} bytes")
+            raise _too_large(method, url, limit, f"more than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
 
@@ -392,7 +414,9 @@ class MockTransport:
         if inspect.isawaitable(answer):
             answer = await answer
         if len(answer.body) > request.max_response_bytes:
-            raise _too_large(request, f"{len(answer.body)} bytes")
+            raise _too_large(
+                request.method, request.url, request.max_response_bytes, f"{len(answer.body)} bytes"
+            )
         return answer
 
     async def aclose(self) -> None:
