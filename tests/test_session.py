@@ -866,3 +866,65 @@ def test_max_response_bytes_is_checked() -> None:
     for value in (0, -1, 1.5, True):
         with pytest.raises(ValidationError, match="max_response_bytes"):
             asyncbulk.ChakraClient("a-token", max_response_bytes=value)  # type: ignore[arg-type]
+
+
+async def test_first_try_handed_on_is_counted_once(server: Server) -> None:
+    """A first answer of 429, then 503, then 200: each try counted once, as the server saw it."""
+    server.handler = script(
+        status(429, {}, {"Retry-After": "0"}), status(503), chakra_ok({"id": "job-1"})
+    )
+    session = chakra_session(server)
+    response = await session.request("GET", "/v1/ext/background-job/job-1")
+    stats = session.stats
+    await session.aclose()
+    assert response.data == {"id": "job-1"}
+    assert len(server.seen) == 3
+    assert stats.requests == 3
+    assert stats.retries == 2
+    assert dict(stats.by_status) == {429: 1, 503: 1, 200: 1}
+
+
+async def test_first_answer_not_json_is_retried_by_the_loop(server: Server) -> None:
+    """A first 200 whose body is not JSON is read again by the retry loop, and a GET retried."""
+
+    async def garbage(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"<html>not json</html>", content_type="text/html")
+
+    server.handler = script(garbage, chakra_ok({"id": "job-1"}))
+    session = chakra_session(server)
+    response = await session.request("GET", "/v1/ext/background-job/job-1")
+    stats = session.stats
+    await session.aclose()
+    assert response.data == {"id": "job-1"}
+    assert len(server.seen) == 2
+    assert dict(stats.by_status) == {200: 2}
+
+
+async def test_first_try_lost_post_is_not_sent_again(server: Server) -> None:
+    """A POST whose first answer is lost after the server read it raises, and is sent once."""
+    server.handler = drop
+    session = chakra_session(server)
+    with pytest.raises(TransportError) as caught:
+        await session.request("POST", "/v1/ext/process/p/bulk-update", json_body={"a": 1})
+    await session.aclose()
+    assert caught.value.sent
+    assert [s.method for s in server.seen] == ["POST"]
+
+
+async def test_first_try_redirect_is_followed_by_the_loop(server: Server) -> None:
+    """A first answer of 307 to the same host is followed, and both tries are counted."""
+
+    async def moved(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=307, headers={"Location": "/v1/ext/background-job/job-2"})
+
+    server.handler = script(moved, chakra_ok({"id": "job-2"}))
+    session = chakra_session(server)
+    response = await session.request("GET", "/v1/ext/background-job/job-1")
+    stats = session.stats
+    await session.aclose()
+    assert response.data == {"id": "job-2"}
+    assert [s.raw_path for s in server.seen] == [
+        "/v1/ext/background-job/job-1",
+        "/v1/ext/background-job/job-2",
+    ]
+    assert dict(stats.by_status) == {307: 1, 200: 1}
