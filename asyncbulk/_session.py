@@ -55,6 +55,7 @@ from asyncbulk._transport import (
     TransportResponse,
     build_request,
     check_max_response_bytes,
+    parts_sender,
 )
 from asyncbulk._version import __version__
 
@@ -655,8 +656,8 @@ class Session:
         if not auth.refreshable:
             self._headers_now()
         self._transport = transport
-        #: The library's own transport's `send` of a request's fields, for the first try.
-        self._send_parts = transport.send_parts if type(transport) is AiohttpTransport else None
+        #: `send` of a request given as its fields, for the first try.
+        self._send_parts = parts_sender(transport)
         self._closed = False
         self._limiter: InFlight | None = None
 
@@ -761,7 +762,7 @@ class Session:
         unregister_secrets(tuple(self._secrets))
         await self._transport.aclose()
 
-    async def request(  # noqa: C901, PLR0912, PLR0915 -- every try in one loop: see below
+    async def request(  # noqa: C901, PLR0912 -- the first try inline: see below
         self,
         method: str,
         path: str,
@@ -844,33 +845,17 @@ class Session:
                 self._counts.requests += 1
                 headers = sets[1] if data is None else sets[2]
                 try:
-                    if self._send_parts is not None:
-                        answer = await self._send_parts(
-                            method, url_text, headers, data, try_timeout, self.max_response_bytes
-                        )
-                    else:
-                        answer = await self._transport.send(
-                            build_request(
-                                method,
-                                url_text,
-                                headers,
-                                data,
-                                try_timeout,
-                                self.max_response_bytes,
-                            )
-                        )
+                    answer = await self._send_parts(
+                        method, url_text, headers, data, try_timeout, self.max_response_bytes
+                    )
                 except (TransportError, ProtocolError) as exc:
                     handed = exc
                 finally:
                     limiter.release()
                 if handed is None:
                     status = answer.status
-                    by_status = self._counts.by_status
-                    by_status[status] = by_status.get(status, 0) + 1
-                    if status == 429:  # noqa: PLR2004
+                    if self._counted(status):
                         await self._throttled(answer)
-                    else:
-                        self._flow.calm()
                     if status < 300 and not logger.isEnabledFor(logging.DEBUG):  # noqa: PLR2004
                         try:
                             if reader is not None:
@@ -963,12 +948,8 @@ class Session:
                         finally:
                             limiter.release()
                         status = answer.status
-                        by_status = self._counts.by_status
-                        by_status[status] = by_status.get(status, 0) + 1
-                        if status == 429:  # noqa: PLR2004
+                        if self._counted(status):
                             await self._throttled(answer)
-                        else:
-                            flow.calm()
                     if status not in _REDIRECTS:
                         break
                     target = self._redirect_target(method, url, data, answer)
@@ -1190,6 +1171,15 @@ class Session:
             # Sending a bulk body again, even to the same host, could apply it twice.
             raise refused(f"refusing to follow a redirect of a {method}: Location {location!r}")
         return target
+
+    def _counted(self, status: int) -> bool:
+        """Count an answer's status; True for a 429 (for `_throttled`), else calm the flow."""
+        by_status = self._counts.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        if status == 429:  # noqa: PLR2004
+            return True
+        self._flow.calm()
+        return False
 
     async def _throttled(self, answer: TransportResponse) -> None:
         """Learn from a 429: count it, and tell the flow control and any shared limiter."""

@@ -135,6 +135,33 @@ def _response(status: int, headers: CIMultiDictProxy[str], body: bytes) -> Trans
     return response
 
 
+def parts_sender(
+    transport: Transport,
+) -> Callable[
+    [str, str, Mapping[str, str], bytes | None, float | None, int], Awaitable[TransportResponse]
+]:
+    """`send` of a request given as its fields, for the session's first try.
+
+    The library's own transport's is `AiohttpTransport.send_parts`, which builds no
+    `TransportRequest`; any other transport is sent one built from the fields.
+    """
+    if type(transport) is AiohttpTransport:
+        return transport.send_parts
+
+    async def send_parts(  # noqa: PLR0917 -- a `TransportRequest`'s fields, in order
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float | None,  # noqa: ASYNC109 -- the try's limit, given to the transport
+        max_response_bytes: int,
+    ) -> TransportResponse:
+        request = build_request(method, url, headers, body, timeout, max_response_bytes)
+        return await transport.send(request)
+
+    return send_parts
+
+
 class Transport(Protocol):
     """Sends one try of a request and reads its answer; follows no redirect."""
 

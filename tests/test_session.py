@@ -900,17 +900,6 @@ async def test_first_answer_not_json_is_retried_by_the_loop(server: Server) -> N
     assert dict(stats.by_status) == {200: 2}
 
 
-async def test_first_try_lost_post_is_not_sent_again(server: Server) -> None:
-    """A POST whose first answer is lost after the server read it raises, and is sent once."""
-    server.handler = drop
-    session = chakra_session(server)
-    with pytest.raises(TransportError) as caught:
-        await session.request("POST", "/v1/ext/process/p/bulk-update", json_body={"a": 1})
-    await session.aclose()
-    assert caught.value.sent
-    assert [s.method for s in server.seen] == ["POST"]
-
-
 async def test_first_try_redirect_is_followed_by_the_loop(server: Server) -> None:
     """A first answer of 307 to the same host is followed, and both tries are counted."""
 
